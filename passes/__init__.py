@@ -1,0 +1,1 @@
+"""edgec passes: one module per pass."""

@@ -1,0 +1,1 @@
+"""Partitioners: the optimal global partitioner, the research baselines and the local (intra-board) split."""

@@ -1,0 +1,1 @@
+"""edgec: split one ONNX model across a cluster of heterogeneous edge boards."""

@@ -1,0 +1,1 @@
+"""What runs on a board: needs only numpy, onnxruntime and pyzmq."""
