@@ -1,0 +1,244 @@
+"""The IR that flows through the passes.
+
+A :class:`Program` is the onnx-graphsurgeon graph plus typed annotations keyed
+by node or group name. Annotations never go into ONNX node attributes, so the
+graph stays a valid ONNX model at every step and can be exported at any time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from edgec.cluster import Cluster
+
+_DTYPE_SHORT = {
+    "float32": "f32", "float16": "f16", "float64": "f64", "bfloat16": "bf16",
+    "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8",
+    "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64", "bool": "bool",
+}
+
+
+@dataclass
+class FusionGroup:
+    """Nodes a partition never cuts apart (e.g. Conv + BN + Relu + residual Add)."""
+
+    name: str
+    nodes: list[str]
+    pattern: str = "single"
+
+
+@dataclass
+class GroupCost:
+    """What one fusion group costs: work, bytes, and predicted ms on each compute unit."""
+
+    flops: float
+    param_bytes: int
+    activation_bytes: int
+    ms: dict[str, float] = field(default_factory=dict)  # unit id ("rpi4.cpu") -> ms
+
+
+@dataclass
+class Stage:
+    """A contiguous run of groups placed on one compute unit of one device."""
+
+    name: str
+    device: str
+    unit: str
+    groups: list[str]
+    predicted_ms: float = 0.0
+    memory_bytes: int = 0
+    backend: str = "onnxruntime-cpu"
+    variant: str = "fp32"
+
+    @property
+    def unit_id(self) -> str:
+        return f"{self.device}.{self.unit}"
+
+
+@dataclass
+class Prediction:
+    latency_ms: float
+    bottleneck_ms: float
+    throughput_fps: float
+
+
+@dataclass
+class Program:
+    """One model being compiled: the graph and everything the passes learned about it."""
+
+    graph: gs.Graph
+    opsets: dict[str, int]  # domain -> version, as the source model imports them
+    ir_version: int
+    source_path: str
+    source_sha256: str
+    cluster: Cluster | None = None
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    groups: dict[str, FusionGroup] = field(default_factory=dict)
+    costs: dict[str, GroupCost] = field(default_factory=dict)
+    stages: list[Stage] = field(default_factory=list)
+    prediction: Prediction | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # -- graph views -----------------------------------------------------------------
+
+    @property
+    def opset(self) -> int:
+        return self.opsets.get("", self.opsets.get("ai.onnx", 0))
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """Export the graph as a model with the source's opsets.
+
+        The IR version is at least 4: initializers are no longer listed as graph
+        inputs after load, which IR 3 does not allow.
+        """
+        model = gs.export_onnx(self.graph, do_type_check=False)
+        model.ir_version = max(self.ir_version, 4)
+        del model.opset_import[:]
+        model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in self.opsets.items())
+        return model
+
+    def group_of(self) -> dict[str, str]:
+        """Node name -> group name (every node is its own group until fusion says otherwise)."""
+        if not self.groups:
+            return {n.name: n.name for n in self.graph.nodes}
+        return {node: g.name for g in self.groups.values() for node in g.nodes}
+
+    def stage_of(self) -> dict[str, str]:
+        """Group name -> stage name."""
+        return {grp: s.name for s in self.stages for grp in s.groups}
+
+    # -- dumps -----------------------------------------------------------------------
+
+    def to_text(self) -> str:
+        """One line per node, readable without a viewer."""
+        group_of = self.group_of()
+        stage_of = self.stage_of()
+        stages = {s.name: s for s in self.stages}
+        lines = [f"# edgec IR  opset {self.opset}  source {self.source_path}"]
+        for t in self.graph.inputs:
+            lines.append(f"input  %{t.name}: {type_str(t)}")
+        for node in self.graph.nodes:
+            outs = ", ".join(f"%{t.name}: {type_str(t)}" for t in node.outputs)
+            args = ", ".join(_arg_str(t) for t in node.inputs)
+            attrs = _attrs_str(node)
+            line = f"{outs} = {node.op}({args}){(' {' + attrs + '}') if attrs else ''}"
+            notes = _node_notes(node.name, group_of, self.groups, self.costs, stage_of, stages)
+            lines.append(f"{line}  # {node.name}{notes}")
+        for t in self.graph.outputs:
+            lines.append(f"output %{t.name}: {type_str(t)}")
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        """Structured dump: nodes with their tensors, plus every annotation."""
+        return {
+            "opset": self.opset,
+            "source": self.source_path,
+            "inputs": [_tensor_json(t) for t in self.graph.inputs],
+            "outputs": [_tensor_json(t) for t in self.graph.outputs],
+            "nodes": [
+                {
+                    "name": n.name,
+                    "op": n.op,
+                    "domain": n.domain or "",
+                    "inputs": [t.name for t in n.inputs],
+                    "outputs": [_tensor_json(t) for t in n.outputs],
+                }
+                for n in self.graph.nodes
+            ],
+            "groups": [asdict(g) for g in self.groups.values()],
+            "costs": {k: asdict(v) for k, v in self.costs.items()},
+            "stages": [asdict(s) for s in self.stages],
+            "prediction": asdict(self.prediction) if self.prediction else None,
+        }
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=1, default=_json_default)
+
+
+def type_str(t: gs.Tensor) -> str:
+    """`f32[1,3,224,224]`, `?` for unknown dtype/shape."""
+    dtype = _dtype_name(t.dtype)
+    if t.shape is None:
+        return f"{dtype}[?]"
+    return f"{dtype}[{','.join(str(d) for d in t.shape)}]"
+
+
+def tensor_nbytes(t: gs.Tensor) -> int:
+    """Bytes of a tensor with a static shape (0 when unknown)."""
+    if isinstance(t, gs.Constant):
+        return int(t.values.nbytes)
+    if t.shape is None or t.dtype is None or any(not isinstance(d, int) for d in t.shape):
+        return 0
+    return int(np.prod(t.shape, dtype=np.int64)) * _itemsize(t.dtype)
+
+
+def _itemsize(dtype: Any) -> int:
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:
+        return 4
+
+
+def _dtype_name(dtype: Any) -> str:
+    if dtype is None:
+        return "?"
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    return _DTYPE_SHORT.get(name, name)
+
+
+def _arg_str(t: gs.Tensor) -> str:
+    if not t.name:
+        return "_"
+    if isinstance(t, gs.Constant):
+        return f"%{t.name}:const"
+    return f"%{t.name}"
+
+
+def _attrs_str(node: gs.Node) -> str:
+    parts = []
+    for key, value in node.attrs.items():
+        if isinstance(value, (gs.Tensor, gs.Graph, np.ndarray)):
+            parts.append(f"{key}=<{type(value).__name__}>")
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"{key}={'x'.join(str(v) for v in value)}")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def _node_notes(node_name, group_of, groups, costs, stage_of, stages) -> str:
+    group = group_of.get(node_name)
+    out = ""
+    if groups and group is not None:
+        out += f"  {group}"
+    cost = costs.get(group) if group is not None else None
+    if cost is not None and groups.get(group, None) is not None and groups[group].nodes[0] == node_name:
+        out += f"  {cost.flops / 1e6:.1f} MFLOP"
+        out += "".join(f"  {unit} {ms:.3g}ms" for unit, ms in cost.ms.items())
+    elif cost is not None and not groups:
+        out += f"  {cost.flops / 1e6:.1f} MFLOP"
+    stage_name = stage_of.get(group) if group is not None else None
+    if stage_name is not None:
+        out += f"  -> {stage_name}@{stages[stage_name].unit_id}"
+    return out
+
+
+def _tensor_json(t: gs.Tensor) -> dict[str, Any]:
+    return {"name": t.name, "dtype": _dtype_name(t.dtype), "shape": list(t.shape) if t.shape is not None else None}
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)
