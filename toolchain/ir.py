@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from edgec.cluster import Cluster
+from edgec.manifest import Manifest
 
 _DTYPE_SHORT = {
     "float32": "f32", "float16": "f16", "float64": "f64", "bfloat16": "bf16",
@@ -83,7 +85,12 @@ class Program:
     costs: dict[str, GroupCost] = field(default_factory=dict)
     stages: list[Stage] = field(default_factory=list)
     prediction: Prediction | None = None
-    notes: list[str] = field(default_factory=list)
+    manifest: Manifest | None = None  # written by codegen
+
+    @classmethod
+    def empty(cls) -> "Program":
+        """The program before `load` has read a model into it."""
+        return cls(graph=gs.Graph(), opsets={}, ir_version=0, source_path="", source_sha256="")
 
     # -- graph views -----------------------------------------------------------------
 
@@ -103,6 +110,34 @@ class Program:
         model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in self.opsets.items())
         return model
 
+    def to_onnx_structure(self) -> onnx.ModelProto:
+        """The model without weight data: large constants become typed graph inputs.
+
+        Cheap to check with onnx.checker between passes, where exporting
+        hundreds of MB of weights each time would dominate compile time.
+        """
+        export = OnnxExporter
+        tensors = self.graph.tensors()
+        big = {name: t for name, t in tensors.items() if isinstance(t, gs.Constant) and t.values.size > 16}
+        small = [t for name, t in tensors.items() if isinstance(t, gs.Constant) and name not in big]
+        io = {t.name for t in self.graph.inputs} | {t.name for t in self.graph.outputs}
+        graph = onnx.helper.make_graph(
+            nodes=[export.export_node(n) for n in self.graph.nodes],
+            name=self.graph.name or "model",
+            inputs=[export.export_value_info_proto(t, False) for t in self.graph.inputs]
+            + [onnx.helper.make_tensor_value_info(
+                name, onnx.helper.np_dtype_to_tensor_dtype(t.values.dtype), list(t.values.shape))
+               for name, t in big.items()],
+            outputs=[export.export_value_info_proto(t, False) for t in self.graph.outputs],
+            initializer=[export.export_tensor_proto(t) for t in small],
+            value_info=[export.export_value_info_proto(t, False) for name, t in tensors.items()
+                        if isinstance(t, gs.Variable) and name not in io and t.dtype is not None],
+        )
+        model = onnx.helper.make_model(graph, opset_imports=[
+            onnx.helper.make_opsetid(d, v) for d, v in self.opsets.items()])
+        model.ir_version = max(self.ir_version, 4)
+        return model
+
     def group_of(self) -> dict[str, str]:
         """Node name -> group name (every node is its own group until fusion says otherwise)."""
         if not self.groups:
@@ -112,6 +147,37 @@ class Program:
     def stage_of(self) -> dict[str, str]:
         """Group name -> stage name."""
         return {grp: s.name for s in self.stages for grp in s.groups}
+
+    def live_across_stages(self) -> list[list[str]]:
+        """Tensor names that cross each stage boundary, in execution order.
+
+        Entry k lists what stage k receives (entry 0: from the source, i.e. the
+        graph inputs the stages read); the last entry is what the sink receives
+        (the graph outputs). A tensor produced before boundary k and read at or
+        after it is live there, so skip connections are relayed stage to stage.
+        """
+        stage_of_group = self.stage_of()
+        group_of = self.group_of()
+        index = {s.name: k for k, s in enumerate(self.stages)}
+        n = len(self.stages)
+        produced_at: dict[str, int] = {t.name: -1 for t in self.graph.inputs}
+        last_use: dict[str, int] = {}
+        for node in self.graph.nodes:
+            k = index[stage_of_group[group_of[node.name]]]
+            for t in node.outputs:
+                produced_at[t.name] = k
+            for t in _consumed_tensors(node):
+                if t.name in produced_at:
+                    last_use[t.name] = max(last_use.get(t.name, -1), k)
+        for t in self.graph.outputs:
+            last_use[t.name] = n
+        ordered = list(dict.fromkeys([t.name for t in self.graph.inputs] + [
+            t.name for node in self.graph.nodes for t in node.outputs]))
+        lives = []
+        for boundary in range(n + 1):
+            lives.append([name for name in ordered
+                          if name in last_use and produced_at.get(name, n) < boundary <= last_use[name]])
+        return lives
 
     # -- dumps -----------------------------------------------------------------------
 
@@ -159,6 +225,17 @@ class Program:
 
     def to_json_text(self) -> str:
         return json.dumps(self.to_json(), indent=1, default=_json_default)
+
+
+def _consumed_tensors(node: gs.Node) -> list[gs.Tensor]:
+    """Variable tensors a node reads, including outer-scope ones read inside its subgraphs."""
+    out = [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
+    for value in node.attrs.values():
+        if isinstance(value, gs.Graph):
+            inner = {t.name for t in value.tensors().values() if t.inputs or t in value.inputs}
+            for sub in value.nodes:
+                out.extend(t for t in _consumed_tensors(sub) if t.name not in inner)
+    return out
 
 
 def type_str(t: gs.Tensor) -> str:

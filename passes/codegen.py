@@ -1,0 +1,158 @@
+"""The `codegen` pass: one ONNX sub-model per stage, the device bundles, and the manifest.
+
+Each stage's sub-model holds exactly the stage's nodes, the initializers they
+read (shared ones are copied into every stage that reads them), and keeps the
+original tensor names on its inputs and outputs and the source's opsets. A
+sub-model's outputs are what later stages or the sink read of what it makes;
+what crosses a boundary (``receives``/``sends`` in the manifest) also includes
+tensors relayed from earlier stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import onnx
+
+from edgec import __version__
+from edgec.ir import Program
+from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
+from edgec.pipeline import PassResult
+
+
+@dataclass(frozen=True)
+class Codegen:
+    out_dir: str
+    objective: str = "throughput"
+    name: ClassVar[str] = "codegen"
+
+    def run(self, program: Program) -> PassResult:
+        assert program.cluster is not None and program.stages and program.prediction is not None
+        out = Path(self.out_dir)
+        model = program.to_onnx()
+        values = _value_infos(model)
+        lives = program.live_across_stages()
+        node_stage = _node_stage_index(program)
+        stage_specs: list[StageSpec] = []
+        files: list[dict[str, str]] = []
+        for k, stage in enumerate(program.stages):
+            nodes = [n for n in model.graph.node if node_stage[n.name] == k]
+            sub = extract_submodel(model, nodes, later_needs=set(lives[k + 1]), values=values,
+                                   name=f"{model.graph.name or 'model'}_{stage.name}")
+            rel = f"{stage.device}/{stage.name}.onnx"
+            data = sub.SerializeToString()
+            (out / stage.device).mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(data)
+            sha = hashlib.sha256(data).hexdigest()
+            files.append({"path": rel, "sha256": sha})
+            stage_specs.append(StageSpec(
+                name=stage.name, device=stage.device, unit=stage.unit, backend=stage.backend,
+                variant=stage.variant, model=rel, sha256=sha,
+                inputs=[_tensor_spec(i) for i in sub.graph.input],
+                outputs=[_tensor_spec(o) for o in sub.graph.output],
+                receives=lives[k], sends=lives[k + 1], predicted_ms=round(stage.predicted_ms, 4),
+                memory_bytes=int(stage.memory_bytes)))
+        program.manifest = Manifest(
+            source_model={"path": program.source_path, "sha256": program.source_sha256, "opset": program.opset},
+            cluster=program.cluster.spec,
+            objective=self.objective,
+            inputs=[_tensor_spec(values[i.name]) for i in model.graph.input],
+            outputs=[_tensor_spec(values[o.name]) for o in model.graph.output],
+            stages=stage_specs,
+            transfers=_transfers(program, lives, values),
+            predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
+                       "throughput_fps": program.prediction.throughput_fps, "accuracy": None},
+            files=files,
+            edgec_version=__version__,
+        )
+        return PassResult(program, changed=True)
+
+
+def extract_submodel(model: onnx.ModelProto, nodes: list[onnx.NodeProto], later_needs: set[str],
+                     values: dict[str, onnx.ValueInfoProto], name: str) -> onnx.ModelProto:
+    """A model of `nodes` (in order) whose outputs are what it produces of `later_needs`.
+
+    Inputs are the variable tensors the nodes read but do not produce, in
+    first-use order; initializers are copied in as needed.
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    produced: list[str] = []
+    produced_set: set[str] = set()
+    inputs: list[str] = []
+    used_inits: list[str] = []
+    for node in nodes:
+        for t in _reads(node):
+            if not t or t in produced_set or t in inputs or t in used_inits:
+                continue
+            (used_inits if t in inits else inputs).append(t)
+        for t in node.output:
+            if t:
+                produced.append(t)
+                produced_set.add(t)
+    outputs = [t for t in produced if t in later_needs]
+    internal = [values[t] for t in produced if t in values and t not in later_needs]
+    graph = onnx.helper.make_graph(
+        nodes, name,
+        inputs=[values[t] for t in inputs],
+        outputs=[values[t] for t in outputs],
+        initializer=[inits[t] for t in used_inits],
+        value_info=internal,
+    )
+    sub = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="edgec",
+                                 producer_version=__version__)
+    sub.ir_version = model.ir_version
+    return sub
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """Tensor names a node reads, outer-scope names used inside its subgraphs included."""
+    names = list(node.input)
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            inner = {i.name for i in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+            names.extend(t for n in g.node for t in _reads(n) if t not in inner)
+    return names
+
+
+def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    out = {v.name: v for v in model.graph.value_info}
+    out.update({v.name: v for v in model.graph.input})
+    out.update({v.name: v for v in model.graph.output})
+    return out
+
+
+def _node_stage_index(program: Program) -> dict[str, int]:
+    group_of = program.group_of()
+    stage_of = program.stage_of()
+    index = {s.name: k for k, s in enumerate(program.stages)}
+    return {node: index[stage_of[group]] for node, group in group_of.items()}
+
+
+def _tensor_spec(v: onnx.ValueInfoProto) -> TensorSpec:
+    tt = v.type.tensor_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+    return TensorSpec(v.name, dtype, [int(d.dim_value) for d in tt.shape.dim])
+
+
+def _tensor_bytes(v: onnx.ValueInfoProto) -> int:
+    spec = _tensor_spec(v)
+    return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+
+
+def _transfers(program: Program, lives: list[list[str]], values: dict[str, onnx.ValueInfoProto]) -> list[TransferSpec]:
+    cluster = program.cluster
+    assert cluster is not None
+    names = ["source"] + [s.name for s in program.stages] + ["sink"]
+    devices = [cluster.source] + [s.device for s in program.stages] + [cluster.sink]
+    out = []
+    for k, live in enumerate(lives):
+        if devices[k] == devices[k + 1] or not live:
+            continue
+        nbytes = sum(_tensor_bytes(values[t]) for t in live)
+        out.append(TransferSpec(names[k], names[k + 1], devices[k], devices[k + 1], live, nbytes,
+                                round(cluster.transfer_ms(nbytes, devices[k], devices[k + 1]), 4)))
+    return out

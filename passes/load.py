@@ -1,0 +1,133 @@
+"""The `load` pass: read an .onnx file (and its external data) into the IR.
+
+What it normalises, so later passes can rely on it:
+- initializers listed as graph inputs (IR 3 models) become plain constants;
+- every node has a unique, stable name (``<op>_<index>`` for unnamed or clashing ones);
+- every op is in a domain a backend can run (the ONNX domains, or ONNX Runtime's contrib ops).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from edgec.errors import EdgecError
+from edgec.ir import Program
+from edgec.pipeline import PassResult
+
+KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+
+
+@dataclass(frozen=True)
+class Load:
+    path: str
+    name: ClassVar[str] = "load"
+
+    def run(self, program: Program) -> PassResult:
+        model, sha = read_model(self.path)
+        program.graph = gs.import_onnx(model)
+        program.opsets = {op.domain: op.version for op in model.opset_import}
+        program.ir_version = model.ir_version
+        program.source_path = str(self.path)
+        program.source_sha256 = sha
+        return PassResult(program, changed=True)
+
+
+def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
+    """Load and normalise a model; returns it with the sha256 of the file's bytes."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise EdgecError("model file not found; pass the path of an .onnx file", where=str(path)) from None
+    except IsADirectoryError:
+        raise EdgecError("is a folder; pass the path of an .onnx file", where=str(path)) from None
+    model = _parse(data, path)
+    _check_structure(model, path)
+    if any(_uses_external_data(t) for t in model.graph.initializer):
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except (FileNotFoundError, OSError) as exc:
+            raise EdgecError(f"external data file missing: {exc.filename or exc}; keep the weights file "
+                             f"next to the model as when it was saved", where=str(path)) from None
+    _lift_initializer_inputs(model)
+    name_nodes(model)
+    _check_domains(model, path)
+    return model, hashlib.sha256(data).hexdigest()
+
+
+def _parse(data: bytes, path: Path) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise EdgecError(f"not an ONNX model (the protobuf does not parse: {exc}); is the file complete "
+                         f"and really .onnx?", where=str(path)) from None
+    return model
+
+
+def _check_structure(model: onnx.ModelProto, path: Path) -> None:
+    """Catch truncated or corrupt files cheaply: every name a node reads must be defined before it."""
+    if not model.HasField("graph") or not model.graph.node:
+        raise EdgecError("not an ONNX model, or a truncated one: it has no graph nodes", where=str(path))
+    graph = model.graph
+    if not graph.output:
+        raise EdgecError("the graph declares no outputs; the file may be truncated", where=str(path))
+    if not model.opset_import:
+        raise EdgecError("the model imports no opset; the file may be truncated", where=str(path))
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    for node in graph.node:
+        for name in node.input:
+            if name not in defined:
+                raise EdgecError(f"node '{node.name or node.op_type}' reads '{name}', which nothing defines "
+                                 f"before it (truncated file, or nodes not in topological order)", where=str(path))
+        defined.update(node.output)
+    for out in graph.output:
+        if out.name not in defined:
+            raise EdgecError(f"graph output '{out.name}' is never produced; the file may be truncated",
+                             where=str(path))
+
+
+def _uses_external_data(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL
+
+
+def _lift_initializer_inputs(model: onnx.ModelProto) -> None:
+    inits = {t.name for t in model.graph.initializer}
+    kept = [i for i in model.graph.input if i.name not in inits]
+    if len(kept) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        model.ir_version = max(model.ir_version, 4)
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give unnamed or clashing nodes the name `<op>_<index>`; named nodes keep theirs."""
+    taken = {n.name for n in model.graph.node if n.name}
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if node.name and node.name not in seen:
+            seen.add(node.name)
+            continue
+        base = f"{node.op_type}_{index}"
+        name, k = base, 1
+        while name in taken or name in seen:
+            name, k = f"{base}_{k}", k + 1
+        node.name = name
+        seen.add(name)
+
+
+def _check_domains(model: onnx.ModelProto, path: Path) -> None:
+    for node in model.graph.node:
+        if node.domain not in KNOWN_DOMAINS:
+            raise EdgecError(
+                f"node '{node.name}' ({node.op_type}) is in op domain '{node.domain}', which no edgec backend "
+                f"can run; replace it with standard ONNX ops before compiling", where=str(path))
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            raise EdgecError(f"node '{node.name}' has unknown ONNX op '{node.op_type}'", where=str(path))

@@ -1,0 +1,111 @@
+"""The `shape-inference` pass: every tensor gets a dtype and a static shape.
+
+Dynamic input dims are pinned by ``--input-shape NAME=1x3x224x224``; onnxsim
+then folds constants (weights built by ConstantOfShape, shape arithmetic) and
+ONNX shape inference fills every intermediate tensor. A dim that stays
+dynamic is a user error naming the tensor and the flag to use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import onnx
+import onnx_graphsurgeon as gs
+import onnxsim
+
+from edgec.errors import EdgecError
+from edgec.ir import Program
+from edgec.passes.load import name_nodes
+from edgec.pipeline import PassResult
+
+
+@dataclass(frozen=True)
+class ShapeInference:
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    fold_constants: bool = True
+    name: ClassVar[str] = "shape-inference"
+
+    def run(self, program: Program) -> PassResult:
+        model = program.to_onnx()
+        _pin_input_shapes(model, self.input_shapes)
+        if self.fold_constants:
+            model = _simplify(model)
+            name_nodes(model)
+        graph = gs.import_onnx(model)
+        if not _all_static(graph):  # onnxsim usually leaves every shape known; infer what it did not
+            try:
+                model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+            except onnx.shape_inference.InferenceError as exc:
+                raise EdgecError(f"ONNX shape inference failed: {str(exc).strip().splitlines()[0]}") from None
+            graph = gs.import_onnx(model)
+        _require_static(graph)
+        program.graph = graph
+        program.input_shapes = {t.name: tuple(t.shape) for t in graph.inputs}
+        return PassResult(program, changed=True)
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """`images=1x3x640x640` -> ("images", (1, 3, 640, 640))."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d <= 0 for d in shape):
+        raise EdgecError(f"--input-shape '{text}': expected NAME=DxDx... with positive integers, "
+                         f"e.g. images=1x3x224x224")
+    return name, shape
+
+
+def _pin_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:
+    inputs = {i.name: i for i in model.graph.input}
+    for name, shape in shapes.items():
+        if name not in inputs:
+            raise EdgecError(f"--input-shape names '{name}', which is not a graph input; "
+                             f"inputs are: {', '.join(inputs)}")
+        dims = inputs[name].type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise EdgecError(f"--input-shape {name}: model declares rank {len(dims)}, got {len(shape)} dims")
+        for dim, value in zip(dims, shape):
+            if dim.HasField("dim_value") and dim.dim_value != value:
+                raise EdgecError(f"--input-shape {name}: dim {dim.dim_value} is fixed by the model, got {value}")
+            dim.Clear()
+            dim.dim_value = value
+    for inp in model.graph.input:
+        for axis, dim in enumerate(inp.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                label = dim.dim_param or "?"
+                example = "x".join(str(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else "1"
+                                   for d in inp.type.tensor_type.shape.dim)
+                raise EdgecError(f"tensor '{inp.name}' has dynamic dim '{label}' (axis {axis}); "
+                                 f"pin it with --input-shape {inp.name}={example}")
+
+
+def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        simplified, _ = onnxsim.simplify(model, check_n=0, perform_optimization=True)
+    except Exception as exc:  # onnxsim raises bare RuntimeErrors from C++
+        raise EdgecError(f"constant folding (onnxsim) failed: {str(exc).strip().splitlines()[0]}") from None
+    return simplified
+
+
+def _all_static(graph: gs.Graph) -> bool:
+    return all(isinstance(t, gs.Constant) or not t.name or (
+        t.dtype is not None and t.shape is not None and all(isinstance(d, int) for d in t.shape))
+        for t in graph.tensors().values())
+
+
+def _require_static(graph: gs.Graph) -> None:
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) or not tensor.name:
+            continue
+        if tensor.dtype is None or tensor.shape is None:
+            producer = f" (output of node '{tensor.inputs[0].name}')" if tensor.inputs else ""
+            raise EdgecError(f"tensor '{tensor.name}'{producer} has no inferable type or shape")
+        dynamic = [d for d in tensor.shape if not isinstance(d, int)]
+        if dynamic:
+            producer = f" (output of node '{tensor.inputs[0].name}')" if tensor.inputs else ""
+            raise EdgecError(f"tensor '{tensor.name}'{producer} has data-dependent dim '{dynamic[0]}'; "
+                             f"edgec needs static shapes")

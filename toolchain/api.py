@@ -1,0 +1,114 @@
+"""The library API: `compile` and `verify`. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from edgec.cluster import Cluster, load_cluster
+from edgec.errors import EdgecError
+from edgec.ir import Program
+from edgec.manifest import Manifest
+from edgec.passes.codegen import Codegen
+from edgec.passes.load import Load
+from edgec.passes.partition.global_partition import GlobalPartition
+from edgec.passes.shape_inference import ShapeInference
+from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
+from edgec.verify import OutputCheck, VerifyResult, verify
+
+OBJECTIVES = ("throughput", "latency")
+
+
+@dataclass
+class CompileResult:
+    out_dir: Path
+    manifest: Manifest
+    timings: list[PassTiming] = field(default_factory=list)
+    program: Program | None = None
+
+
+def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 objective: str = "throughput") -> list[Pass]:
+    """The default pipeline."""
+    shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    return [
+        Load(model_path),
+        ShapeInference(input_shapes=shapes),
+        GlobalPartition(objective=objective),
+        Codegen(out_dir, objective=objective),
+    ]
+
+
+def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out: str | os.PathLike, *,
+            objective: str = "throughput", input_shapes: Mapping[str, Sequence[int]] | None = None,
+            dump_ir: str | os.PathLike | None = None, print_ir_after: Sequence[str] = (),
+            print_ir: Callable[[str, str], None] | None = None, check_invariants: bool = True,
+            keep_program: bool = False) -> CompileResult:
+    """Compile `model` for `cluster` into the folder `out`.
+
+    Everything is written to a temporary folder beside `out` and renamed into
+    place at the end: a failed compile leaves no half-written `out`.
+    """
+    if objective not in OBJECTIVES:
+        raise EdgecError(f"unknown objective '{objective}'; expected one of: {', '.join(OBJECTIVES)}")
+    out = Path(out)
+    cluster_obj = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    staging = _make_staging_dir(out)
+    try:
+        timer = TimePasses()
+        instruments: list[Instrument] = [timer]
+        if check_invariants:
+            instruments.append(VerifyInvariants())
+        if dump_ir is not None:
+            instruments.append(DumpIR(Path(dump_ir)))
+        if print_ir_after:
+            instruments.append(PrintIRAfter(print_ir_after, print_ir or (lambda name, text: print(text))))
+        passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective)
+        known = {p.name for p in passes} | {"all"}
+        for name in print_ir_after:
+            if name not in known:
+                raise EdgecError(f"--print-ir-after {name}: no such pass; passes are: {', '.join(p.name for p in passes)}")
+        program = Program.empty()
+        program.cluster = cluster_obj
+        program = PassManager(passes, instruments).run(program)
+        manifest = program.manifest
+        assert manifest is not None
+        manifest.passes = [{"name": t.name, "ms": round(t.ms, 3)} for t in timer.timings]
+        manifest.write(staging / "manifest.json")
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return CompileResult(out, manifest, timer.timings, program if keep_program else None)
+
+
+def _make_staging_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise EdgecError("output path exists and is not a folder; choose another -o", where=str(out))
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise EdgecError("output folder is not empty and holds no edgec manifest; choose another -o or empty it",
+                         where=str(out))
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise EdgecError(f"cannot write the output folder ({exc.strerror}); choose a writable -o",
+                         where=str(out)) from None
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = staging.with_name(staging.name + ".old")
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["compile", "verify", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]
