@@ -33,6 +33,7 @@ class ShapeInference:
         if self.fold_constants:
             model = _simplify(model)
             name_nodes(model)
+        _drop_unused_optional_outputs(model)
         graph = gs.import_onnx(model)
         if not _all_static(graph):  # onnxsim usually leaves every shape known; infer what it did not
             try:
@@ -89,6 +90,34 @@ def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as exc:  # onnxsim raises bare RuntimeErrors from C++
         raise EdgecError(f"constant folding (onnxsim) failed: {str(exc).strip().splitlines()[0]}") from None
     return simplified
+
+
+def _drop_unused_optional_outputs(model: onnx.ModelProto) -> None:
+    """Trailing optional outputs nobody reads (Dropout's mask, MaxPool's indices) are left unnamed.
+
+    They often have no inferable shape, and nothing needs one.
+    """
+    used = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        if len(node.output) < 2 or node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = onnx.defs.get_schema(node.op_type, max(v for d, v in _opsets(model) if d in ("", "ai.onnx")))
+        except onnx.defs.SchemaError:
+            continue
+        keep = len(node.output)
+        while keep > 1 and node.output[keep - 1] not in used and _optional(schema, keep - 1):
+            keep -= 1
+        del node.output[keep:]
+
+
+def _opsets(model: onnx.ModelProto) -> list[tuple[str, int]]:
+    return [(o.domain, o.version) for o in model.opset_import]
+
+
+def _optional(schema: onnx.defs.OpSchema, index: int) -> bool:
+    formal = schema.outputs[min(index, len(schema.outputs) - 1)]
+    return formal.option == onnx.defs.OpSchema.FormalParameterOption.Optional
 
 
 def _all_static(graph: gs.Graph) -> bool:

@@ -1,0 +1,159 @@
+"""Bad input: one line naming what and where, exit code 2, and no out/ left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from edgec.zoo import zoo_models
+
+from conftest import TRIO, save_text_model
+
+SQUEEZENET = zoo_models()["squeezenet"]
+
+
+def edgec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgec.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgec: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def compile_fails(tmp_path: Path, model: Path, cluster: Path, *needles: str, extra=()) -> None:
+    out = tmp_path / "out"
+    assert_user_error(edgec("compile", model, "-t", cluster, "-o", out, *extra), *needles)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
+
+
+def write_cluster(tmp_path: Path, mutate) -> Path:
+    spec = json.loads(TRIO.read_text())
+    mutate(spec)
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_not_onnx(tmp_path):
+    bad = tmp_path / "notes.onnx"
+    bad.write_text("this is not a model\n" * 20)
+    compile_fails(tmp_path, bad, TRIO, str(bad), "not an ONNX model")
+
+
+def test_truncated_model(tmp_path):
+    data = SQUEEZENET.read_bytes()
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(data[: len(data) * 2 // 3])
+    compile_fails(tmp_path, bad, TRIO, str(bad))
+
+
+def test_unknown_op_domain(tmp_path):
+    model = save_text_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,4] x) => (float[1,4] y) { y = Relu(x) }
+    """, tmp_path / "m.onnx")
+    m = onnx.load(str(model))
+    m.graph.node[0].domain = "acme.vision"
+    m.graph.node[0].op_type = "Warp"
+    m.opset_import.append(onnx.helper.make_opsetid("acme.vision", 1))
+    onnx.save(m, str(model))
+    compile_fails(tmp_path, model, TRIO, "acme.vision", "Warp")
+
+
+def test_dynamic_dim_without_input_shape(tmp_path):
+    model = save_text_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,4] x) => (float[N,4] y) { y = Relu(x) }
+    """, tmp_path / "dyn.onnx")
+    compile_fails(tmp_path, model, TRIO, "tensor 'x'", "dynamic dim 'N'", "--input-shape x=1x4")
+    out = tmp_path / "ok"
+    proc = edgec("compile", model, "-t", TRIO, "-o", out, "--input-shape", "x=2x4")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "manifest.json").read_text())["inputs"][0]["shape"] == [2, 4]
+
+
+def test_cluster_missing_field(tmp_path):
+    cluster = write_cluster(tmp_path, lambda s: s.pop("sink"))
+    compile_fails(tmp_path, SQUEEZENET, cluster, str(cluster), "$", "sink")
+
+
+def test_cluster_device_missing_type(tmp_path):
+    cluster = write_cluster(tmp_path, lambda s: s["devices"][1].pop("type"))
+    compile_fails(tmp_path, SQUEEZENET, cluster, "$.devices[1]", "type")
+
+
+def test_unknown_device_type(tmp_path):
+    cluster = write_cluster(tmp_path, lambda s: s["devices"][2].update(type="jetson-orin"))
+    compile_fails(tmp_path, SQUEEZENET, cluster, "$.devices[2].type", "jetson-orin", "raspberry-pi-4")
+
+
+def test_negative_bandwidth(tmp_path):
+    cluster = write_cluster(tmp_path, lambda s: s["network"].update(bandwidth_mbps=-5))
+    compile_fails(tmp_path, SQUEEZENET, cluster, "$.network.bandwidth_mbps", "-5")
+
+
+def test_source_device_does_not_exist(tmp_path):
+    cluster = write_cluster(tmp_path, lambda s: s.update(source="laptop"))
+    compile_fails(tmp_path, SQUEEZENET, cluster, "$.source", "laptop")
+
+
+def test_link_to_unknown_device(tmp_path):
+    cluster = write_cluster(tmp_path, lambda s: s.update(links=[{"between": ["xu4", "tx2"], "bandwidth_mbps": 100}]))
+    compile_fails(tmp_path, SQUEEZENET, cluster, "$.links[0].between[1]", "tx2")
+
+
+def test_output_folder_cannot_be_written(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    proc = edgec("compile", SQUEEZENET, "-t", TRIO, "-o", blocker / "out")
+    assert_user_error(proc, "cannot write the output folder")
+
+
+def test_output_folder_with_foreign_files_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    assert_user_error(edgec("compile", SQUEEZENET, "-t", TRIO, "-o", out), "not empty")
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_failed_recompile_keeps_previous_out(tmp_path):
+    out = tmp_path / "out"
+    assert edgec("compile", SQUEEZENET, "-t", TRIO, "-o", out).returncode == 0
+    before = (out / "manifest.json").read_text()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    assert_user_error(edgec("compile", bad, "-t", TRIO, "-o", out))
+    assert (out / "manifest.json").read_text() == before
+
+
+def test_missing_model_file(tmp_path):
+    compile_fails(tmp_path, tmp_path / "nope.onnx", TRIO, "nope.onnx", "not found")
+
+
+def test_bad_input_shape_flag(tmp_path):
+    compile_fails(tmp_path, SQUEEZENET, TRIO, "--input-shape", extra=("--input-shape", "data_0=1xthree"))
+
+
+def test_verify_without_manifest(tmp_path):
+    assert_user_error(edgec("verify", tmp_path), "manifest.json")
+
+
+def test_verify_tampered_submodel(tmp_path):
+    out = tmp_path / "out"
+    assert edgec("compile", SQUEEZENET, "-t", TRIO, "-o", out).returncode == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    sub = out / manifest["stages"][0]["model"]
+    sub.write_bytes(sub.read_bytes() + b"\x00")
+    assert_user_error(edgec("verify", out), "sha256")

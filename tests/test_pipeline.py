@@ -1,0 +1,96 @@
+"""The pass manager's instruments: IR dumps, print-after, timings, invariant checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx_graphsurgeon as gs
+import pytest
+
+import edgec
+from edgec.ir import Program
+from edgec.pipeline import PassManager, PassResult, VerifyInvariants
+from edgec.zoo import zoo_models
+
+from conftest import TRIO
+
+PASSES = ["load", "shape-inference", "partition", "codegen"]
+
+
+def test_dump_ir_writes_text_and_json_after_each_pass(tmp_path):
+    edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out", dump_ir=tmp_path / "ir")
+    names = sorted(p.name for p in (tmp_path / "ir").iterdir())
+    assert names == sorted(f"{i:02d}-{p}.{ext}" for i, p in enumerate(PASSES, 1) for ext in ("txt", "json"))
+    text = (tmp_path / "ir" / "03-partition.txt").read_text().splitlines()
+    conv = next(line for line in text if "= Conv(" in line)
+    # %out: f32[...] = Conv(%in, %w:const, ...) {attrs}  # node  -> stage@device.unit
+    assert conv.startswith("%") and ": f32[1," in conv and "-> s0@" in conv
+    dump = json.loads((tmp_path / "ir" / "04-codegen.json").read_text())
+    assert {s["name"] for s in dump["stages"]} == {"s0", "s1", "s2"}
+    assert len(dump["nodes"]) == sum(1 for line in text if " = " in line)
+
+
+def test_print_ir_after_and_time_passes_on_the_cli(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgec.cli", "compile", str(zoo_models()["squeezenet"]),
+                           "-t", str(TRIO), "-o", str(tmp_path / "out"), "--print-ir-after", "shape-inference",
+                           "--time-passes"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "// IR after shape-inference" in proc.stdout
+    assert "IR after partition" not in proc.stdout
+    for name in PASSES:
+        assert name in proc.stdout.split("pass timings")[1]
+
+
+def test_print_ir_after_unknown_pass_is_a_user_error(tmp_path):
+    with pytest.raises(edgec.EdgecError, match="no such pass"):
+        edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out", print_ir_after=["fuse"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_manifest_records_passes_and_predictions(tmp_path):
+    result = edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [p["name"] for p in data["passes"]] == PASSES
+    assert data["schema_version"] == 1
+    slowest = max([s["predicted_ms"] for s in data["stages"]] + [t["predicted_ms"] for t in data["transfers"]])
+    assert data["predicted"]["bottleneck_ms"] == pytest.approx(slowest, rel=1e-4)
+    assert result.manifest.predicted == data["predicted"]
+
+
+@dataclass(frozen=True)
+class BreakGraph:
+    """A faulty pass: points a node at a tensor that nothing defines."""
+
+    name: ClassVar[str] = "break-graph"
+
+    def run(self, program: Program) -> PassResult:
+        node = program.graph.nodes[0]
+        node.inputs[0] = gs.Variable("undefined", dtype=node.inputs[0].dtype, shape=node.inputs[0].shape)
+        return PassResult(program, changed=True)
+
+
+def test_invariant_check_names_the_faulty_pass(tmp_path):
+    from edgec.passes.load import Load
+
+    program = Program.empty()
+    with pytest.raises(AssertionError, match="after break-graph"):
+        PassManager([Load(str(zoo_models()["squeezenet"])), BreakGraph()], [VerifyInvariants()]).run(program)
+
+
+def test_unnamed_nodes_get_unique_stable_names(tmp_path):
+    import onnx
+
+    from edgec.passes.load import read_model
+
+    model = onnx.load(str(zoo_models()["squeezenet"]))
+    for node in model.graph.node:
+        node.name = ""
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    first = [n.name for n in read_model(path)[0].graph.node]
+    second = [n.name for n in read_model(path)[0].graph.node]
+    assert first == second and len(set(first)) == len(first) and all(first)
