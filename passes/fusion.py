@@ -274,7 +274,7 @@ def _conv_group(dag: Dag, conv: gs.Node, claims: _Claims) -> tuple[str, list[gs.
         return None
     nodes, parts, cur = [conv], ["conv"], conv
     bn = _next(dag, cur, claims, ("BatchNormalization",), slot=0)
-    if bn is not None and _others_constant(bn, cur.outputs[0]):
+    if bn is not None:
         nodes.append(bn), parts.append("bn")
         cur = bn
     act = _activation(dag, cur, claims)

@@ -85,9 +85,9 @@ def random_feeds(model: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]
         shape = [d.dim_value for d in tensor_type.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         if dtype == np.bool_:
-            feeds[info.name] = rng.random(size=shape) < 0.5
+            feeds[info.name] = np.asarray(rng.random(size=shape) < 0.5)
         else:
-            feeds[info.name] = rng.standard_normal(size=shape).astype(dtype)
+            feeds[info.name] = np.asarray(rng.standard_normal(size=shape), dtype=dtype)
     return feeds
 
 
@@ -122,6 +122,14 @@ def check_all(original: onnx.ModelProto, prog: Program, seed: int = 1) -> onnx.M
     grouped = [n for g in prog.groups.values() for n in g.nodes]
     assert grouped == names, "groups must cover every node once, contiguous, in node order"
     assert list(prog.groups) == [f"g{i}" for i in range(len(prog.groups))]
+    group_of = prog.group_of()
+    order = {g: k for k, g in enumerate(prog.groups)}
+    for n in prog.graph.nodes:
+        for t in n.inputs:
+            if t.inputs:
+                assert order[group_of[t.inputs[0].name]] <= order[group_of[n.name]], "groups out of order"
+    for t in prog.graph.tensors().values():
+        assert not t.name or (t.dtype is not None and t.shape is not None), f"tensor '{t.name}' lost its type"
     return model
 
 
@@ -214,7 +222,8 @@ def encoder_block(decomposed_layernorm: bool = False, batched: bool = True) -> s
 def random_conv_dag(steps: list[tuple[str, int, int]], outputs: list[int], channels: int = 4,
                     size: int = 6) -> onnx.ModelProto:
     """A random DAG of same-shape tensors: each step ``(op, a, b)`` reads earlier tensors
-    ``a`` and ``b`` (indices modulo the tensors so far; tensor 0 is the input).
+    ``a`` and ``b``: the latest one for ``a < 24`` (so chains form), else tensor ``a`` modulo the
+    tensors so far (tensor 0 is the input), which makes branches.
 
     ops: conv (3x3, pads 1), convbn (conv + BatchNormalization), padconv (Pad + unpadded conv),
     relu, silu (x * Sigmoid(x)), add, identity, dropout, sum. Tensors in ``outputs`` (modulo)
@@ -239,7 +248,8 @@ def random_conv_dag(steps: list[tuple[str, int, int]], outputs: list[int], chann
         return out
 
     for op, a, b in steps:
-        ta, tb = tensors[a % len(tensors)], tensors[b % len(tensors)]
+        ta = tensors[-1] if a < 24 else tensors[a % len(tensors)]
+        tb = tensors[b % len(tensors)]
         if op in ("conv", "convbn"):
             t = new("Conv", [ta, const((channels, channels, 3, 3)), const((channels,))], {"pads": [1, 1, 1, 1]})
             if op == "convbn":
