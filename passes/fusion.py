@@ -11,7 +11,7 @@ backends fuse them. Group patterns (``FusionGroup.pattern``):
   -> Softmax -> MatMul(., V);
 - ``layernorm``: the decomposition ReduceMean, Sub, Pow, ReduceMean, Add(eps), Sqrt,
   Div, [Mul(gamma)], [Add(beta)];
-- ``conv[-bn][-act][-add][-act]``: Conv, then a BatchNormalization still there, an
+- ``conv[-bn][-act][-add][-act]``: Conv (or ConvTranspose), then a BatchNormalization still there, an
   activation, the residual (or bias) Add and the activation after it;
 - ``gemm[-bias][-act]``: Gemm or MatMul, then a constant-bias Add and an activation;
 - ``single``: any other node, alone.
@@ -40,7 +40,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.errors import EdgecError
 from edgec.ir import FusionGroup, Program
-from edgec.passes.fusion_rules import RULES, apply_rules, const_value
+from edgec.passes.fusion_rules import RULES, apply_rules
 from edgec.pipeline import PassResult
 
 DEFAULT_RULES = tuple(RULES)
@@ -150,11 +150,12 @@ def _subgraph_nodes(node: gs.Node) -> Iterable[gs.Node]:
 
 def is_convex(dag: Dag, nodes: Iterable[gs.Node]) -> bool:
     """No path leaves ``nodes`` and comes back into them."""
+    nodes = list(nodes)
     members = {id(n) for n in nodes}
     if not members:
         return True
     last = max(dag.index[i] for i in members)
-    stack = [r for i in members for t in dag._top[i].outputs for r in dag.readers(t) if id(r) not in members]
+    stack = [r for n in nodes for t in n.outputs for r in dag.readers(t) if id(r) not in members]
     seen: set[int] = set()
     while stack:
         node = stack.pop()
@@ -270,7 +271,7 @@ def _closed_block(dag: Dag, t: gs.Tensor, claims: _Claims) -> list[gs.Node] | No
 
 
 def _conv_group(dag: Dag, conv: gs.Node, claims: _Claims) -> tuple[str, list[gs.Node]] | None:
-    if conv.op != "Conv":
+    if conv.op not in ("Conv", "ConvTranspose"):
         return None
     nodes, parts, cur = [conv], ["conv"], conv
     bn = _next(dag, cur, claims, ("BatchNormalization",), slot=0)

@@ -187,7 +187,7 @@ def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     """Whether ``shape`` broadcasts one way (numpy rules) to ``target``."""
     if len(shape) > len(target):
         return False
-    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
 
 
 class MatMulAddIntoGemm(Rule):
@@ -230,13 +230,13 @@ class MatMulAddIntoGemm(Rule):
         if b_value is None or b_value.ndim != 2:
             return f"{describe(mm)} input B is not a constant 2-D tensor"
         if not np.issubdtype(b_value.dtype, np.floating):
-            return f"{describe(mm)} is a {b_value.dtype} MatMul, Gemm here needs a float type"
+            return f"{describe(mm)} weight is {b_value.dtype}, Gemm here needs a float type"
         c_value = const_value(c)
         if c_value is None:
             return f"bias of {describe(add)} is not constant"
         target = (a.shape[0], b_value.shape[1])
         if not _broadcasts_to(c_value.shape, target):
-            return f"bias of {describe(add)} has shape {list(c_value.shape)}, which does not broadcast to {list(target)}"
+            return f"bias of {describe(add)} has shape {list(c_value.shape)}, not broadcastable to {list(target)}"
         if graph.opset < 7:
             return f"opset {graph.opset} Gemm needs the broadcast attribute"
         return None
@@ -316,7 +316,9 @@ def _merged_pads(node: gs.Node, spec: _PadSpec) -> list[int] | str:
         return f"{describe(node)} has auto_pad={auto_pad}"
     rank = len(spec.pads) // 2
     spatial = rank - 2
-    own = [int(p) for p in node.attrs.get("pads", [0] * (2 * spatial))] if auto_pad == "NOTSET" else [0] * (2 * spatial)
+    own = [0] * (2 * spatial)
+    if auto_pad == "NOTSET":
+        own = [int(p) for p in node.attrs.get("pads", own)]
     begin = [own[i] + spec.pads[2 + i] for i in range(spatial)]
     end = [own[spatial + i] + spec.pads[rank + 2 + i] for i in range(spatial)]
     return begin + end
@@ -531,8 +533,6 @@ class RemoveDropout(Rule):
         return _bypass_blocker(graph, node, node.inputs[0], node.outputs[0])
 
     def rewrite(self, graph: gs.Graph, node: gs.Node) -> None:
-        for t in list(node.outputs[1:]):
-            node.outputs.remove(t)
         _bypass(graph, node, node.inputs[0], node.outputs[0])
 
 

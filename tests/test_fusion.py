@@ -162,7 +162,7 @@ def test_matmul_add_with_variable_bias_stays():
 def test_matmul_add_with_broadcasting_bias_stays():
     model = fg.parse(GEMM.format(a="5,8", y="2,5,3", c="2,5,3", args="m, bias"))
     assert reasons(model, "matmul-add-into-gemm") == {
-        "add": "bias of Add 'add' has shape [2, 5, 3], which does not broadcast to [5, 3]"}
+        "add": "bias of Add 'add' has shape [2, 5, 3], not broadcastable to [5, 3]"}
     fuse_checked(model)
 
 
