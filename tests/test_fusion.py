@@ -686,7 +686,7 @@ STEP = st.tuples(st.sampled_from(["conv", "convbn", "padconv", "relu", "silu", "
                  st.integers(0, 40), st.integers(0, 40))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(STEP, min_size=1, max_size=12), outputs=st.lists(st.integers(0, 40), max_size=3))
 def test_random_dags_group_safely_and_keep_numerics(steps, outputs):
     model = fg.random_conv_dag(steps, outputs)
@@ -702,7 +702,7 @@ def test_random_dags_group_safely_and_keep_numerics(steps, outputs):
         assert is_safe(dag, nodes), group
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(steps=st.lists(STEP, min_size=1, max_size=12), outputs=st.lists(st.integers(0, 40), max_size=3))
 def test_random_dags_group_safely_without_rewrites(steps, outputs):
     model = fg.random_conv_dag(steps, outputs)
