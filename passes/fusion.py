@@ -73,33 +73,13 @@ class Fusion:
 
     def run(self, program: Program) -> PassResult:
         graph = program.graph
-        renamed = name_nodes(graph)
         before = [id(n) for n in graph.nodes]
         rewrites = apply_rules(graph, [RULES[r] for r in self.rules])
         graph.cleanup().toposort()
         groups = build_groups(graph, self.patterns)
-        changed = bool(renamed or rewrites) or [id(n) for n in graph.nodes] != before or groups != program.groups
+        changed = bool(rewrites) or [id(n) for n in graph.nodes] != before or groups != program.groups
         program.groups = groups
         return PassResult(program, changed)
-
-
-def name_nodes(graph: gs.Graph) -> int:
-    """Give unnamed or clashing nodes the name ``<op>_<index>`` (``load`` normally has); returns how many."""
-    taken = {n.name for n in graph.nodes if n.name}
-    seen: set[str] = set()
-    count = 0
-    for index, node in enumerate(graph.nodes):
-        if node.name and node.name not in seen:
-            seen.add(node.name)
-            continue
-        base = f"{node.op}_{index}"
-        name, k = base, 1
-        while name in taken or name in seen:
-            name, k = f"{base}_{k}", k + 1
-        node.name = name
-        seen.add(name)
-        count += 1
-    return count
 
 
 # -- the node DAG --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.manifest import Manifest
 from edgec.passes.codegen import Codegen
+from edgec.passes.fusion import Fusion
 from edgec.passes.load import Load
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.shape_inference import ShapeInference
@@ -38,6 +39,7 @@ def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Se
     return [
         Load(model_path),
         ShapeInference(input_shapes=shapes),
+        Fusion(),
         GlobalPartition(objective=objective),
         Codegen(out_dir, objective=objective),
     ]
