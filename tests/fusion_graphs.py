@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from edgec.ir import Program
+from edgec.passes.load import name_nodes
 from edgec.passes.fusion import Fusion
 
 OPSET = 17
@@ -51,6 +52,7 @@ def program(model: onnx.ModelProto) -> Program:
     """A Program as shape-inference leaves it, built without the rest of the compiler."""
     model = onnx.shape_inference.infer_shapes(model)
     opsets = {op.domain: op.version for op in model.opset_import}
+    name_nodes(model)  # as the load pass does
     return Program(graph=gs.import_onnx(model), opsets=opsets, ir_version=model.ir_version,
                    source_path="<test>", source_sha256="")
 

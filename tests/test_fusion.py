@@ -657,18 +657,6 @@ def test_runs_under_the_pass_manager_with_invariant_checks():
     assert any(g.pattern == "attention" for g in prog.groups.values())
 
 
-def test_unnamed_nodes_get_names():
-    model = fg.parse("""
-g (float[3] x) => (float[3] y)
-{
-  a = Relu(x)
-  y = Neg(a)
-}
-""")
-    prog, _ = fuse_checked(model)
-    assert [n.name for n in prog.graph.nodes] == ["Relu_0", "Neg_1"]
-
-
 def test_explain_lists_rules_that_did_not_apply():
     model = fg.parse(fg.RESNET_BLOCK)
     prog, _ = fg.fuse(model)
