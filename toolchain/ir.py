@@ -166,7 +166,7 @@ class Program:
             k = index[stage_of_group[group_of[node.name]]]
             for t in node.outputs:
                 produced_at[t.name] = k
-            for t in _consumed_tensors(node):
+            for t in consumed_tensors(node):
                 if t.name in produced_at:
                     last_use[t.name] = max(last_use.get(t.name, -1), k)
         for t in self.graph.outputs:
@@ -227,14 +227,14 @@ class Program:
         return json.dumps(self.to_json(), indent=1, default=_json_default)
 
 
-def _consumed_tensors(node: gs.Node) -> list[gs.Tensor]:
+def consumed_tensors(node: gs.Node) -> list[gs.Tensor]:
     """Variable tensors a node reads, including outer-scope ones read inside its subgraphs."""
     out = [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
     for value in node.attrs.values():
         if isinstance(value, gs.Graph):
             inner = {t.name for t in value.tensors().values() if t.inputs or t in value.inputs}
             for sub in value.nodes:
-                out.extend(t for t in _consumed_tensors(sub) if t.name not in inner)
+                out.extend(t for t in consumed_tensors(sub) if t.name not in inner)
     return out
 
 

@@ -1,0 +1,105 @@
+"""From a Program to a PartitionProblem, and from a Plan back to stages.
+
+The problem's items are the fusion groups in a topological order chosen so
+that few bytes cross many positions (`order.order_items`); its devices are the
+cluster's boards, each costed at its fastest unit for the group (the local
+partition then splits a board's segment over its units).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from edgec.cluster import Cluster
+from edgec.ir import Program, consumed_tensors, tensor_nbytes
+from edgec.passes.partition.order import order_items
+from edgec.passes.partition.problem import PartitionProblem, Tensor
+
+
+@dataclass
+class GroupGraph:
+    """The groups of a program as a DAG: members, weights, and the tensors between groups."""
+
+    order: list[str]
+    members: dict[str, list[gs.Node]]
+    tensors: dict[str, tuple[str | None, set[str], bool, int]]  # name -> (producer group, consumer groups, is output, bytes)
+
+
+def group_graph(program: Program) -> GroupGraph:
+    group_of = program.group_of()
+    members: dict[str, list[gs.Node]] = {}
+    for node in program.graph.nodes:
+        members.setdefault(group_of[node.name], []).append(node)
+    outputs = {t.name for t in program.graph.outputs}
+    tensors: dict[str, tuple[str | None, set[str], bool, int]] = {}
+    for t in program.graph.inputs:
+        tensors[t.name] = (None, set(), t.name in outputs, tensor_nbytes(t))
+    for g, nodes in members.items():
+        for node in nodes:
+            for t in node.outputs:
+                if t.name:
+                    tensors[t.name] = (g, set(), t.name in outputs, tensor_nbytes(t))
+    for g, nodes in members.items():
+        for node in nodes:
+            for t in consumed_tensors(node):
+                if t.name in tensors and tensors[t.name][0] != g:
+                    tensors[t.name][1].add(g)
+    edges = [(p, c, nbytes) for p, cons, _, nbytes in tensors.values() if p is not None for c in cons]
+    order = order_items(list(members), edges)
+    return GroupGraph(order, members, tensors)
+
+
+def build_problem(program: Program, gg: GroupGraph, unit_ms) -> PartitionProblem:
+    """`unit_ms(group, device, unit) -> ms` gives each group's cost on one compute unit."""
+    cluster = program.cluster
+    assert cluster is not None
+    devices = list(cluster.devices.values())
+    index = {g: i for i, g in enumerate(gg.order)}
+    n = len(gg.order)
+    compute = np.full((n, len(devices)), np.inf)
+    for i, g in enumerate(gg.order):
+        for d, dev in enumerate(devices):
+            compute[i, d] = min(unit_ms(g, dev, u) for u in dev.units.values())
+    weights = np.zeros(n, dtype=np.int64)
+    workspace = np.zeros(n, dtype=np.int64)
+    for i, g in enumerate(gg.order):
+        consts: dict[str, int] = {}
+        io: dict[str, int] = {}
+        for node in gg.members[g]:
+            for t in list(node.inputs) + list(node.outputs):
+                if isinstance(t, gs.Constant):
+                    consts[t.name] = int(t.values.nbytes)
+                elif t.name:
+                    io[t.name] = tensor_nbytes(t)
+        weights[i] = sum(consts.values())
+        workspace[i] = sum(io.values())
+    tensors = []
+    for name, (prod, cons, is_out, nbytes) in gg.tensors.items():
+        consumers = sorted(index[c] for c in cons)
+        if is_out:
+            consumers.append(n)
+        if consumers:
+            tensors.append(Tensor(name, nbytes, index[prod] if prod is not None else -1, tuple(consumers)))
+    bandwidth, latency = link_matrices(cluster)
+    names = [d.name for d in devices]
+    return PartitionProblem(
+        items=tuple(gg.order), devices=tuple(names), compute_ms=compute, weight_bytes=weights,
+        workspace_bytes=workspace, memory_bytes=np.array([d.memory_bytes for d in devices], dtype=np.float64),
+        bandwidth_Bps=bandwidth, latency_ms=latency, tensors=tuple(tensors),
+        source=names.index(cluster.source), sink=names.index(cluster.sink))
+
+
+def link_matrices(cluster: Cluster) -> tuple[np.ndarray, np.ndarray]:
+    names = list(cluster.devices)
+    bandwidth = np.zeros((len(names), len(names)))
+    latency = np.zeros((len(names), len(names)))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            link = cluster.link(a, b) if a != b else None
+            if link is not None:
+                bandwidth[i, j] = link.bandwidth_mbps * 1e6 / 8
+                latency[i, j] = link.latency_ms
+    return bandwidth, latency
