@@ -187,13 +187,21 @@ class _Search:
         self.prefix = np.ascontiguousarray(problem.compute_prefix.T[reps])  # (class, position)
         lo = problem.window_start[reps]
         if threshold < INF and not comm_only:
-            prefix = problem.compute_prefix[:, reps]
-            stage = prefix[None, :, :] - prefix[:, None, :]  # [p, q, class]
-            upper = np.arange(n + 1)[:, None] < np.arange(n + 1)[None, :]
-            lo = np.maximum(lo, ((stage > threshold) & upper[:, :, None]).sum(axis=0).T)
+            lo = np.maximum(lo, self._first_start_within(threshold))
         self.lo = lo
         self.levels = max(1, int(np.ceil(np.log2(n + 1))) + 1)
         self.reach = 0
+
+    def _first_start_within(self, threshold: float) -> np.ndarray:
+        """(class, q): the first p with stage time P[q] - P[p] <= threshold, by bisection on the very
+        differences the candidate values were taken from."""
+        q = np.broadcast_to(np.arange(self.problem.n + 1), self.prefix.shape)
+        a, z = np.zeros_like(q), q.copy()
+        while (active := a < z).any():
+            mid = (a + z) // 2
+            ok = self.prefix - np.take_along_axis(self.prefix, mid, axis=1) <= threshold
+            z, a = np.where(active & ok, mid, z), np.where(active & ~ok, mid + 1, a)
+        return a
 
     def combine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a + b if self.mode == "sum" else np.maximum(a, b)

@@ -252,7 +252,7 @@ def evaluate(problem: PartitionProblem, segments: Iterable[Segment | tuple[int, 
     """Cost a plan. Malformed segments (gaps, overlaps, reused devices) raise ValueError; a plan that
     is well formed but infeasible comes back with ``violations`` saying why, and infinite costs
     where an item cannot run or a link is missing."""
-    segs = tuple(s if isinstance(s, Segment) else Segment(*s) for s in segments)
+    segs = tuple(_segment(s) for s in segments)
     n, nd = problem.n, len(problem.devices)
     if not segs or segs[0].start != 0 or segs[-1].end != n:
         raise ValueError(f"segments must cover items 0..{n}")
@@ -296,3 +296,8 @@ def evaluate(problem: PartitionProblem, segments: Iterable[Segment | tuple[int, 
     bottleneck = max(transfers) if comm_only else max(max(stages), max(transfers))
     return Plan(segs, tuple(stages), tuple(transfers), tuple(memory), float(bottleneck), float(latency),
                 comm_only, tuple(violations))
+
+
+def _segment(s: Segment | tuple[int, int, int]) -> Segment:
+    start, end, device = (s.start, s.end, s.device) if isinstance(s, Segment) else s
+    return Segment(int(start), int(end), int(device))
