@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 
@@ -102,6 +103,12 @@ def trial(nodes: int, seed: int) -> dict[str, tuple[float, float]] | None:
     return result
 
 
+def _median(results: list[dict[str, tuple[float, float]]], name: str, over: str | None = None) -> float:
+    """Median bottleneck of ``name``, or of its ratio to ``over``, over the trials where both found a plan."""
+    values = [r[name][0] / (r[over][0] if over else 1.0) for r in results if name in r and (over or name) in r]
+    return float(np.median(values)) if values else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=50)
@@ -116,11 +123,7 @@ def main() -> None:
     print("-" * len(header))
     for nodes in args.nodes:
         results = [r for t in range(args.trials) if (r := trial(nodes, args.seed * 100_003 + nodes * 1_000 + t))]
-
-        def median(name: str, over: str | None = None) -> float:
-            values = [r[name][0] / (r[over][0] if over else 1.0) for r in results if name in r]
-            return float(np.median(values)) if values else float("nan")
-
+        median = partial(_median, results)
         fails = {name: sum(name not in r for r in results) for name in ("random", "greedy")}
         gaps = [r["beam"][0] / r["ours"][0] - 1 for r in results if "beam" in r]
         beam = f"{100 * np.mean(gaps):8.2f}%" if gaps else f"{'-':>9}"

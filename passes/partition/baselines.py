@@ -5,10 +5,11 @@ feasible plan or raise :class:`Infeasible`, and are listed in ``STRATEGIES``:
 
 * ``random``: Parthasarathy & Krishnamachari's random baseline (ITNAC 2022): a random device order
   and, walking it, a random memory-feasible cut for each device. One draw per call (``seed``);
-  draws whose links are missing are redrawn, at most ``attempts`` times.
-* ``greedy``: their greedy joint partition and placement: from the source, repeatedly take the unused
-  device with the highest bandwidth from the current one (the current device itself counts as
-  infinitely close) that can run the next item, and give it the longest prefix that fits its memory.
+  a draw that leaves items over or needs a missing link is redrawn, at most ``attempts`` times.
+* ``greedy``: a joint partition and placement after their greedy baseline: from the source,
+  repeatedly take the unused device with the highest bandwidth from the current one (the current
+  device itself counts as infinitely close) that can run the next item, and give it the longest
+  prefix that fits its memory.
 * ``even``: equal compute per device (each item's median time over the devices that can run it),
   on the first k devices in cluster order; the best k is kept.
 * ``single``: the best single device that holds the whole model.

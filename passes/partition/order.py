@@ -32,16 +32,16 @@ def order_items(names: Sequence[str], edges: Iterable[tuple[str, str, int]],
     succ: list[set[int]] = [set() for _ in names]
     pred: list[set[int]] = [set() for _ in names]
     size = [0] * len(names)
-    for u, v, nbytes in edges:
-        for end in (u, v):
+    for producer, consumer, nbytes in edges:
+        for end in (producer, consumer):
             if end not in index:
-                raise ValueError(f"edge {u!r} -> {v!r} names an unknown item {end!r}")
-        if u == v:
-            raise ValueError(f"the graph has a cycle: {u!r} consumes itself")
-        iu, iv = index[u], index[v]
-        succ[iu].add(iv)
-        pred[iv].add(iu)
-        size[iu] = max(size[iu], nbytes)
+                raise ValueError(f"edge {producer!r} -> {consumer!r} names an unknown item {end!r}")
+        if producer == consumer:
+            raise ValueError(f"the graph has a cycle: {producer!r} consumes itself")
+        u, v = index[producer], index[consumer]
+        succ[u].add(v)
+        pred[v].add(u)
+        size[u] = max(size[u], nbytes)
     for name, nbytes in (cost or {}).items():
         if name not in index:
             raise ValueError(f"cost names an unknown item {name!r}")

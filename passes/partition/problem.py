@@ -131,7 +131,9 @@ class PartitionProblem:
                     if c < last:
                         diff[c] -= t.nbytes
                         diff[c + 1] += t.nbytes
-        return self.workspace_bytes + np.cumsum(diff)[: self.n]
+        peak = self.workspace_bytes + np.cumsum(diff)[: self.n]
+        peak.setflags(write=False)
+        return peak
 
     @cached_property
     def memory_table(self) -> np.ndarray:
@@ -152,13 +154,17 @@ class PartitionProblem:
     def compute_prefix(self) -> np.ndarray:
         """(n+1, D) prefix sums of compute_ms with impossible items counted as 0 (see ``blocked_prefix``)."""
         c = np.where(np.isinf(self.compute_ms), 0.0, self.compute_ms)
-        return np.vstack([np.zeros(len(self.devices)), np.cumsum(c, axis=0)])
+        prefix = np.vstack([np.zeros(len(self.devices)), np.cumsum(c, axis=0)])
+        prefix.setflags(write=False)
+        return prefix
 
     @cached_property
     def blocked_prefix(self) -> np.ndarray:
         """(n+1, D) prefix counts of items a device cannot run."""
-        return np.vstack([np.zeros(len(self.devices), dtype=np.int64),
-                          np.cumsum(np.isinf(self.compute_ms), axis=0)])
+        blocked = np.vstack([np.zeros(len(self.devices), dtype=np.int64),
+                             np.cumsum(np.isinf(self.compute_ms), axis=0)])
+        blocked.setflags(write=False)
+        return blocked
 
     def stage_ms(self, start: int, end: int, device: int) -> float:
         """Compute time of items [start, end) on ``device``; inf if it cannot run one of them."""
