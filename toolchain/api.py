@@ -14,6 +14,7 @@ from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.manifest import Manifest
 from edgec.passes.codegen import Codegen
+from edgec.passes.cost import Cost
 from edgec.passes.fusion import Fusion
 from edgec.passes.load import Load
 from edgec.passes.partition.global_partition import GlobalPartition
@@ -32,21 +33,32 @@ class CompileResult:
     program: Program | None = None
 
 
-def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 objective: str = "throughput") -> list[Pass]:
-    """The default pipeline."""
+def analysis_passes(model_path: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None) -> list[Pass]:
+    """The passes that read and annotate the model, before any placement decision."""
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    return [Load(model_path), ShapeInference(input_shapes=shapes), Fusion(), Cost()]
+
+
+def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 objective: str = "throughput", strategy: str = "optimal") -> list[Pass]:
+    """The default pipeline."""
     return [
-        Load(model_path),
-        ShapeInference(input_shapes=shapes),
-        Fusion(),
-        GlobalPartition(objective=objective),
+        *analysis_passes(model_path, input_shapes=input_shapes),
+        GlobalPartition(objective=objective, strategy=strategy),
         Codegen(out_dir, objective=objective),
     ]
 
 
+def analyze(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, *,
+            input_shapes: Mapping[str, Sequence[int]] | None = None) -> Program:
+    """Run the analysis passes only: the program with shapes, fusion groups and costs, nothing placed."""
+    program = Program.empty()
+    program.cluster = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    return PassManager(analysis_passes(str(model), input_shapes=input_shapes)).run(program)
+
+
 def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out: str | os.PathLike, *,
-            objective: str = "throughput", input_shapes: Mapping[str, Sequence[int]] | None = None,
+            objective: str = "throughput", strategy: str = "optimal", input_shapes: Mapping[str, Sequence[int]] | None = None,
             dump_ir: str | os.PathLike | None = None, print_ir_after: Sequence[str] = (),
             print_ir: Callable[[str, str], None] | None = None, check_invariants: bool = True,
             keep_program: bool = False) -> CompileResult:
@@ -69,7 +81,8 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             instruments.append(DumpIR(Path(dump_ir)))
         if print_ir_after:
             instruments.append(PrintIRAfter(print_ir_after, print_ir or (lambda name, text: print(text))))
-        passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective)
+        passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective,
+                              strategy=strategy)
         known = {p.name for p in passes} | {"all"}
         for name in print_ir_after:
             if name not in known:
@@ -113,4 +126,4 @@ def _move_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["compile", "verify", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]
+__all__ = ["compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]

@@ -31,6 +31,8 @@ def compile_cmd(
     target: Path = typer.Option(..., "-t", "--target", help="cluster.json"),
     out: Path = typer.Option(..., "-o", "--out", help="output folder"),
     objective: str = typer.Option("throughput", help="throughput (pipeline bottleneck) or latency"),
+    strategy: str = typer.Option("optimal", help="partitioner: optimal, or a baseline: random, greedy, even, "
+                                 "single, two-way"),
     input_shape: List[str] = typer.Option([], "--input-shape", help="pin dynamic dims: NAME=1x3x224x224 (repeatable)"),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write NN-<pass>.txt/.json after each pass"),
     print_ir_after: List[str] = typer.Option([], "--print-ir-after", help="print the IR after PASS (or 'all')"),
@@ -40,7 +42,7 @@ def compile_cmd(
     from edgec.passes.shape_inference import parse_input_shape
 
     shapes = dict(parse_input_shape(s) for s in input_shape)
-    result = api.compile(model, target, out, objective=objective, input_shapes=shapes, dump_ir=dump_ir,
+    result = api.compile(model, target, out, objective=objective, strategy=strategy, input_shapes=shapes, dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
                                                                    highlight=False))
