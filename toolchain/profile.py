@@ -1,0 +1,377 @@
+"""Unit profiles: what one compute unit sustains, and the profile files `edgec profile` writes.
+
+A :class:`UnitProfile` is a roofline with per-op-class efficiencies:
+
+    ms(node) = max(flops / (peak * efficiency[class]),
+                   weight bytes / bandwidth + activation bytes / activation bandwidth) + overhead
+
+Built-in profiles cover the reference boards; each figure cites
+shared/device-facts.md (``sources``). They are calibrated so that ResNet-50 and
+MobileNetV2 at 224x224 land within 25% of the ncnn measurements listed there
+(``benchmarks/published_latency.py`` prints the table). A profile measured on
+the board (``edgec profile -o FILE``, see :mod:`edgec.profiler`) always wins.
+
+Profile file (JSON)::
+
+    {"version": 1,
+     "host": {"machine": "aarch64", "processor": "...", "cpu_count": 4, "onnxruntime": "1.20.1"},
+     "units": {"cpu": {"peak_gflops": 31.0, "bandwidth_gbs": 4.2, "activation_bandwidth_gbs": 6.0,
+                       "overhead_ms": 0.02,
+                       "threads": 4, "cores": [0, 1, 2, 3],
+                       "efficiency": {"conv": 0.8, ...every class in OP_CLASSES...},
+                       "sources": {"peak_gflops": "measured: ...", ...}}}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgec.cluster import ComputeUnit, Device
+from edgec.errors import EdgecError
+from edgec.flops import OP_CLASSES, NodeWork
+
+PROFILE_VERSION = 1
+_FACTS = "device-facts.md"
+
+
+@dataclass(frozen=True)
+class UnitProfile:
+    """Roofline of one compute unit, with where each figure comes from."""
+
+    name: str
+    peak_gflops: float                 # fp32 (fp16 for a TensorRT fp16 unit)
+    bandwidth_gbs: float               # sustained DRAM bandwidth: weights stream from it every inference
+    efficiency: Mapping[str, float]    # op class -> fraction of peak reached
+    overhead_ms: float                 # per executed node (kernel launch, thread wake-up)
+    threads: int = 1
+    cores: tuple[int, ...] | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    activation_bandwidth_gbs: float | None = None  # activations, cache-resident where they fit; default DRAM's
+
+    @property
+    def act_bandwidth_gbs(self) -> float:
+        return self.activation_bandwidth_gbs or self.bandwidth_gbs
+
+    def compute_ms(self, flops: float, op_class: str) -> float:
+        """ms the arithmetic takes at this class's efficiency."""
+        if flops <= 0:
+            return 0.0
+        return flops / (self.peak_gflops * 1e9 * self.efficiency[op_class]) * 1e3
+
+    def memory_ms(self, param_bytes: float, activation_bytes: float = 0.0) -> float:
+        """ms to stream weights from DRAM and activations through the cache hierarchy once."""
+        return (max(param_bytes, 0) / self.bandwidth_gbs + max(activation_bytes, 0) / self.act_bandwidth_gbs) / 1e6
+
+    def node_ms(self, work: NodeWork, *, overhead: bool = True) -> float:
+        """Roofline prediction for one node."""
+        t = max(self.compute_ms(work.flops, work.op_class), self.memory_ms(work.param_bytes, work.activation_bytes))
+        return t + (self.overhead_ms if overhead else 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "peak_gflops": self.peak_gflops,
+            "bandwidth_gbs": self.bandwidth_gbs,
+            "activation_bandwidth_gbs": self.act_bandwidth_gbs,
+            "overhead_ms": self.overhead_ms,
+            "threads": self.threads,
+            "efficiency": {c: self.efficiency[c] for c in OP_CLASSES},
+            "sources": dict(self.sources),
+        }
+        if self.cores is not None:
+            out["cores"] = list(self.cores)
+        return out
+
+
+@dataclass(frozen=True)
+class ProfileFile:
+    """A profile file: which host measured it, and one profile per compute unit name."""
+
+    path: str
+    version: int
+    host: Mapping[str, Any]
+    units: Mapping[str, UnitProfile]
+
+
+# -- built-in profiles -----------------------------------------------------------------------
+#
+# ResNet-50 = 8.21 GFLOP (4.09 GMAC), MobileNetV2 = 0.62 GFLOP. One calibration recipe for every
+# ARM CPU unit: peak and DRAM bandwidth from the hardware; conv = 1.5 x pointwise (ncnn runs 3x3
+# stride-1 convs as Winograd F(6,3), fewer multiplies than counted), depthwise = 0.3 x pointwise,
+# gemm (batch-1 FC) = 0.5 x pointwise; then pointwise efficiency and the effective activation
+# bandwidth (im2col/packing touch each activation several times) are solved so that ResNet-50 and
+# MobileNetV2 reproduce the published pair. The XU4 big cluster has no published pair; it takes the
+# A72's efficiencies x 0.6 (see its sources).
+
+
+def _cite(line: str) -> str:
+    return f"{_FACTS}: {line}"
+
+
+def _eff(conv: float, pointwise: float, depthwise: float, gemm: float,
+         elementwise: float = 0.05, pool: float = 0.05, norm: float = 0.05,
+         memory: float = 1.0, other: float = 0.02) -> dict[str, float]:
+    return {"conv": conv, "pointwise": pointwise, "depthwise": depthwise, "gemm": gemm,
+            "elementwise": elementwise, "pool": pool, "norm": norm, "memory": memory, "other": other}
+
+
+def _arm_eff(pointwise: float) -> dict[str, float]:
+    return _eff(conv=round(1.5 * pointwise, 3), pointwise=pointwise, depthwise=round(0.3 * pointwise, 3),
+                gemm=round(0.5 * pointwise, 3))
+
+
+_NCNN = "Measured latencies (ncnn benchmark, Tencent/ncnn benchmark/README.md, 224x224, fp32)"
+_RECIPE = "calibration recipe in edgec/profile.py (built-in profiles)"
+
+BUILTIN_PROFILES: dict[str, UnitProfile] = {
+    "raspberry-pi-4.cpu": UnitProfile(
+        name="raspberry-pi-4.cpu",
+        peak_gflops=57.6,  # 4 cores x 8 FLOP/cycle x 1.8 GHz, the clock the ncnn figures were taken at
+        bandwidth_gbs=4.0,
+        activation_bandwidth_gbs=1.1,
+        efficiency=_arm_eff(0.46),
+        overhead_ms=0.1,
+        threads=4,
+        sources={
+            "peak_gflops": _cite("Raspberry Pi 4 (BCM2711) | cpu | 4x Cortex-A72 | 1.5 GHz (1.8 on later boards); "
+                                 "FLOP/cycle A72 8 (wlog.flatlib.jp); x 1.8 GHz as in 'Raspberry Pi 4 (A72 @1.8 GHz)'"),
+            "bandwidth_gbs": "LPDDR4-3200 x32 = 12.8 GB/s theoretical, ~1/3 sustained by the A72 cluster (assumption)",
+            "activation_bandwidth_gbs": f"fitted, {_RECIPE}",
+            "efficiency": _cite(f"{_NCNN}: Raspberry Pi 4 (A72 @1.8 GHz), 4 threads | 61.9 ms | 262.8 ms; {_RECIPE}"),
+            "overhead_ms": "ncnn per-layer dispatch and thread barrier, ~0.1 ms on a quad A72 (assumption)",
+        },
+    ),
+    "jetson-nano.cpu": UnitProfile(
+        name="jetson-nano.cpu",
+        peak_gflops=45.8,  # 4 cores x 8 FLOP/cycle x 1.43 GHz
+        bandwidth_gbs=6.0,
+        activation_bandwidth_gbs=2.6,
+        efficiency=_arm_eff(0.74),
+        overhead_ms=0.08,
+        threads=4,
+        sources={
+            "peak_gflops": _cite("Jetson Nano | cpu | 4x Cortex-A57 | 1.43 GHz | ARMv8.0-A, NEON | "
+                                 "~46 GFLOP/s (assumes 8 FLOP/cycle)"),
+            "bandwidth_gbs": _cite("Nano: 4 GB LPDDR4 (25.6 GB/s) shared by CPU and GPU; "
+                                   "~1/4 sustained by the A57 cluster (assumption)"),
+            "activation_bandwidth_gbs": f"fitted, {_RECIPE}",
+            "efficiency": _cite(f"{_NCNN}: Jetson Nano CPU, 4 threads | 33.8 ms | 204.1 ms; {_RECIPE}"),
+            "overhead_ms": "ncnn per-layer dispatch and thread barrier, ~0.08 ms on a quad A57 (assumption)",
+        },
+    ),
+    "jetson-nano.gpu": UnitProfile(
+        name="jetson-nano.gpu",
+        peak_gflops=472.0,  # fp16 under TensorRT: 2 x the 236 GFLOP/s fp32 peak (128 cores x 2 x 921 MHz)
+        bandwidth_gbs=20.0,
+        activation_bandwidth_gbs=10.0,
+        efficiency=_eff(conv=0.24, pointwise=0.16, depthwise=0.048, gemm=0.08,
+                        elementwise=0.05, pool=0.05, norm=0.05, other=0.02),
+        overhead_ms=0.05,
+        threads=1,
+        sources={
+            "peak_gflops": _cite("Jetson Nano | gpu | 128 Maxwell CUDA cores, sm_53 | 921 MHz | fp16 at 2x fp32 | "
+                                 "~236 GFLOP/s fp32, ~472 fp16"),
+            "bandwidth_gbs": _cite("Nano: 4 GB LPDDR4 (25.6 GB/s) shared by CPU and GPU; ~80% sustained (assumption)"),
+            "activation_bandwidth_gbs": f"fitted, {_RECIPE}",
+            "efficiency": _cite(
+                f"{_NCNN}: Jetson Nano GPU (Vulkan, not TensorRT) | 13.0 ms | 93.1 ms. Mapped to TensorRT fp16 "
+                "by expressing the efficiencies against the fp16 peak: the prediction equals the Vulkan figure, "
+                "an upper bound for TensorRT fp16 (which fuses more and uses fp16 math), since device-facts.md "
+                "has no TensorRT latency; a profile measured on the Nano replaces it"),
+            "overhead_ms": "one kernel launch per fused layer, ~50 us on the Nano's Maxwell GPU (assumption)",
+        },
+    ),
+    "odroid-xu4.little": UnitProfile(
+        name="odroid-xu4.little",
+        peak_gflops=11.2,  # 4 cores x 2 FLOP/cycle x 1.4 GHz
+        bandwidth_gbs=1.5,
+        activation_bandwidth_gbs=0.3,
+        efficiency=_arm_eff(0.44),
+        overhead_ms=0.2,
+        threads=4,
+        sources={
+            "peak_gflops": _cite("Odroid XU4 | LITTLE | 4x Cortex-A7 | 1.4 GHz | ARMv7-A, NEON | "
+                                 "~11 GFLOP/s (2 FLOP/cycle/core)"),
+            "bandwidth_gbs": "Exynos 5422 LPDDR3 2x32-bit, 14.9 GB/s theoretical; the A7 cluster's 512 KB L2 and "
+                             "bus sustain ~1/10 (assumption)",
+            "activation_bandwidth_gbs": f"fitted, {_RECIPE}",
+            "efficiency": _cite(f"{_NCNN}: Cortex-A7 x4 @1.2 GHz (Allwinner H2+), 4 threads | 277.6 ms | 1606.9 ms, "
+                                f"x 1.2/1.4 for the XU4's 1.4 GHz: 237.9 / 1377.3 ms; {_RECIPE}"),
+            "overhead_ms": "ncnn per-layer dispatch and thread barrier, ~0.2 ms on a quad A7 (assumption)",
+        },
+    ),
+    "odroid-xu4.big": UnitProfile(
+        name="odroid-xu4.big",
+        peak_gflops=64.0,  # 4 cores x 8 FLOP/cycle x 2.0 GHz
+        bandwidth_gbs=3.5,
+        activation_bandwidth_gbs=1.0,
+        efficiency=_arm_eff(0.28),
+        overhead_ms=0.1,
+        threads=4,
+        sources={
+            "peak_gflops": _cite("Odroid XU4 (Exynos 5422) | big | 4x Cortex-A15 | 2.0 GHz | ARMv7-A, NEON (vfpv4) | "
+                                 "~64 GFLOP/s (8 FLOP/cycle/core)"),
+            "bandwidth_gbs": "Exynos 5422 LPDDR3 2x32-bit, 14.9 GB/s theoretical, ~1/4 sustained by the A15 cluster; "
+                             "activations scaled from the A72's fitted 1.1 by 3.5/4.0 (assumption)",
+            "activation_bandwidth_gbs": "the A72's fitted activation bandwidth x 3.5/4.0 (assumption)",
+            "efficiency": "no published measurement: the A72's (RPi 4) fitted efficiencies x 0.6. Same 8 FLOP/cycle "
+                          "(wlog.flatlib.jp, in device-facts.md), but ARMv7 NEON has 16 q registers to AArch64's "
+                          "32, so ncnn's armv7 GEMM micro-kernels are half the size (more loads per FMA), and the "
+                          "XU4's passive cooling holds the A15s below 2.0 GHz under a 4-thread load (assumption)",
+            "overhead_ms": "ncnn per-layer dispatch and thread barrier, ~0.1 ms on a quad A15 (assumption)",
+        },
+    ),
+}
+
+
+# Published whole-model latencies the built-in profiles are calibrated against (ms, 224x224, fp32,
+# ncnn benchmark as listed in device-facts.md). XU4 LITTLE: the Cortex-A7 x4 @1.2 GHz figures x 1.2/1.4.
+PUBLISHED_MS: dict[str, dict[str, float]] = {
+    "raspberry-pi-4.cpu": {"mobilenetv2": 61.9, "resnet50": 262.8},
+    "jetson-nano.cpu": {"mobilenetv2": 33.8, "resnet50": 204.1},
+    "jetson-nano.gpu": {"mobilenetv2": 13.0, "resnet50": 93.1},
+    "odroid-xu4.little": {"mobilenetv2": 277.6 * 1.2 / 1.4, "resnet50": 1606.9 * 1.2 / 1.4},
+}
+
+
+# -- profile files ---------------------------------------------------------------------------
+
+
+def load_profile(path: str | Path) -> ProfileFile:
+    """Read and validate a profile file; an error names the file and the JSON path of the bad field."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise EdgecError("profile file not found; write one with `edgec profile -o FILE` on the board",
+                         where=str(path)) from None
+    return _load_cached(str(path.resolve()), stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: str, mtime_ns: int) -> ProfileFile:
+    try:
+        spec = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise EdgecError(f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}", where=path) from None
+    return parse_profile(spec, path)
+
+
+def parse_profile(spec: Any, path: str = "<profile>") -> ProfileFile:
+    """Validate a decoded profile file (see the module docstring for the format)."""
+    _require(isinstance(spec, dict), "$", "expected an object", path)
+    version = _field(spec, "version", "$", path)
+    _require(isinstance(version, int) and not isinstance(version, bool), "$.version",
+             f"expected an integer, got {version!r}", path)
+    _require(version == PROFILE_VERSION, "$.version",
+             f"unsupported version {version}; this edgec reads version {PROFILE_VERSION}", path)
+    host = _field(spec, "host", "$", path)
+    _require(isinstance(host, dict), "$.host", "expected an object", path)
+    units = _field(spec, "units", "$", path)
+    _require(isinstance(units, dict) and units, "$.units", "expected an object with at least one unit", path)
+    return ProfileFile(path, version, host, {name: parse_unit_profile(u, name, f"$.units.{name}", path)
+                                             for name, u in units.items()})
+
+
+def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<profile>") -> UnitProfile:
+    """Validate one unit's profile object."""
+    _require(isinstance(spec, dict), where, "expected an object", path)
+    numbers = {}
+    for key in ("peak_gflops", "bandwidth_gbs", "overhead_ms"):
+        value = _field(spec, key, where, path)
+        _require(_is_number(value), f"{where}.{key}", f"expected a number, got {value!r}", path)
+        _require(value > 0 or (key == "overhead_ms" and value == 0), f"{where}.{key}",
+                 f"must be {'at least 0' if key == 'overhead_ms' else 'greater than 0'}, got {value}", path)
+        numbers[key] = float(value)
+    act_bw = spec.get("activation_bandwidth_gbs")
+    if act_bw is not None:
+        _require(_is_number(act_bw) and act_bw > 0, f"{where}.activation_bandwidth_gbs",
+                 f"expected a number greater than 0, got {act_bw!r}", path)
+    threads = spec.get("threads", 1)
+    _require(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1, f"{where}.threads",
+             f"expected a positive integer, got {threads!r}", path)
+    cores = spec.get("cores")
+    if cores is not None:
+        _require(isinstance(cores, list) and all(isinstance(c, int) and c >= 0 for c in cores),
+                 f"{where}.cores", f"expected a list of CPU ids, got {cores!r}", path)
+    eff = _field(spec, "efficiency", where, path)
+    _require(isinstance(eff, dict), f"{where}.efficiency", "expected an object", path)
+    for cls in OP_CLASSES:
+        value = _field(eff, cls, f"{where}.efficiency", path)
+        _require(_is_number(value) and value > 0, f"{where}.efficiency.{cls}",
+                 f"expected a number greater than 0, got {value!r}", path)
+    unknown = sorted(set(eff) - set(OP_CLASSES))
+    _require(not unknown, f"{where}.efficiency.{unknown[0] if unknown else ''}",
+             f"unknown op class; expected: {', '.join(OP_CLASSES)}", path)
+    sources = spec.get("sources", {})
+    _require(isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values()),
+             f"{where}.sources", "expected an object of strings", path)
+    return UnitProfile(name, numbers["peak_gflops"], numbers["bandwidth_gbs"],
+                       {c: float(eff[c]) for c in OP_CLASSES}, numbers["overhead_ms"], threads,
+                       tuple(cores) if cores is not None else None, dict(sources),
+                       float(act_bw) if act_bw is not None else None)
+
+
+def profile_file_json(units: Mapping[str, UnitProfile | Mapping[str, Any]], host: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON object of a profile file."""
+    return {
+        "version": PROFILE_VERSION,
+        "host": dict(host),
+        "units": {n: (u.to_json() if isinstance(u, UnitProfile) else dict(u)) for n, u in units.items()},
+    }
+
+
+# -- resolution ------------------------------------------------------------------------------
+
+
+def resolve_unit_profile(device: Device, unit: ComputeUnit) -> UnitProfile:
+    """The profile that predicts `unit` of `device`.
+
+    In order: the unit's entry in the device's measured profile file, the built-in
+    profile the unit names, then a rough profile from the catalog's sustained
+    ``gflops`` (flagged in ``sources``).
+    """
+    if device.profile_path:
+        pf = load_profile(device.profile_path)
+        if unit.name in pf.units:
+            return pf.units[unit.name]
+    if unit.profile:
+        if unit.profile not in BUILTIN_PROFILES:
+            known = ", ".join(sorted(BUILTIN_PROFILES))
+            raise EdgecError(f"unit '{device.name}.{unit.name}' names profile '{unit.profile}', which is not "
+                             f"built in; expected one of: {known}, or give the device a measured profile file")
+        return BUILTIN_PROFILES[unit.profile]
+    return catalog_profile(unit)
+
+
+def catalog_profile(unit: ComputeUnit) -> UnitProfile:
+    """A rough profile from the catalog's sustained gflops, for a unit with no profile at all."""
+    note = "catalog gflops (sustained whole-model figure); no profile measured: run `edgec profile -o FILE`"
+    eff = _eff(conv=1.0, pointwise=1.0, depthwise=0.2, gemm=0.5,
+               elementwise=0.1, pool=0.1, norm=0.1, memory=1.0, other=0.1)
+    return UnitProfile(f"catalog:{unit.name}", unit.gflops, 10.0 if unit.kind == "cpu" else 20.0, eff, 0.02,
+                       max(len(unit.cores), 1), tuple(unit.cores),
+                       {"peak_gflops": note, "bandwidth_gbs": note, "efficiency": note, "overhead_ms": note})
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _field(obj: dict[str, Any], key: str, where: str, path: str) -> Any:
+    if key not in obj:
+        raise EdgecError(f"{where}.{key}: missing field", where=path)
+    return obj[key]
+
+
+def _require(ok: bool, where: str, message: str, path: str) -> None:
+    if not ok:
+        raise EdgecError(f"{where}: {message}", where=path)
+
