@@ -104,7 +104,7 @@ class StageRunner:
         self.stage = stage
         data = read_checked(out_dir, stage)
         where = f"manifest.json: stage {stage.name} session"
-        so = session_options(stage.session, threads, where)
+        so = self.options = session_options(stage.session, threads, where)
         providers: List[Any] = list(stage.session.get("providers") or ["CPUExecutionProvider"])
         try:
             self.session = ort.InferenceSession(data, so, providers=providers)
