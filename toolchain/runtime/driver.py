@@ -172,7 +172,7 @@ class _Run:
         if failure is not None:
             for seq in range(self.next_deliver, self.n):
                 if seq not in self.errors:
-                    self.errors[seq] = "not delivered: the run failed (" + failure.split(";")[0] + ")"
+                    self.errors[seq] = "not delivered: the run failed (" + failure.split(";")[0].split(": ")[0] + ")"
                     self.outputs.append(None)
         if self.stale:
             self.notes.append(f"ignored {self.stale} messages left from an earlier run")
