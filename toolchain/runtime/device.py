@@ -43,7 +43,8 @@ _TIMERS = ("recv", "decode", "compute", "encode", "send", "blocked")
 class _Counters:
     frames: int = 0
     errors: int = 0
-    times: Dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in _TIMERS})
+    times: Dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in _TIMERS})  # wall clock
+    cpu: Dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in _TIMERS})  # this thread's CPU
     stage_compute: Dict[str, float] = field(default_factory=dict)
     cpu_process: float = 0.0
     cpu_main: float = 0.0
@@ -58,7 +59,22 @@ class _SegmentWorker:
         self.input: Optional[zmq.Socket] = None
         self.output: Optional[zmq.Socket] = None
         self.counters = _Counters()
-        self._cpu0 = (time.process_time(), time.thread_time())
+        self._cpu0 = (time.process_time(), time.thread_time(), zmq_thread_cpu())
+
+
+def zmq_thread_cpu() -> Optional[float]:
+    """CPU seconds used so far by this process's ZeroMQ threads (Linux; None elsewhere)."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm", "r") as f:
+                if not f.read().startswith("ZMQbg"):
+                    continue
+            with open(f"/proc/self/task/{tid}/schedstat", "r") as f:
+                total += int(f.read().split()[0])  # ns on CPU
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
 
 
 def pin_to_cores(cores: Optional[Sequence[int]]) -> Optional[List[int]]:
@@ -198,15 +214,15 @@ class DeviceWorker:
     def _handle(self, sw: _SegmentWorker) -> None:
         assert sw.input is not None
         c = sw.counters
-        t0 = time.perf_counter()
+        t0, u0 = time.perf_counter(), time.thread_time()
         frames = sw.input.recv_multipart(copy=False)
-        t1 = time.perf_counter()
+        t1, u1 = time.perf_counter(), time.thread_time()
         try:
             msg = wire.decode(frames, sw.expect)
         except wire.WireError as exc:
             self._reject(sw, exc)
             return
-        t2 = time.perf_counter()
+        t2, u2 = time.perf_counter(), time.thread_time()
         if msg.kind == "error":
             c.errors += 1
             self._send(sw, [frames[0].bytes], count=False)
@@ -218,6 +234,8 @@ class DeviceWorker:
             return
         c.times["recv"] += t1 - t0
         c.times["decode"] += t2 - t1
+        c.cpu["recv"] += u1 - u0
+        c.cpu["decode"] += u2 - u1
         env = dict(msg.tensors)
         st = self._state
         st.update(run=msg.run, seq=msg.seq)
@@ -229,9 +247,10 @@ class DeviceWorker:
                 dt = time.perf_counter() - s0
                 c.times["compute"] += dt
                 c.stage_compute[runner.stage.name] = c.stage_compute.get(runner.stage.name, 0.0) + dt
-            t3 = time.perf_counter()
+            t3, u3 = time.perf_counter(), time.thread_time()
             out = wire.encode("data", msg.run, msg.seq, [(n, env[n]) for n in sw.sends])
             c.times["encode"] += time.perf_counter() - t3
+            c.cpu["encode"] += time.thread_time() - u3
         except Exception as exc:  # a stage failing on one frame: report it in that frame's place
             stage = st.get("busy") or sw.segment.names
             st.update(busy=None, since=None)
@@ -251,11 +270,12 @@ class DeviceWorker:
         while not sw.output.poll(100, zmq.POLLOUT):
             if self._stop.is_set():
                 return
-        t1 = time.perf_counter()
+        t1, u1 = time.perf_counter(), time.thread_time()
         sw.output.send_multipart(frames, copy=False)
         if count:
             sw.counters.times["blocked"] += t1 - t0
             sw.counters.times["send"] += time.perf_counter() - t1
+            sw.counters.cpu["send"] += time.thread_time() - u1
 
     def _reject(self, sw: _SegmentWorker, exc: wire.WireError) -> None:
         text = f"stage {sw.segment.names}: rejected a message: {exc}"
@@ -270,17 +290,20 @@ class DeviceWorker:
 
     def _stats(self, sw: _SegmentWorker) -> Dict[str, Any]:
         c = sw.counters
-        p0, m0 = sw._cpu0
-        p1, m1 = time.process_time(), time.thread_time()
+        p0, m0, z0 = sw._cpu0
+        p1, m1, z1 = time.process_time(), time.thread_time(), zmq_thread_cpu()
         stats = {"device": self.device, "segment": sw.segment.index, "stages": [s.name for s in sw.segment.stages],
                  "cores": self.cores, "frames": c.frames, "errors": c.errors,
                  "seconds": {k: round(v, 6) for k, v in c.times.items()},
+                 "cpu_seconds": {k: round(v, 6) for k, v in c.cpu.items() if k not in ("compute", "blocked")},
                  "stage_compute": {k: round(v, 6) for k, v in c.stage_compute.items()},
                  # CPU time of this process's other threads (ZeroMQ I/O, heartbeat): transport work
                  # that happens beside the main loop
-                 "background_cpu": round(max(0.0, (p1 - p0) - (m1 - m0)), 6)}
+                 "background_cpu": round(max(0.0, (p1 - p0) - (m1 - m0)), 6),
+                 # of which ZeroMQ's own threads (I/O, reaper), where the system tells
+                 "zmq_cpu": round(z1 - z0, 6) if z0 is not None and z1 is not None else None}
         sw.counters = _Counters()
-        sw._cpu0 = (p1, m1)
+        sw._cpu0 = (p1, m1, z1)
         return stats
 
     def _heartbeat(self) -> None:

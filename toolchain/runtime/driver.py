@@ -394,25 +394,34 @@ def stack_outputs(result: RunResult, names: Sequence[str]) -> Dict[str, np.ndarr
 
 
 def transport_table(stats: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """Per segment: ms per frame of compute and of transport, and transport as a share of the stage's time.
+    """Per segment, ms per frame: compute, transport, and transport as a share of the stage's time.
 
-    Transport is recv + decode + encode + send on the main loop, plus the CPU time of
-    the process's other threads (ZeroMQ's I/O thread moves the bytes there).
-    Waiting on a full downstream queue (back-pressure) is reported apart.
+    A stage's time is the wall time of its main loop per frame: compute plus
+    recv, decode, encode and send. Transport is the CPU time those four took on
+    the main loop plus the CPU time of ZeroMQ's threads, which move the bytes
+    beside it (CPU times, so work the I/O thread does while preempting the main
+    loop on a shared core is counted once). Waiting on a full downstream queue
+    (back-pressure) is reported apart, as `blocked`.
     """
     rows = []
     for s in stats:
         n = max(int(s.get("frames", 0)), 1)
         sec = s.get("seconds", {})
-        main = sum(float(sec.get(k, 0.0)) for k in ("recv", "decode", "encode", "send"))
-        background = float(s.get("background_cpu", 0.0))
+        cpu = s.get("cpu_seconds") or sec
+        io = ("recv", "decode", "encode", "send")
+        main_wall = sum(float(sec.get(k, 0.0)) for k in io)
+        main_cpu = sum(float(cpu.get(k, 0.0)) for k in io)
+        zmq_cpu = s.get("zmq_cpu")
+        background = float(zmq_cpu if zmq_cpu is not None else s.get("background_cpu", 0.0))
         compute = float(sec.get("compute", 0.0))
-        transport = main + background
+        transport = main_cpu + background
+        stage_time = compute + main_wall
         rows.append({"device": s.get("device"), "stages": ",".join(s.get("stages", [])), "frames": s.get("frames", 0),
                      "compute_ms": 1e3 * compute / n, "transport_ms": 1e3 * transport / n,
-                     "main_loop_ms": 1e3 * main / n, "background_ms": 1e3 * background / n,
+                     "main_loop_ms": 1e3 * main_cpu / n, "background_ms": 1e3 * background / n,
+                     "stage_ms": 1e3 * stage_time / n,
                      "blocked_ms": 1e3 * float(sec.get("blocked", 0.0)) / n,
-                     "transport_share": transport / (compute + transport) if compute + transport > 0 else 0.0})
+                     "transport_share": transport / stage_time if stage_time > 0 else 0.0})
     return rows
 
 
