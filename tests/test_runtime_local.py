@@ -87,6 +87,19 @@ def test_squeezenet_over_three_devices_matches_the_original_in_order(squeezenet_
     assert all(s["frames"] == 120 and s["errors"] == 0 for s in result.stats)
 
 
+def test_inception_with_three_and_four_tensor_boundaries(random_zoo, tmp_path):
+    model = random_zoo("inception_v1")
+    out = compile_for_hosts(model, tmp_path, [0, 1, 0])
+    plan = read_plan(str(out))
+    assert sorted(len(s.receives) for s in plan.segments[1:]) == [3, 4]
+    frames = random_frames(plan.inputs, 10, seed=5)
+    result = run_local(str(out), frames, 100)
+    assert result.ok, result.summary()
+    expected = expected_outputs(model, plan, frames)
+    for k, got in enumerate(result.outputs):
+        assert_close(expected[k % 10], got)
+
+
 def test_multi_tensor_boundaries_relays_and_two_outputs(tmp_path):
     model = save_text_model(MULTI, tmp_path / "multi.onnx")
     out = compile_for_hosts(model, tmp_path, [0, 1, 0])
