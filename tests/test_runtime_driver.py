@@ -23,12 +23,13 @@ ONE_STAGE = [_stage("s0", "a", ["x"], ["z"], ["x"], ["z"])]
 class FakeDevice:
     """Binds device a's sockets; answers the frames it gets in the order `answer(seqs)` gives."""
 
-    def __init__(self, plan_dir, batch, answer):
+    def __init__(self, plan_dir, batch, answer, beat=None):
         from edgec.runtime.plan import read_plan
 
         self.plan = read_plan(plan_dir)
         self.deployment = local_deployment(self.plan)
         self.batch, self.answer = batch, answer
+        self.beat = beat or (lambda held: {})
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -53,24 +54,22 @@ class FakeDevice:
         last_beat = 0.0
         while not self.stop.is_set():
             if time.monotonic() - last_beat > 0.2:
-                pub.send(json.dumps({"device": "a", "frames": 0}).encode())
+                pub.send(json.dumps({"device": "a", "frames": 0, **self.beat(held)}).encode())
                 last_beat = time.monotonic()
             if not pull.poll(50):
                 continue
             msg = wire.decode(pull.recv_multipart())
+            if msg.kind != "end":
+                held.append(msg)
+            if msg.kind == "end" or len(held) == self.batch:
+                answered = self.answer([m.seq for m in held])
+                for seq in answered:
+                    m = next(h for h in held if h.seq == seq)
+                    push.send_multipart(wire.encode("data", m.run, seq, [("z", m.tensors["x"] * 2)]))
+                if answered:
+                    held = []  # what it left out is lost; with no answer at all it keeps computing
             if msg.kind == "end":
-                for seq in self.answer([m.seq for m in held]):
-                    m = next(h for h in held if h.seq == seq)
-                    push.send_multipart(wire.encode("data", m.run, seq, [("z", m.tensors["x"] * 2)]))
-                held = []
                 push.send_multipart(wire.encode("end", msg.run, msg.seq, stats=[]))
-                continue
-            held.append(msg)
-            if len(held) == self.batch:
-                for seq in self.answer([m.seq for m in held]):
-                    m = next(h for h in held if h.seq == seq)
-                    push.send_multipart(wire.encode("data", m.run, seq, [("z", m.tensors["x"] * 2)]))
-                held = []
         ctx.destroy(0)
 
 
@@ -110,6 +109,28 @@ def test_a_frame_that_never_comes_back_fails_the_run_after_the_timeout(tmp_path)
     assert elapsed < 5
     assert [o is not None for o in result.outputs] == [True, True, True, False, False, False, False, False]
     assert sorted(result.errors) == [3, 4, 5, 6, 7]
+
+
+def test_a_stage_computing_past_the_timeout_fails_the_run(tmp_path):
+    out = _manifest(tmp_path, ONE_STAGE)
+    frames = _frames(4)
+    started = []
+
+    def busy(held):  # alive (heartbeats go on) but stuck in stage s0 on the first frame
+        if not held:
+            return {}
+        started.append(time.monotonic()) if not started else None
+        return {"busy": "s0", "run": held[0].run, "seq": held[0].seq, "busy_s": time.monotonic() - started[0]}
+
+    with FakeDevice(out, 100, lambda seqs: [], busy) as dev:
+        result = Driver(out, dev.deployment, timeout_s=1).run(lambda k: frames[k], 4)
+    assert result.failure.startswith("device a stage s0 has been computing frame 0 for ")
+    assert "(timeout 1 s)" in result.failure and sorted(result.errors) == [0, 1, 2, 3]
+
+
+def test_a_timeout_shorter_than_two_heartbeats_is_refused(tmp_path):
+    with pytest.raises(EdgecError, match="--timeout 0.5: at least 1 s"):
+        Driver(_manifest(tmp_path, ONE_STAGE), timeout_s=0.5)
 
 
 def test_inputs_from_npz_single_frame_or_stack(tmp_path):

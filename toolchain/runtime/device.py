@@ -241,7 +241,7 @@ class DeviceWorker:
         st.update(run=msg.run, seq=msg.seq)
         try:
             for runner in sw.runners:
-                st.update(busy=runner.stage.name, since=time.time())
+                st.update(busy=runner.stage.name, since=time.monotonic())
                 s0 = time.perf_counter()
                 env.update(runner.run(env))
                 dt = time.perf_counter() - s0
@@ -300,7 +300,8 @@ class DeviceWorker:
                  # CPU time of this process's other threads (ZeroMQ I/O, heartbeat): transport work
                  # that happens beside the main loop
                  "background_cpu": round(max(0.0, (p1 - p0) - (m1 - m0)), 6),
-                 # of which ZeroMQ's own threads (I/O, reaper), where the system tells
+                 # of which ZeroMQ's own threads (I/O, reaper), where the system tells; both are per
+                 # process, so a device with several segments counts them in each segment's totals
                  "zmq_cpu": round(z1 - z0, 6) if z0 is not None and z1 is not None else None}
         sw.counters = _Counters()
         sw._cpu0 = (p1, m1, z1)
@@ -312,7 +313,10 @@ class DeviceWorker:
         stages = self.plan.stage_names(self.device)
         while True:
             st = dict(self._state)
-            beat = {"device": self.device, "pid": os.getpid(), "stages": stages, "time": time.time(), **st}
+            since = st.pop("since")
+            # how long the current stage has been computing, by this device's clock
+            st["busy_s"] = round(time.monotonic() - since, 3) if since is not None and st.get("busy") else None
+            beat = {"device": self.device, "pid": os.getpid(), "stages": stages, **st}
             try:
                 sock.send(json.dumps(beat).encode(), zmq.NOBLOCK)
             except zmq.ZMQError:

@@ -26,6 +26,7 @@ from edgec.runtime.keys import DRIVER, Keys, load_keys
 from edgec.runtime.plan import Plan, Tensor, read_plan
 
 DEFAULT_TIMEOUT_S = 10.0
+HEARTBEAT_S = 0.5  # as the device workers send them
 STARTUP_TIMEOUT_S = 60.0
 
 Frame = Dict[str, np.ndarray]
@@ -98,6 +99,8 @@ class Driver:
         self.keys: Optional[Keys] = None
         if keys_dir is not None:
             self.keys = load_keys(keys_dir, DRIVER, self.plan.devices)
+        if timeout_s < 2 * HEARTBEAT_S:
+            raise EdgecError(f"--timeout {timeout_s:g}: at least {2 * HEARTBEAT_S:g} s, two heartbeats of a device")
         self.timeout_s = timeout_s
         self.startup_timeout_s = startup_timeout_s
         self.hwm = hwm
@@ -322,7 +325,7 @@ class _Run:
             busy = [(d, b) for d, b in self.beats.items() if b.get("busy") and b.get("run") == self.run_id]
             if busy:
                 d, b = busy[0]
-                since = time.time() - float(b.get("since") or time.time())
+                since = float(b.get("busy_s") or 0.0) + (now - self.seen.get(d, now))
                 if since > timeout:
                     raise RunFailed(f"device {d} stage {b['busy']} has been computing frame {b['seq']} for "
                                     f"{since:.1f} s (timeout {timeout:g} s)")
