@@ -18,7 +18,6 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from edgec.errors import EdgecError
 from edgec.runtime.deployment import Deployment, local_deployment
 from edgec.runtime.plan import Plan, read_plan
 
@@ -158,4 +157,4 @@ def run_local(out_dir: str, frames, n_frames: int, keys_dir: Optional[str] = Non
         return result
 
 
-__all__ = ["LocalCluster", "run_local", "plan_cores", "EdgecError"]
+__all__ = ["LocalCluster", "run_local", "plan_cores"]
