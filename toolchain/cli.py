@@ -112,6 +112,115 @@ def schema_cmd(which: str = typer.Argument(..., help="cluster or manifest")) -> 
     print(json.dumps(schemas[which](), indent=2))
 
 
+# --- runtime: serve a device, run frames through a plan, make CURVE keys ---------------------------------
+
+
+@app.command("serve")
+def serve_cmd(
+    out: Path = typer.Argument(..., help="folder written by edgec compile (the device's bundle)"),
+    device: str = typer.Option(..., "--device", help="the device to serve, as named in the cluster"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON: device -> host/port"),
+    cores: Optional[str] = typer.Option(None, "--cores", help="pin to these core ids (default: the cores its units declare)"),
+    no_pin: bool = typer.Option(False, "--no-pin", help="do not pin the process to cores"),
+    keys: Optional[Path] = typer.Option(None, "--keys", help="keys folder from `edgec keys` (CURVE on)"),
+    hwm: int = typer.Option(2, "--hwm", help="high-water mark of each queue, in messages"),
+) -> None:
+    """Run DEVICE's stages: receive frames, compute, send the results on (until Ctrl-C)."""
+    from edgec.runtime.device import parse_cores, serve_device
+    from edgec.runtime.local import plan_cores
+    from edgec.runtime.plan import read_plan
+
+    pinned = parse_cores(cores)
+    if pinned is None and not no_pin:
+        plan = read_plan(str(out))
+        if device in plan.devices:
+            by_device, notes = plan_cores(plan)
+            pinned = by_device.get(device) or None
+            for note in notes:
+                if note.startswith(f"device {device}:"):
+                    err_console.print(f"edgec: {note}", markup=False, highlight=False)
+    serve_device(str(out), device, str(deployment) if deployment else None, pinned,
+                 str(keys) if keys else None, hwm)
+
+
+@app.command("run")
+def run_cmd(
+    out: Path = typer.Argument(..., help="folder written by edgec compile"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz: per input one frame, or a stack [N, ...] (default: seeded random)"),
+    frames: Optional[int] = typer.Option(None, "--frames", help="frames to send, cycling through the inputs (default: as many as given)"),
+    local: bool = typer.Option(False, "--local", help="start every device as its own process here (loopback)"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON of the serving devices"),
+    keys: Optional[Path] = typer.Option(None, "--keys", help="keys folder from `edgec keys` (CURVE on)"),
+    timeout: float = typer.Option(10.0, "--timeout", help="seconds a device may stay silent before the run fails"),
+    output: Optional[Path] = typer.Option(None, "--output", help="write the outputs, stacked per name, to this .npz"),
+    no_pin: bool = typer.Option(False, "--no-pin", help="with --local: do not pin device processes to cores"),
+    seed: int = typer.Option(0, help="seed for random inputs"),
+) -> None:
+    """Feed frames to the plan's first device and collect results from the last, in order."""
+    import numpy as np
+
+    from edgec.runtime.driver import Driver, cycle, load_frames, random_frames, stack_outputs, transport_table
+    from edgec.runtime.deployment import load_deployment
+    from edgec.runtime.plan import read_plan
+
+    plan = read_plan(str(out))
+    data = load_frames(str(inputs), plan) if inputs else random_frames(plan.inputs, 1, seed)
+    n = frames if frames is not None else len(data)
+    if n < 1:
+        raise EdgecError(f"--frames {n}: send at least one frame")
+    keys_dir = str(keys) if keys else None
+    if local:
+        if deployment is not None:
+            raise EdgecError("--local picks its own ports; leave out --deployment")
+        from edgec.runtime.local import LocalCluster
+
+        with LocalCluster(str(out), keys_dir=keys_dir, pin=not no_pin) as cluster:
+            for note in cluster.notes:
+                err_console.print(f"edgec: {note}", markup=False, highlight=False)
+            driver = Driver(str(out), cluster.deployment, keys_dir, timeout_s=timeout, watch=cluster.problems)
+            result = driver.run(cycle(data), n)
+    else:
+        driver = Driver(str(out), load_deployment(str(deployment) if deployment else None, plan), keys_dir,
+                        timeout_s=timeout)
+        result = driver.run(cycle(data), n)
+    if output is not None:
+        np.savez(output, **stack_outputs(result, driver.output_names))
+    lat = sorted(result.latencies_s)
+    p50 = lat[len(lat) // 2] * 1e3 if lat else 0.0
+    console.print(f"{result.delivered} of {result.frames} frames in {result.wall_s:.2f} s: {result.fps:.1f} fps, "
+                  f"latency p50 {p50:.1f} ms", highlight=False)
+    rows = transport_table(result.stats)
+    if rows:
+        table = Table("device", "stages", "frames", "compute ms", "transport ms", "transport share", "blocked ms",
+                      title="per frame, measured in the device processes")
+        for r in rows:
+            table.add_row(str(r["device"]), r["stages"], str(r["frames"]), f"{r['compute_ms']:.2f}",
+                          f"{r['transport_ms']:.3f}", f"{100 * r['transport_share']:.2f}%", f"{r['blocked_ms']:.2f}")
+        console.print(table)
+    for note in result.notes:
+        err_console.print(f"edgec: note: {note}", markup=False, highlight=False)
+    if not result.ok:
+        err_console.print(f"edgec: run failed: {result.summary()}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command("keys")
+def keys_cmd(
+    out: Path = typer.Argument(..., help="folder written by edgec compile"),
+    folder: Optional[Path] = typer.Option(None, "--folder", help="where to write them (default: OUT/keys)"),
+    force: bool = typer.Option(False, "--force", help="replace existing keys"),
+) -> None:
+    """Make a CurveZMQ keypair per device and one for the driver (public/ shareable, private/ per board)."""
+    from edgec.runtime.keys import DRIVER, make_keys
+    from edgec.runtime.plan import read_plan
+
+    plan = read_plan(str(out))
+    target = folder if folder is not None else out / "keys"
+    names = make_keys(str(target), list(plan.devices) + [DRIVER], overwrite=force)
+    console.print(f"wrote keys for {', '.join(names)} to {target}/ (public/*.key: copy to every board; "
+                  f"private/NAME.key_secret: only to board NAME)", highlight=False)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,106 @@
+"""A stage's sub-model is checked against its sha256 before it loads; its session settings are applied."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import edgec
+from edgec.errors import EdgecError
+from edgec.runtime.plan import read_plan
+from edgec.runtime.stage import ModelMismatch, StageRunner, read_checked, session_options
+
+from conftest import save_text_model
+
+CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+chain (float[1,8] x) => (float[1,8] z) <float[8,8] w1, float[8,8] w2>
+{
+    a = MatMul(x, w1)
+    b = Relu(a)
+    c = MatMul(b, w2)
+    z = Tanh(c)
+}
+"""
+
+TWO_HOSTS = {"name": "two", "devices": [{"name": "a", "type": "host", "units": {"cpu": {"cores": [0]}}},
+                                        {"name": "b", "type": "host", "units": {"cpu": {"cores": [1]}}}],
+             "network": {"bandwidth_mbps": 1000}, "source": "a", "sink": "b"}
+
+
+@pytest.fixture
+def out(tmp_path):
+    model = save_text_model(CHAIN, tmp_path / "chain.onnx")
+    (tmp_path / "two.json").write_text(json.dumps(TWO_HOSTS))
+    edgec.compile(model, tmp_path / "two.json", tmp_path / "out")
+    return tmp_path / "out"
+
+
+def test_a_tampered_sub_model_is_refused(out):
+    plan = read_plan(str(out))
+    stage = plan.stages[0]
+    assert read_checked(str(out), stage)  # as written: accepted
+    path = out / stage.model
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelMismatch, match=f"stage {stage.name} \\(device a\\): sub-model sha256 .* does not match "
+                                            f".* in manifest.json; refusing to load it"):
+        StageRunner(str(out), stage)
+
+
+def test_a_missing_sub_model_is_a_user_error(out):
+    plan = read_plan(str(out))
+    (out / plan.stages[1].model).unlink()
+    with pytest.raises(EdgecError, match="stage s1: cannot read its sub-model"):
+        StageRunner(str(out), plan.stages[1])
+
+
+def test_session_settings_in_the_manifest_are_applied(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["stages"][0]["session"] = {
+        "intra_op_num_threads": 2, "inter_op_num_threads": 1, "execution_mode": "parallel",
+        "graph_optimization_level": "basic", "session.intra_op_thread_affinities": "1",
+        "config": {"session.disable_prepacking": "1"}, "enable_mem_pattern": False,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    plan = read_plan(str(out))
+    runner = StageRunner(str(out), plan.stages[0])
+    so = runner.session.get_session_options()
+    assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
+    # (this onnxruntime may fall back to sequential in the session; the option was set)
+    assert runner.options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert so.get_session_config_entry("session.intra_op_thread_affinities") == "1"
+    assert so.get_session_config_entry("session.disable_prepacking") == "1"
+    assert so.enable_mem_pattern is False
+    out_a = runner.run({"x": np.ones((1, 8), np.float32)})
+    assert list(out_a) == [t.name for t in plan.stages[0].outputs]
+
+
+def test_threads_default_to_the_pinned_cores_unless_the_manifest_says(out):
+    plan = read_plan(str(out))
+    assert StageRunner(str(out), plan.stages[0], threads=1).session.get_session_options().intra_op_num_threads == 1
+    assert session_options({"intra_op_num_threads": 3}, threads=1).intra_op_num_threads == 3
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"execution_mode": "sideways"}, "execution_mode: 'sideways' is not one of sequential, parallel"),
+    ({"graph_optimization_level": "max"}, "graph_optimization_level: 'max' is not one of"),
+    ({"warp_drive": 1}, "unknown ONNX Runtime session setting 'warp_drive'"),
+    ({"config": ["a"]}, "config: expected an object"),
+])
+def test_bad_session_settings_name_the_setting(settings, message):
+    with pytest.raises(EdgecError, match=message):
+        session_options(settings)
+
+
+def test_enum_spellings_of_onnxruntime_are_accepted():
+    so = session_options({"graph_optimization_level": "ORT_ENABLE_EXTENDED", "execution_mode": "ORT_SEQUENTIAL"})
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert session_options({"graph_optimization_level": "disable_all"}).graph_optimization_level == \
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL

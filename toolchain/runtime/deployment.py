@@ -1,0 +1,185 @@
+"""Where each device listens: the manifest's devices plus a small deployment file.
+
+    {"devices": {"rpi4": {"host": "10.0.0.12", "port": 5550},
+                 "xu4":  {"host": "10.0.0.11", "port": 5550, "bind": "0.0.0.0"}}}
+
+Every socket a device offers is bound by that device, at its `host` (or at
+`bind`, only when given: nothing binds to all interfaces unless asked), on
+consecutive ports from `port`:
+
+    port + 0        status (PUB): heartbeats, progress
+    port + 1 + i    input (PULL) of the device's i-th segment, in pipeline order
+    port + 1 + n    results (PUSH), on the device that runs the last segment
+
+Workers connect to the next segment's input; the driver connects to the first
+segment's input, the results socket and every status socket. Without a file,
+hosts come from the cluster spec in the manifest (`host`, default 127.0.0.1)
+and ports from 5550 + 10 x the device's position. For `edgec run --local`,
+every device gets 127.0.0.1 and free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from edgec.errors import EdgecError
+from edgec.runtime.plan import Plan, Segment
+
+DEFAULT_PORT = 5550
+
+
+@dataclass(frozen=True)
+class DeviceEndpoint:
+    host: str
+    port: int
+    bind: Optional[str] = None
+
+
+@dataclass
+class Deployment:
+    devices: Dict[str, DeviceEndpoint]
+    transport: str = "tcp"
+
+    # ports ---------------------------------------------------------------
+    def ports_needed(self, plan: Plan, device: str) -> int:
+        return 1 + len(plan.segments_of(device)) + (1 if plan.segments[-1].device == device else 0)
+
+    def _port(self, plan: Plan, device: str, offset: int) -> int:
+        return self._endpoint(device).port + offset
+
+    def _endpoint(self, device: str) -> DeviceEndpoint:
+        try:
+            return self.devices[device]
+        except KeyError:
+            raise EdgecError(f"device '{device}' has no entry in the deployment; add "
+                             f'"{device}": {{"host": ..., "port": ...}}') from None
+
+    def _addr(self, device: str, port: int, bind: bool) -> str:
+        ep = self._endpoint(device)
+        host = (ep.bind or ep.host) if bind else ep.host
+        if bind and host in ("0.0.0.0", "::"):
+            host = "*"
+        return f"{self.transport}://{host}:{port}"
+
+    # endpoints -----------------------------------------------------------
+    def status(self, plan: Plan, device: str, bind: bool = False) -> str:
+        return self._addr(device, self._port(plan, device, 0), bind)
+
+    def segment_input(self, plan: Plan, segment: Segment, bind: bool = False) -> str:
+        i = [s.index for s in plan.segments_of(segment.device)].index(segment.index)
+        return self._addr(segment.device, self._port(plan, segment.device, 1 + i), bind)
+
+    def results(self, plan: Plan, bind: bool = False) -> str:
+        device = plan.segments[-1].device
+        return self._addr(device, self._port(plan, device, 1 + len(plan.segments_of(device))), bind)
+
+    def to_json(self) -> Dict[str, Any]:
+        devices: Dict[str, Any] = {}
+        for name, ep in self.devices.items():
+            entry: Dict[str, Any] = {"host": ep.host, "port": ep.port}
+            if ep.bind:
+                entry["bind"] = ep.bind
+            devices[name] = entry
+        return {"devices": devices, "transport": self.transport}
+
+    def write(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, indent=2)
+            f.write("\n")
+
+
+def load_deployment(path: Optional[str], plan: Plan) -> Deployment:
+    """The deployment file at `path`, or the default one from the manifest."""
+    if path is None:
+        return default_deployment(plan)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise EdgecError("deployment file not found", where=path) from None
+    except ValueError as exc:
+        raise EdgecError(f"not valid JSON: {exc}", where=path) from None
+    return parse_deployment(data, plan, path)
+
+
+def parse_deployment(data: Any, plan: Plan, where: str = "deployment") -> Deployment:
+    if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
+        raise EdgecError('expected {"devices": {"<device>": {"host": ..., "port": ...}}}', where=where)
+    transport = data.get("transport", "tcp")
+    if transport != "tcp":
+        raise EdgecError(f"$.transport: '{transport}' is not supported; use tcp", where=where)
+    devices = {}
+    for name, entry in data["devices"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("host"), str):
+            raise EdgecError(f"$.devices.{name}: needs a host", where=where)
+        port = entry.get("port", DEFAULT_PORT)
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise EdgecError(f"$.devices.{name}.port: {port!r} is not a port number", where=where)
+        bind = entry.get("bind")
+        if bind is not None and not isinstance(bind, str):
+            raise EdgecError(f"$.devices.{name}.bind: expected an address", where=where)
+        devices[name] = DeviceEndpoint(entry["host"], port, bind)
+    missing = [d for d in plan.devices if d not in devices]
+    if missing:
+        raise EdgecError(f"$.devices: no entry for device {', '.join(missing)}", where=where)
+    dep = Deployment(devices, transport)
+    _check_overlaps(dep, plan, where)
+    return dep
+
+
+def default_deployment(plan: Plan) -> Deployment:
+    devices = {}
+    for k, name in enumerate(plan.devices):
+        host = plan.device_spec(name).get("host", "127.0.0.1")
+        devices[name] = DeviceEndpoint(host, DEFAULT_PORT + 10 * k)
+    return Deployment(devices)
+
+
+def local_deployment(plan: Plan, host: str = "127.0.0.1") -> Deployment:
+    """Every device on this machine, each on a run of free ports."""
+    devices: Dict[str, DeviceEndpoint] = {}
+    taken: List[int] = []
+    dep = Deployment(devices)
+    for name in plan.devices:
+        n = dep.ports_needed(plan, name)
+        base = _free_port_run(host, n, taken)
+        taken.extend(range(base, base + n))
+        devices[name] = DeviceEndpoint(host, base)
+    return dep
+
+
+def _free_port_run(host: str, n: int, taken: List[int]) -> int:
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            base = s.getsockname()[1]
+        if base + n >= 65536 or any(p in taken for p in range(base, base + n)):
+            continue
+        if all(_port_free(host, p) for p in range(base, base + n)):
+            return base
+    raise EdgecError(f"no run of {n} free ports on {host}")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _check_overlaps(dep: Deployment, plan: Plan, where: str) -> None:
+    used: Dict[Any, str] = {}
+    for name in plan.devices:
+        ep = dep.devices[name]
+        for port in range(ep.port, ep.port + dep.ports_needed(plan, name)):
+            key = (ep.host, port)
+            if key in used:
+                raise EdgecError(f"$.devices.{name}: port {port} on {ep.host} is also used by {used[key]}; "
+                                 f"each device needs {dep.ports_needed(plan, name)} ports from its base port",
+                                 where=where)
+            used[key] = name

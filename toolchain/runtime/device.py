@@ -1,0 +1,378 @@
+"""Serve one device: run its stages on the frames that arrive, pass the results on.
+
+One process per device. Each of the device's segments (consecutive stages
+of the plan on this device) has an input socket (PULL, bound) and an output
+socket (PUSH: connected to the next segment's input, or bound as the results
+socket when it is the last segment). While this process computes frame k,
+ZeroMQ's I/O thread already receives frame k+1 and sends frame k-1; high-water
+marks bound every queue, so a slow device holds back the ones before it.
+
+A heartbeat thread publishes the device's state on its status socket: the
+driver tells a dead or hung device from a slow one by it.
+
+    python -m edgec.runtime.device OUT --device NAME [--deployment FILE] [--cores 0,1] [--keys DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import zmq
+
+from edgec.errors import EdgecError
+from edgec.runtime import wire
+from edgec.runtime.deployment import Deployment, load_deployment
+from edgec.runtime.keys import DRIVER, Keys, load_keys
+from edgec.runtime.plan import Plan, Segment, read_plan
+from edgec.runtime.stage import StageRunner
+
+DEFAULT_HWM = 2
+HEARTBEAT_S = 0.5
+_TIMERS = ("recv", "decode", "compute", "encode", "send", "blocked")
+
+
+@dataclass
+class _Counters:
+    frames: int = 0
+    errors: int = 0
+    times: Dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in _TIMERS})  # wall clock
+    cpu: Dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in _TIMERS})  # this thread's CPU
+    stage_compute: Dict[str, float] = field(default_factory=dict)
+    cpu_process: float = 0.0
+    cpu_main: float = 0.0
+
+
+class _SegmentWorker:
+    def __init__(self, plan: Plan, segment: Segment, runners: List[StageRunner]) -> None:
+        self.segment = segment
+        self.runners = runners
+        self.expect = plan.expect(segment.receives)
+        self.sends = list(segment.sends)
+        self.input: Optional[zmq.Socket] = None
+        self.output: Optional[zmq.Socket] = None
+        self.counters = _Counters()
+        self._cpu0 = (time.process_time(), time.thread_time(), zmq_thread_cpu())
+
+
+def zmq_thread_cpu() -> Optional[float]:
+    """CPU seconds used so far by this process's ZeroMQ threads (Linux; None elsewhere)."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm", "r") as f:
+                if not f.read().startswith("ZMQbg"):
+                    continue
+            with open(f"/proc/self/task/{tid}/schedstat", "r") as f:
+                total += int(f.read().split()[0])  # ns on CPU
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
+
+
+def pin_to_cores(cores: Optional[Sequence[int]]) -> Optional[List[int]]:
+    """Pin this process (and every thread it starts later) to `cores`."""
+    if not cores:
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        print("edgec: this system cannot pin processes to cores; running unpinned", file=sys.stderr)
+        return None
+    try:
+        os.sched_setaffinity(0, set(int(c) for c in cores))
+    except OSError as exc:
+        raise EdgecError(f"cannot pin to cores {list(cores)} ({exc.strerror}); this machine has cores "
+                         f"{sorted(os.sched_getaffinity(0))}") from None
+    return sorted(int(c) for c in cores)
+
+
+class DeviceWorker:
+    """The stages of one device, served over ZeroMQ until `stop()`."""
+
+    def __init__(self, out_dir: str, device: str, deployment: Optional[Deployment] = None,
+                 cores: Optional[Sequence[int]] = None, keys_dir: Optional[str] = None,
+                 hwm: int = DEFAULT_HWM, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.plan = read_plan(out_dir)
+        if device not in self.plan.devices:
+            raise EdgecError(f"device '{device}' runs no stage of this plan; devices with stages: "
+                             f"{', '.join(self.plan.devices)}", where=out_dir)
+        self.device = device
+        self.deployment = deployment if deployment is not None else load_deployment(None, self.plan)
+        self.cores = pin_to_cores(cores)  # before any thread exists: ORT's and ZeroMQ's inherit it
+        threads = len(self.cores) if self.cores else None
+        self.keys: Optional[Keys] = None
+        if keys_dir is not None:
+            self.keys = load_keys(keys_dir, device, list(self.plan.devices) + [DRIVER])
+        self.segments = [
+            _SegmentWorker(self.plan, seg, [StageRunner(out_dir, st, threads) for st in seg.stages])
+            for seg in self.plan.segments_of(device)
+        ]
+        self.hwm = hwm
+        self.heartbeat_s = heartbeat_s
+        self._stop = threading.Event()
+        self._state: Dict[str, Any] = {"busy": None, "seq": None, "run": None, "since": None,
+                                       "frames": 0, "rejected": 0, "last_rejection": None}
+        self.ctx: Optional[zmq.Context] = None
+        self._auth: Any = None
+        self._status: Optional[zmq.Socket] = None
+
+    # set-up ------------------------------------------------------------------
+    def bind(self) -> None:
+        try:
+            self._bind_all()
+        except BaseException:
+            self.close()
+            raise
+
+    def _bind_all(self) -> None:
+        ctx = self.ctx = zmq.Context()
+        if self.keys is not None:
+            self._auth = self.keys.authenticator(ctx)
+        plan, dep = self.plan, self.deployment
+        for sw in self.segments:
+            sw.input = self._socket(zmq.PULL)
+            _bind(sw.input, dep.segment_input(plan, sw.segment, bind=True))
+            if sw.segment.index == len(plan.segments) - 1:
+                sw.output = self._socket(zmq.PUSH)
+                _bind(sw.output, dep.results(plan, bind=True))
+            else:
+                nxt = plan.segments[sw.segment.index + 1]
+                sw.output = self._socket(zmq.PUSH, server=nxt.device)
+                sw.output.connect(dep.segment_input(plan, nxt))
+        self._status = self._socket(zmq.PUB)
+        _bind(self._status, dep.status(plan, self.device, bind=True))
+
+    def _socket(self, kind: int, server: Optional[str] = None) -> zmq.Socket:
+        """A socket this device binds (server None) or connects to device `server`."""
+        assert self.ctx is not None
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        hwm = 10 if kind == zmq.PUB else self.hwm  # options apply to connections made after them
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        if self.keys is not None:
+            if server is None:
+                self.keys.server(sock)
+            else:
+                self.keys.client(sock, server)
+        return sock
+
+    def endpoints(self) -> List[str]:
+        plan, dep = self.plan, self.deployment
+        lines = [f"status  {dep.status(plan, self.device, bind=True)}"]
+        for sw in self.segments:
+            lines.append(f"input   {dep.segment_input(plan, sw.segment, bind=True)}  (stages {sw.segment.names})")
+        if any(sw.segment.index == len(plan.segments) - 1 for sw in self.segments):
+            lines.append(f"results {dep.results(plan, bind=True)}")
+        return lines
+
+    # serving -----------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def serve(self) -> None:
+        if self.ctx is None:
+            self.bind()
+        beat = threading.Thread(target=self._heartbeat, name="edgec-heartbeat", daemon=True)
+        beat.start()
+        poller = zmq.Poller()
+        by_socket = {}
+        for sw in self.segments:
+            poller.register(sw.input, zmq.POLLIN)
+            by_socket[sw.input] = sw
+        try:
+            while not self._stop.is_set():
+                for sock, _ in poller.poll(100):
+                    self._handle(by_socket[sock])
+        finally:
+            self._stop.set()
+            beat.join(timeout=2)
+            self.close()
+
+    def close(self) -> None:
+        for sw in self.segments:
+            for sock in (sw.input, sw.output):
+                if sock is not None:
+                    sock.close(0)
+            sw.input = sw.output = None
+        if self._status is not None:
+            self._status.close(0)
+            self._status = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self.ctx is not None:
+            self.ctx.term()
+            self.ctx = None
+
+    def _handle(self, sw: _SegmentWorker) -> None:
+        assert sw.input is not None
+        c = sw.counters
+        t0, u0 = time.perf_counter(), time.thread_time()
+        frames = sw.input.recv_multipart(copy=False)
+        t1, u1 = time.perf_counter(), time.thread_time()
+        try:
+            msg = wire.decode(frames, sw.expect)
+        except wire.WireError as exc:
+            self._reject(sw, exc)
+            return
+        t2, u2 = time.perf_counter(), time.thread_time()
+        if msg.kind == "error":
+            c.errors += 1
+            self._send(sw, [frames[0].bytes], count=False)
+            return
+        if msg.kind == "end":
+            header = dict(msg.header)
+            header["stats"] = list(header.get("stats") or []) + [self._stats(sw)]
+            self._send(sw, [json.dumps(header, separators=(",", ":")).encode()], count=False)
+            return
+        c.times["recv"] += t1 - t0
+        c.times["decode"] += t2 - t1
+        c.cpu["recv"] += u1 - u0
+        c.cpu["decode"] += u2 - u1
+        env = dict(msg.tensors)
+        st = self._state
+        st.update(run=msg.run, seq=msg.seq)
+        try:
+            for runner in sw.runners:
+                st.update(busy=runner.stage.name, since=time.monotonic())
+                s0 = time.perf_counter()
+                env.update(runner.run(env))
+                dt = time.perf_counter() - s0
+                c.times["compute"] += dt
+                c.stage_compute[runner.stage.name] = c.stage_compute.get(runner.stage.name, 0.0) + dt
+            t3, u3 = time.perf_counter(), time.thread_time()
+            out = wire.encode("data", msg.run, msg.seq, [(n, env[n]) for n in sw.sends])
+            c.times["encode"] += time.perf_counter() - t3
+            c.cpu["encode"] += time.thread_time() - u3
+        except Exception as exc:  # a stage failing on one frame: report it in that frame's place
+            stage = st.get("busy") or sw.segment.names
+            st.update(busy=None, since=None)
+            c.errors += 1
+            self._send(sw, wire.encode_error(msg.run, msg.seq, self.device, str(stage),
+                                             f"{type(exc).__name__}: {exc}"), count=False)
+            return
+        st.update(busy=None, since=None)
+        self._send(sw, out, count=True)
+        c.frames += 1
+        st["frames"] += 1
+
+    def _send(self, sw: _SegmentWorker, frames: List[Any], count: bool) -> None:
+        """Send downstream, waiting out back-pressure (a full queue) apart from the send itself."""
+        assert sw.output is not None
+        t0 = time.perf_counter()
+        while not sw.output.poll(100, zmq.POLLOUT):
+            if self._stop.is_set():
+                return
+        t1, u1 = time.perf_counter(), time.thread_time()
+        sw.output.send_multipart(frames, copy=False)
+        if count:
+            sw.counters.times["blocked"] += t1 - t0
+            sw.counters.times["send"] += time.perf_counter() - t1
+            sw.counters.cpu["send"] += time.thread_time() - u1
+
+    def _reject(self, sw: _SegmentWorker, exc: wire.WireError) -> None:
+        text = f"stage {sw.segment.names}: rejected a message: {exc}"
+        if exc.seq is not None and exc.run is not None:
+            sw.counters.errors += 1
+            self._send(sw, wire.encode_error(exc.run, exc.seq, self.device, sw.segment.names,
+                                             f"rejected a message: {exc}"), count=False)
+        else:
+            self._state["rejected"] += 1
+            self._state["last_rejection"] = text
+        print(f"edgec: device {self.device}: {text}", file=sys.stderr, flush=True)
+
+    def _stats(self, sw: _SegmentWorker) -> Dict[str, Any]:
+        c = sw.counters
+        p0, m0, z0 = sw._cpu0
+        p1, m1, z1 = time.process_time(), time.thread_time(), zmq_thread_cpu()
+        stats = {"device": self.device, "segment": sw.segment.index, "stages": [s.name for s in sw.segment.stages],
+                 "cores": self.cores, "frames": c.frames, "errors": c.errors,
+                 "seconds": {k: round(v, 6) for k, v in c.times.items()},
+                 "cpu_seconds": {k: round(v, 6) for k, v in c.cpu.items() if k not in ("compute", "blocked")},
+                 "stage_compute": {k: round(v, 6) for k, v in c.stage_compute.items()},
+                 # CPU time of this process's other threads (ZeroMQ I/O, heartbeat): transport work
+                 # that happens beside the main loop
+                 "background_cpu": round(max(0.0, (p1 - p0) - (m1 - m0)), 6),
+                 # of which ZeroMQ's own threads (I/O, reaper), where the system tells; both are per
+                 # process, so a device with several segments counts them in each segment's totals
+                 "zmq_cpu": round(z1 - z0, 6) if z0 is not None and z1 is not None else None}
+        sw.counters = _Counters()
+        sw._cpu0 = (p1, m1, z1)
+        return stats
+
+    def _heartbeat(self) -> None:
+        sock = self._status
+        assert sock is not None
+        stages = self.plan.stage_names(self.device)
+        while True:
+            st = dict(self._state)
+            since = st.pop("since")
+            # how long the current stage has been computing, by this device's clock
+            st["busy_s"] = round(time.monotonic() - since, 3) if since is not None and st.get("busy") else None
+            beat = {"device": self.device, "pid": os.getpid(), "stages": stages, **st}
+            try:
+                sock.send(json.dumps(beat).encode(), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            if self._stop.wait(self.heartbeat_s):
+                break
+
+
+def _bind(sock: zmq.Socket, addr: str) -> None:
+    try:
+        sock.bind(addr)
+    except zmq.ZMQError as exc:
+        raise EdgecError(f"cannot listen on {addr}: {exc}; fix host/port in the deployment file") from None
+
+
+def serve_device(out_dir: str, device: str, deployment: Optional[str] = None, cores: Optional[Sequence[int]] = None,
+                 keys_dir: Optional[str] = None, hwm: int = DEFAULT_HWM, log: Any = sys.stderr) -> None:
+    """Serve `device` until SIGINT or SIGTERM."""
+    plan = read_plan(out_dir)
+    dep = load_deployment(deployment, plan)
+    worker = DeviceWorker(out_dir, device, dep, cores=cores, keys_dir=keys_dir, hwm=hwm)
+    worker.bind()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: worker.stop())
+    pinned = f"pinned to cores {worker.cores}" if worker.cores else "not pinned"
+    print(f"edgec: device {device}: serving stages {', '.join(plan.stage_names(device))} ({pinned}"
+          f"{', CURVE' if keys_dir else ''})", file=log, flush=True)
+    for line in worker.endpoints():
+        print(f"  {line}", file=log, flush=True)
+    worker.serve()
+
+
+def parse_cores(text: Optional[str]) -> Optional[List[int]]:
+    if not text:
+        return None
+    try:
+        return [int(c) for c in text.replace(" ", "").split(",") if c]
+    except ValueError:
+        raise EdgecError(f"--cores {text}: expected core ids like 0,1") from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m edgec.runtime.device", description="Serve one device of a plan.")
+    ap.add_argument("out", help="folder written by edgec compile")
+    ap.add_argument("--device", required=True)
+    ap.add_argument("--deployment", help="deployment JSON: device -> host/port")
+    ap.add_argument("--cores", help="pin to these core ids, e.g. 0,1")
+    ap.add_argument("--keys", help="keys folder written by `edgec keys` (turns CURVE on)")
+    ap.add_argument("--hwm", type=int, default=DEFAULT_HWM, help="high-water mark of each queue, in messages")
+    args = ap.parse_args(argv)
+    try:
+        serve_device(args.out, args.device, args.deployment, parse_cores(args.cores), args.keys, args.hwm)
+    except EdgecError as exc:
+        print(f"edgec: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
