@@ -107,6 +107,9 @@ def launcher(device: Device, stages: Sequence[StageSpec]) -> str:
         "set -e",
         'cd "$(dirname "$0")/.."',
     ]
+    from edgec.backends import tensorrt
+
+    lines += tensorrt.prelaunch(device, [s for s in stages if device.units[s.unit].backend == tensorrt.NAME])
     for stage in stages:
         backend = backend_for(device, stage.unit)
         lines.append(f"{backend.launch_command(stage)} &")
@@ -122,7 +125,7 @@ def _readme(device: Device, stages: Sequence[StageSpec], sections: list[str]) ->
         f"Stages here: {units}.",
         "",
         "Copy the whole out/ folder to the board (the manifest and every device folder: a stage",
-        "checks its sub-model against the sha256 in manifest.json before it loads it), then on the board:",
+        "checks its sub-model against the sha256 in manifest.json before it loads it), then, in that folder:",
         "",
         "    python3 -m pip install numpy pyzmq  # plus the runtime below",
         f"    sh {device.name}/run_{device.name}.sh",

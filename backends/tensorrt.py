@@ -100,7 +100,7 @@ def supports(node: gs.Node, opset: int) -> str | None:
             return f"TensorRT 8.2 reads opset <= {MAX_OPSET}: {reason}"
     return (_tensor_reason(node) or _types_reason(node, info.types)
             or (RESTRICTIONS[node.op](node) if node.op in RESTRICTIONS else None)
-            or _subgraph_reason(node))
+            or _subgraph_reason(node, opset))
 
 
 def _tensor_reason(node: gs.Node) -> str | None:
@@ -110,11 +110,12 @@ def _tensor_reason(node: gs.Node) -> str | None:
         elem = elem_type(t.dtype)
         if t in node.outputs and not t.outputs and t.shape is None:
             continue  # an optional output nothing reads (Dropout's mask)
+        value = const_value(t) if t in node.inputs else None
+        if value is not None and np.asarray(value).dtype == np.int64 and node.op != "Slice" and np.size(value):
+            values = np.asarray(value)
+            if values.min() < _INT32.min or values.max() > _INT32.max:
+                return f"INT64 constant '{t.name}' has values outside INT32, which TensorRT would clamp"
         if isinstance(t, gs.Constant):
-            if elem == onnx.TensorProto.INT64 and node.op not in ("Slice",) and t.values.size:
-                values = np.asarray(t.values)
-                if values.min() < _INT32.min or values.max() > _INT32.max:
-                    return f"INT64 constant '{t.name}' has values outside INT32, which TensorRT would clamp"
             continue
         if t.shape is None or any(not isinstance(d, (int, np.integer)) or d < 0 for d in t.shape):
             return f"tensor '{t.name}' has no static shape; TensorRT engines here are built for static shapes"
@@ -156,11 +157,11 @@ def _types_reason(node: gs.Node, types: frozenset[str]) -> str | None:
     return None
 
 
-def _subgraph_reason(node: gs.Node) -> str | None:
+def _subgraph_reason(node: gs.Node, opset: int) -> str | None:
     for value in node.attrs.values():
         if isinstance(value, gs.Graph):
             for inner in value.nodes:
-                reason = supports(inner, MAX_OPSET)
+                reason = supports(inner, opset)
                 if reason is not None:
                     return f"{node.op} body node '{inner.name}' ({inner.op}): {reason}"
     return None
@@ -185,7 +186,6 @@ def prepare_submodel(model: onnx.ModelProto, fp16_onnx: bool = False) -> onnx.Mo
         out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True, data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
         raise EdgecError(f"GPU sub-model: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
-    _check_static(out)
     graph = gs.import_onnx(out)
     failures = [(n, r) for n in graph.nodes if (r := supports(n, MAX_OPSET)) is not None]
     if failures:
@@ -193,6 +193,7 @@ def prepare_submodel(model: onnx.ModelProto, fp16_onnx: bool = False) -> onnx.Mo
         more = f" (and {len(failures) - 1} more nodes)" if len(failures) > 1 else ""
         raise EdgecError(f"GPU sub-model: node '{node.name}' ({node.op}): {reason}{more}; "
                          f"place it on the Nano's CPU unit")
+    _check_static(out)
     if fp16_onnx:
         out = to_fp16(out)
     onnx.checker.check_model(out, full_check=True)
@@ -526,10 +527,14 @@ def bundle_files(device: Device, stages: Sequence[StageSpec],
     return files
 
 
+def prelaunch(device: Device, stages: Sequence[StageSpec]) -> list[str]:
+    """Launcher lines run before any stage starts: build the engines once if one is missing."""
+    missing = " || ".join(f"[ ! -f {device.name}/{engine_file(s)} ]" for s in stages)
+    return [f"if {missing}; then sh {device.name}/build_engine.sh; fi"] if stages else []
+
+
 def launch_command(device: Device, stage: StageSpec) -> str:
-    engine = f"{device.name}/{engine_file(stage)}"
-    return (f"{{ [ -f {engine} ] || sh {device.name}/build_engine.sh; }} && "
-            f"python3 -m edgec.cli serve . --device {device.name} --stage {stage.name}")
+    return f"python3 -m edgec.cli serve . --device {device.name} --stage {stage.name}"
 
 
 def readme(device: Device, stages: Sequence[StageSpec]) -> str:
