@@ -1,0 +1,285 @@
+"""The `neon` backend: ONNX Runtime's CPU provider on one ARM core cluster.
+
+ONNX Runtime's CPU kernels (MLAS) use NEON on ARM. A stage on a CPU unit runs
+in its own process, pinned to the unit's cores twice over:
+
+- the launcher starts it under `taskset -c <cores>`, which also pins the
+  calling ("main") thread ONNX Runtime never pins itself;
+- the session gets `intra_op_num_threads = len(cores)` and, where the board's
+  ONNX Runtime has it (1.14 and later), `session.intra_op_thread_affinities`:
+  one entry per pool thread (all but the main thread), `;` between threads,
+  logical processor ids **1-based** (onnxruntime docs "Thread management",
+  and the key's comment in onnxruntime_session_options_config_keys.h). The
+  XU4's big cores 4-7 give "6;7;8": the main thread runs on core 4 (id 5),
+  pool threads 2..4 on cores 5, 6, 7. Setting a thread count turns off ORT's
+  own pinning (onnxruntime #12819), so without the key the pool threads float
+  inside the taskset mask.
+
+What the board can load: `target_versions(device)` from its `onnxruntime`
+release and `max_opset` (table in edgec.backends.opset).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from edgec.backends.opset import convert_for_device, elem_type, model_opset, node_convertible, target_versions
+from edgec.cluster import ComputeUnit, Device
+from edgec.errors import EdgecError
+from edgec.manifest import StageSpec
+
+NAME = "neon"
+AFFINITY_KEY = "session.intra_op_thread_affinities"
+AFFINITY_SINCE = (1, 14)  # the session config key arrived in ONNX Runtime 1.14 (microsoft/onnxruntime #13778)
+_DOMAINS = ("", "ai.onnx", "com.microsoft", "ai.onnx.ml")
+
+
+# -- capability ----------------------------------------------------------------------------
+
+
+def supports(node: gs.Node, opset: int, device: Device | None = None) -> str | None:
+    """None if ONNX Runtime's CPU provider on `device` can run the node, else why not.
+
+    Checks: the op's domain; that the node has a form at the board's opset
+    (down-conversion, edgec.backends.opset); that the CPU provider registers
+    a kernel for the op at that version and for the node's tensor types. The
+    kernel table is the installed onnxruntime's, a superset of an older
+    board's: ops newer than the board's opset are caught by the opset check.
+    float16 tensors pass: ONNX Runtime runs float16 nodes without a float16
+    CPU kernel through inserted casts (slower, never faster, on these cores).
+    """
+    domain = node.domain or ""
+    if domain not in _DOMAINS:
+        return f"op domain '{domain}' has no ONNX Runtime CPU kernels"
+    target = opset if device is None else min(opset, target_versions(device)[0])
+    if domain in ("", "ai.onnx") and target < opset:
+        reason = node_convertible(node, opset, target)
+        if reason is not None:
+            return reason
+    return _kernel_reason(node, min(opset, target) if domain in ("", "ai.onnx") else None)
+
+
+def _kernel_reason(node: gs.Node, opset: int | None) -> str | None:
+    domain = node.domain or ""
+    kernels = _cpu_kernels().get((domain if domain != "ai.onnx" else "", node.op))
+    if not kernels:
+        return f"ONNX Runtime's CPU provider has no {node.op} kernel"
+    if opset is None:
+        version = None
+    else:
+        try:
+            version = onnx.defs.get_schema(node.op, opset, domain).since_version
+        except onnx.defs.SchemaError:
+            return f"{node.op} is not defined at opset {opset}"
+    candidates = [k for k in kernels if version is None or k[0] <= version <= k[1]]
+    if not candidates:
+        return f"ONNX Runtime's CPU provider has no kernel for {node.op}-{version}"
+    bound = _bound_types(node, opset)
+    if not bound:
+        return None
+    for _, _, constraints in candidates:
+        if all(param not in constraints or t in constraints[param] for param, t in bound.items()):
+            return None
+    shown = ", ".join(f"{p}={t}" for p, t in sorted(bound.items()))
+    return f"ONNX Runtime's CPU provider has no {node.op} kernel for {shown}"
+
+
+def _bound_types(node: gs.Node, opset: int | None) -> dict[str, str]:
+    """Type parameter -> 'tensor(float)' for the node's inputs with known dtypes (float16 read as float)."""
+    if opset is None:
+        return {}
+    try:
+        schema = onnx.defs.get_schema(node.op, opset, node.domain or "")
+    except onnx.defs.SchemaError:
+        return {}
+    out: dict[str, str] = {}
+    for i, t in enumerate(node.inputs):
+        formal = schema.inputs[i] if i < len(schema.inputs) else (schema.inputs[-1] if schema.inputs else None)
+        if formal is None or not t.name:
+            continue
+        name = _type_name(t.dtype)
+        if name is None:
+            continue
+        if name == "float16":
+            name = "float"
+        out.setdefault(formal.type_str, f"tensor({name})")
+    return out
+
+
+def _type_name(dtype: Any) -> str | None:
+    elem = elem_type(dtype)
+    if not elem:
+        return None
+    return onnx.helper.tensor_dtype_to_string(elem).split(".")[-1].lower()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_kernels() -> dict[tuple[str, str], list[tuple[int, int, dict[str, set[str]]]]]:
+    from onnxruntime.capi import _pybind_state as C
+
+    table: dict[tuple[str, str], list] = {}
+    for k in C.get_all_opkernel_def():
+        if k.provider != "CPUExecutionProvider":
+            continue
+        constraints = {p: set(ts) for p, ts in k.type_constraints.items()}
+        table.setdefault((k.domain, k.op_name), []).append((k.version_range[0], k.version_range[1], constraints))
+    return table
+
+
+# -- session -------------------------------------------------------------------------------
+
+
+def affinity_string(cores: Sequence[int]) -> str:
+    """`session.intra_op_thread_affinities` for a pool over `cores` (0-based Linux CPU ids).
+
+    The main thread takes cores[0] (through taskset); pool thread k runs on
+    cores[k], written 1-based: [4, 5, 6, 7] -> "6;7;8". Empty for one core.
+    """
+    cores = sorted(cores)
+    return ";".join(str(c + 1) for c in cores[1:])
+
+
+def taskset_list(cores: Sequence[int]) -> str:
+    """`taskset -c` list: ranges where contiguous, [4, 5, 6, 7] -> "4-7", [0, 2, 3] -> "0,2-3"."""
+    cores = sorted(set(cores))
+    parts, start = [], None
+    for i, c in enumerate(cores):
+        if start is None:
+            start = c
+        if i + 1 == len(cores) or cores[i + 1] != c + 1:
+            parts.append(str(start) if start == c else f"{start}-{c}")
+            start = None
+    return ",".join(parts)
+
+
+def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
+    """ONNX Runtime session settings for a stage on `unit`: the manifest's `StageSpec.session`.
+
+    Keys: provider, intra_op_num_threads (= number of cores), inter_op_num_threads,
+    execution_mode, graph_optimization_level, config_entries (session config
+    entries, with the thread affinities where the board's ORT has the key),
+    cores (0-based, what the launcher's taskset uses), main_thread_core.
+    `session_options(config)` turns it into onnxruntime.SessionOptions.
+    """
+    if unit.kind != "cpu":
+        raise EdgecError(f"unit '{device.name}.{unit.name}' is a {unit.kind}; the neon backend runs on CPU units")
+    cores = sorted(unit.cores)
+    entries: dict[str, str] = {}
+    if len(cores) > 1 and _ort_at_least(device.onnxruntime, AFFINITY_SINCE):
+        entries[AFFINITY_KEY] = affinity_string(cores)
+    return {
+        "provider": "CPUExecutionProvider",
+        "intra_op_num_threads": len(cores),
+        "inter_op_num_threads": 1,
+        "execution_mode": "ORT_SEQUENTIAL",
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+        "config_entries": entries,
+        "cores": cores,
+        "main_thread_core": cores[0],
+    }
+
+
+def session_options(config: dict[str, Any]):
+    """onnxruntime.SessionOptions from a `session_config` dict (for the runtime and tests)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(config["intra_op_num_threads"])
+    so.inter_op_num_threads = int(config.get("inter_op_num_threads", 1))
+    so.execution_mode = getattr(ort.ExecutionMode, config.get("execution_mode", "ORT_SEQUENTIAL"))
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                          config.get("graph_optimization_level", "ORT_ENABLE_ALL"))
+    for key, value in config.get("config_entries", {}).items():
+        so.add_session_config_entry(key, str(value))
+    return so
+
+
+def _ort_at_least(version: str, minimum: tuple[int, int]) -> bool:
+    try:
+        parts = tuple(int(p) for p in str(version).split(".")[:2])
+    except ValueError:
+        return False
+    return parts >= minimum
+
+
+# -- sub-models ----------------------------------------------------------------------------
+
+
+def prepare_submodel(model: onnx.ModelProto, device: Device) -> onnx.ModelProto:
+    """The stage sub-model at the opset and IR version the board's ONNX Runtime loads."""
+    max_opset, max_ir = target_versions(device)
+    if model_opset(model) <= max_opset and model.ir_version <= max_ir:
+        return model
+    return convert_for_device(model, max_opset, max_ir)
+
+
+# -- bundle --------------------------------------------------------------------------------
+
+
+def session_file(stage: StageSpec) -> str:
+    return f"{stage.name}.session.json"
+
+
+def bundle_files(device: Device, stages: Sequence[StageSpec]) -> dict[str, str]:
+    """Per stage, its ONNX Runtime session config as JSON (paths relative to out/<device>/).
+
+    The launcher and README.md are per device: edgec.backends.base.device_bundle.
+    """
+    return {session_file(s): json.dumps(session_config(device, device.units[s.unit]), indent=2) + "\n"
+            for s in stages}
+
+
+def launch_command(device: Device, stage: StageSpec) -> str:
+    cores = device.units[stage.unit].cores
+    return (f"taskset -c {taskset_list(cores)} python3 -m edgec.cli serve . --device {device.name} "
+            f"--stage {stage.name}")
+
+
+def readme(device: Device, stages: Sequence[StageSpec]) -> str:
+    max_opset, max_ir = target_versions(device)
+    lines = [
+        "## CPU stages (ONNX Runtime, CPU provider)",
+        "",
+        f"Needs onnxruntime {device.onnxruntime} or newer on the board (sub-models are at opset <= {max_opset}, "
+        f"IR <= {max_ir}).",
+    ]
+    if device.arch == "armv7l":
+        lines.append("PyPI has no armv7 onnxruntime wheel: build it from source or use a community build.")
+    lines += ["", "| stage | unit | cores (taskset) | threads | session config |", "|---|---|---|---|---|"]
+    for s in stages:
+        cfg = session_config(device, device.units[s.unit])
+        lines.append(f"| {s.name} | {s.unit} | {taskset_list(cfg['cores'])} | {cfg['intra_op_num_threads']} | "
+                     f"{session_file(s)} |")
+    if not _ort_at_least(device.onnxruntime, AFFINITY_SINCE):
+        lines += ["", f"onnxruntime {device.onnxruntime} has no `{AFFINITY_KEY}`: threads are held to the unit's "
+                      f"cores by taskset alone."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+# -- the protocol object -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NeonBackend:
+    device: Device
+    unit: ComputeUnit
+    name: str = NAME
+
+    def supports(self, node: gs.Node, opset: int) -> str | None:
+        return supports(node, opset, self.device)
+
+    def prepare_submodel(self, model: onnx.ModelProto, variant: str = "fp32") -> onnx.ModelProto:
+        return prepare_submodel(model, self.device)
+
+    def session_config(self, stage: StageSpec | None = None) -> dict[str, Any]:
+        return session_config(self.device, self.unit)
+
+    def launch_command(self, stage: StageSpec) -> str:
+        return launch_command(self.device, stage)

@@ -1,0 +1,582 @@
+"""The `tensorrt` backend: the Jetson Nano's Maxwell GPU through TensorRT 8.2.
+
+JetPack 4.6.1+ ships TensorRT 8.2.1 and the Nano cannot go past it. Its ONNX
+parser reads opset <= 13 and the operators, types and limits in
+`edgec.backends.trt82_operators`; what it cannot take runs on the Nano's CPU
+unit (the partitioner splits a Nano stage with `supports`).
+
+Engines are not portable: they are built on the Nano from the ONNX sub-model
+(`build_engine.sh`: `trtexec --onnx=sN.onnx --saveEngine=sN.engine --fp16
+--workspace=<MiB> --shapes=...`; TensorRT 8.2's trtexec has `--workspace`,
+`--memPoolSize` came later). Precision is fp16 or fp32, never int8: Maxwell
+sm_53 has no INT8 path (device-facts.md).
+
+fp16: the sub-model stays fp32 and `trtexec --fp16` lowers it. TensorRT then
+picks the precision per layer (keeping fp32 where fp16 has no kernel or is
+slower), the engine's bindings stay fp32 so neighbouring CPU stages exchange
+float32, and the 8.2 parser has no native fp16 initializers anyway (added in
+8.4 GA). `to_fp16` writes the fp16 model explicitly: it is what the accuracy
+check runs under ONNX Runtime, and an option for a runtime that wants an
+fp16 ONNX file. Tolerance: `FP16_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper, numpy_helper
+
+from edgec.backends.opset import convert_for_device, elem_type, node_convertible
+from edgec.backends.trt82_operators import (MAX_IR_VERSION, MAX_OPSET, OPERATORS, RESTRICTIONS, SOURCE,
+                                            const_value)
+from edgec.cluster import ComputeUnit, Device
+from edgec.errors import EdgecError
+from edgec.manifest import StageSpec
+
+NAME = "tensorrt"
+DEFAULT_WORKSPACE_MIB = 1024  # the Nano's 4 GB are shared with the CPU; lower to 512 if a build runs out
+TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (not on PATH)
+
+# fp16 accuracy check (`check_fp16`): the fp16 model (`to_fp16`, run under
+# ONNX Runtime CPU) against the fp32 one, per output y:
+#
+#     max|y16 - y32| <= max(FP16_TOLERANCE * range(y32), sqrt(depth) * s)
+#
+# - fp16 keeps 11 significant bits (unit roundoff u = 2**-11 ~ 4.9e-4). A
+#   well-conditioned network adds ~u relative error at each tensor it rounds,
+#   growing like sqrt(depth) for independent roundings: ~2.5e-3 of the range
+#   after 25 layers, ~5e-3 after 100. 1e-2 of the output's range leaves 2x or
+#   more over that for the zoo's networks (measured: 4e-4 to 5e-3) and still
+#   catches an overflow to inf/NaN or a wrong cast, which move an output by
+#   O(range).
+# - Some networks amplify any perturbation: s = max|y32(fp16(x)) - y32(x)| is the
+#   model's own response to rounding only its inputs to fp16 (1e-2 of the range
+#   for the random-weight ResNet-50, 4e-6 for DenseNet-121). fp16 rounds once
+#   per layer along the longest input-to-output path (`depth` nodes); each
+#   rounding is amplified no more than the input's, and independent ones add
+#   in quadrature, hence sqrt(depth) * s. No tolerance can ask fp16 to beat its
+#   own input rounding.
+# ONNX Runtime computes in fp32 between fp16 tensors, so this checks storage
+# rounding; an engine's fp16 accumulation adds to it and is checked on the
+# board with the same measure. Classifiers should also keep their top-1.
+FP16_TOLERANCE = 1e-2
+
+_TRT_TYPES = {
+    onnx.TensorProto.FLOAT: "FP32", onnx.TensorProto.FLOAT16: "FP16", onnx.TensorProto.INT32: "INT32",
+    onnx.TensorProto.INT64: "INT32",  # the parser casts INT64 down to INT32
+    onnx.TensorProto.INT8: "INT8", onnx.TensorProto.BOOL: "BOOL",
+}
+_INT32 = np.iinfo(np.int32)
+
+
+# -- capability ----------------------------------------------------------------------------
+
+
+def supports(node: gs.Node, opset: int) -> str | None:
+    """None if TensorRT 8.2 on the Nano's GPU takes the node, else why not.
+
+    In order: the op is in the 8.2 parser's table and supported there; the
+    node has a form at opset 13; every tensor has a static shape and a type
+    TensorRT holds (no DOUBLE or INT8 tensors, INT64 only within INT32 range);
+    the op's types column; the op's restrictions (trt82_operators.RESTRICTIONS).
+    """
+    domain = node.domain or ""
+    if domain not in ("", "ai.onnx"):
+        return f"op domain '{domain}': TensorRT 8.2's ONNX parser reads the ONNX domain only (no plugins here)"
+    info = OPERATORS.get(node.op)
+    if info is None:
+        return f"{node.op} is not in TensorRT 8.2's ONNX parser ({SOURCE})"
+    if not info.supported:
+        return f"{node.op} is unsupported by TensorRT 8.2's ONNX parser ({SOURCE})"
+    if opset > MAX_OPSET:
+        reason = node_convertible(node, opset, MAX_OPSET)
+        if reason is not None:
+            return f"TensorRT 8.2 reads opset <= {MAX_OPSET}: {reason}"
+    return (_tensor_reason(node) or _types_reason(node, info.types)
+            or (RESTRICTIONS[node.op](node) if node.op in RESTRICTIONS else None)
+            or _subgraph_reason(node, opset))
+
+
+def _tensor_reason(node: gs.Node) -> str | None:
+    for t in list(node.inputs) + list(node.outputs):
+        if not t.name:
+            continue
+        elem = elem_type(t.dtype)
+        if t in node.outputs and not t.outputs and t.shape is None:
+            continue  # an optional output nothing reads (Dropout's mask)
+        value = const_value(t) if t in node.inputs else None
+        if value is not None and np.asarray(value).dtype == np.int64 and node.op != "Slice" and np.size(value):
+            values = np.asarray(value)
+            if values.min() < _INT32.min or values.max() > _INT32.max:
+                return f"INT64 constant '{t.name}' has values outside INT32, which TensorRT would clamp"
+        if isinstance(t, gs.Constant):
+            continue
+        if t.shape is None or any(not isinstance(d, (int, np.integer)) or d < 0 for d in t.shape):
+            return f"tensor '{t.name}' has no static shape; TensorRT engines here are built for static shapes"
+        if len(t.shape) > 8:
+            return f"tensor '{t.name}' has rank {len(t.shape)}; TensorRT takes at most 8 dimensions"
+        if elem == onnx.TensorProto.INT8:
+            return f"tensor '{t.name}' is INT8; the Jetson Nano's Maxwell GPU (sm_53) has no INT8 path"
+        if elem is not None and elem not in _TRT_TYPES:
+            return (f"tensor '{t.name}' is {helper.tensor_dtype_to_string(elem).split('.')[-1]}; TensorRT 8.2 "
+                    f"holds FLOAT, FLOAT16, INT32 (INT64 cast down), BOOL")
+    return None
+
+
+def _types_reason(node: gs.Node, types: frozenset[str]) -> str | None:
+    if node.op == "Cast":
+        to = node.attrs.get("to")
+        if to is not None and int(to) not in _TRT_TYPES:
+            return f"Cast to {helper.tensor_dtype_to_string(int(to)).split('.')[-1]} is unsupported"
+        return None
+    if node.op == "ConstantOfShape":
+        value = node.attrs.get("value")
+        dtype = elem_type(value.dtype) if isinstance(value, gs.Constant) else onnx.TensorProto.FLOAT
+        trt = _TRT_TYPES.get(dtype)
+        return None if trt in types else f"ConstantOfShape of {trt or dtype}: TensorRT 8.2 fills FP32 only"
+    data = [t for t in node.inputs if t.name]
+    if node.op == "Where" and len(node.inputs) > 1:
+        data = [node.inputs[1]]
+    if not data:
+        data = [t for t in node.outputs if t.name]
+    if not data:
+        return None
+    elem = elem_type(data[0].dtype)
+    if elem is None or elem == onnx.TensorProto.DOUBLE and isinstance(data[0], gs.Constant):
+        return None
+    trt = _TRT_TYPES.get(elem)
+    if trt not in types:
+        name = trt or helper.tensor_dtype_to_string(elem).split(".")[-1]
+        return f"{node.op} on {name}: TensorRT 8.2 runs {node.op} on {', '.join(sorted(types))}"
+    return None
+
+
+def _subgraph_reason(node: gs.Node, opset: int) -> str | None:
+    for value in node.attrs.values():
+        if isinstance(value, gs.Graph):
+            for inner in value.nodes:
+                reason = supports(inner, opset)
+                if reason is not None:
+                    return f"{node.op} body node '{inner.name}' ({inner.op}): {reason}"
+    return None
+
+
+# -- sub-models ----------------------------------------------------------------------------
+
+
+def prepare_submodel(model: onnx.ModelProto, fp16_onnx: bool = False) -> onnx.ModelProto:
+    """The GPU stage's sub-model as TensorRT 8.2 parses it.
+
+    Opset <= 13 and IR <= 7 (version conversion), static shapes, float32 /
+    float16 / int32 / bool graph inputs and outputs (engine bindings), every
+    node in the 8.2 table and within its restrictions, onnx.checker full
+    check. EdgecError names the first tensor or node that fails and what to do.
+    With `fp16_onnx` the result is `to_fp16` of it (fp32 I/O kept); by default
+    it stays fp32 and trtexec --fp16 lowers it.
+    """
+    out = convert_for_device(model, MAX_OPSET, MAX_IR_VERSION)
+    _drop_unread_optional_outputs(out)
+    try:
+        out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise EdgecError(f"GPU sub-model: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
+    graph = gs.import_onnx(out)
+    failures = [(n, r) for n in graph.nodes if (r := supports(n, MAX_OPSET)) is not None]
+    if failures:
+        node, reason = failures[0]
+        more = f" (and {len(failures) - 1} more nodes)" if len(failures) > 1 else ""
+        raise EdgecError(f"GPU sub-model: node '{node.name}' ({node.op}): {reason}{more}; "
+                         f"place it on the Nano's CPU unit")
+    _check_static(out)
+    if fp16_onnx:
+        out = to_fp16(out)
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
+def _drop_unread_optional_outputs(model: onnx.ModelProto) -> None:
+    """Remove optional node outputs nothing reads (e.g. Dropout's mask): they have no shape to check."""
+    g = model.graph
+    read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    for node in g.node:
+        schema = _schema(node, opset)
+        if schema is None:
+            continue
+        outs = list(node.output)
+        for j in range(1, len(outs)):
+            f = _formal(schema.outputs, j)
+            if outs[j] not in read and f is not None and f.option == onnx.defs.OpSchema.FormalParameterOption.Optional:
+                outs[j] = ""
+        while len(outs) > 1 and not outs[-1]:
+            outs.pop()
+        del node.output[:]
+        node.output.extend(outs)
+    names = {o for n in g.node for o in n.output}
+    kept = [v for v in g.value_info if v.name in names]
+    del g.value_info[:]
+    g.value_info.extend(kept)
+
+
+def _check_static(model: onnx.ModelProto) -> None:
+    g = model.graph
+    io = {v.name for v in list(g.input) + list(g.output)}
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        tt = v.type.tensor_type
+        if not tt.HasField("shape") or any(not d.HasField("dim_value") for d in tt.shape.dim):
+            raise EdgecError(f"GPU sub-model: tensor '{v.name}' has no static shape; pin the model's inputs "
+                             f"with --input-shape")
+        if v.name in io and tt.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                                                 onnx.TensorProto.INT32, onnx.TensorProto.BOOL):
+            kind = helper.tensor_dtype_to_string(tt.elem_type).split(".")[-1]
+            raise EdgecError(f"GPU sub-model: input/output '{v.name}' is {kind}; a TensorRT 8.2 binding is "
+                             f"FLOAT, HALF, INT32 or BOOL: move the node that makes or reads it to the CPU unit")
+
+
+# -- fp16 ----------------------------------------------------------------------------------
+
+_F32, _F16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+_FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model computing in float16, its float32 inputs and outputs kept (Cast at the edges).
+
+    Float32 initializers and Constant values become float16 (clipped to
+    +-65504); Cast(to=FLOAT) becomes Cast(to=FLOAT16). An input the operator
+    schema allows only as float32 (Resize `scales`, ...) keeps a float32
+    tensor (the initializer itself, a float32 twin of it, or a Cast), and an
+    output that is then float32 gets a Cast back. Nodes with subgraphs stay
+    float32 between Casts.
+    """
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    g = model.graph
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    types = {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.value_info) + list(g.output)}
+    inits = {t.name: t for t in g.initializer}
+    types.update({name: t.data_type for name, t in inits.items()})
+    taken = set(types) | {o for n in g.node for o in n.output} | {n.name for n in g.node}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    slots32 = _fp32_slots(g, opset, types)  # (node index, input index) that must read float32
+    used16 = {name for k, n in enumerate(g.node) for i, name in enumerate(n.input)
+              if name in inits and types[name] == _F32 and (k, i) not in slots32}
+    used32 = {g.node[k].input[i] for k, i in slots32} & set(inits)
+    twin32 = {}
+    for name in sorted(used16 & used32):  # read both ways: keep a float32 twin
+        twin32[name] = fresh(f"{name}_fp32")
+        g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[name]), twin32[name]))
+    for name in used16:
+        _to16(inits[name])
+
+    graph_in = {i.name for i in g.input if types.get(i.name) == _F32}
+    rename = {name: fresh(f"{name}_fp16") for name in graph_in}
+    rename.update({o.name: fresh(f"{o.name}_fp16") for o in g.output if types.get(o.name) == _F32})
+    nodes = [helper.make_node("Cast", [name], [rename[name]], to=_F16, name=fresh(f"{name}_to_fp16"))
+             for name in sorted(graph_in)]
+    cast32: dict[str, str] = {}
+    for k, node in enumerate(g.node):
+        for i, name in enumerate(node.input):
+            if not name or types.get(name) != _F32:
+                continue
+            if (k, i) not in slots32:
+                node.input[i] = rename.get(name, name)
+            elif name in inits or name in graph_in:
+                node.input[i] = twin32.get(name, name)
+            else:
+                if name not in cast32:
+                    cast32[name] = fresh(f"{name}_fp32")
+                    nodes.append(helper.make_node("Cast", [rename.get(name, name)], [cast32[name]], to=_F32,
+                                                  name=fresh(f"{name}_to_fp32")))
+                node.input[i] = cast32[name]
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == _F32:
+                a.i = _F16
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == _F32:
+                _to16(a.t)
+        tail = []
+        for j, out in enumerate(node.output):
+            if not out:
+                continue
+            node.output[j] = rename.get(out, out)
+            if types.get(out) == _F32 and _output_stays32(node, k, j, opset, slots32):
+                final = node.output[j]
+                node.output[j] = fresh(f"{out}_fp32")
+                tail.append(helper.make_node("Cast", [node.output[j]], [final], to=_F16,
+                                             name=fresh(f"{out}_to_fp16")))
+        nodes.append(node)
+        nodes.extend(tail)
+    for o in g.output:
+        if o.name in rename:
+            nodes.append(helper.make_node("Cast", [rename[o.name]], [o.name], to=_F32, name=fresh(f"{o.name}_to_fp32")))
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def _to16(t: onnx.TensorProto) -> None:
+    arr = numpy_helper.to_array(t).astype(np.float32)
+    t.CopyFrom(numpy_helper.from_array(np.clip(arr, -_FP16_MAX, _FP16_MAX).astype(np.float16), t.name))
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def _fp32_slots(g: onnx.GraphProto, opset: int, types: dict[str, int]) -> set[tuple[int, int]]:
+    """(node index, input index) of float inputs that must stay float32.
+
+    Those whose schema type excludes float16, and every input of a node with subgraphs.
+    """
+    out = set()
+    for k, node in enumerate(g.node):
+        schema = _schema(node, opset)
+        whole = _has_subgraph(node) or schema is None
+        for i, name in enumerate(node.input):
+            if name and types.get(name) == _F32 and (whole or not _allows16(schema, _formal(schema.inputs, i))):
+                out.add((k, i))
+    return out
+
+
+def _output_stays32(node: onnx.NodeProto, k: int, j: int, opset: int, slots32: set[tuple[int, int]]) -> bool:
+    schema = _schema(node, opset)
+    if schema is None or _has_subgraph(node):
+        return True
+    formal = _formal(schema.outputs, j)
+    if formal is None:
+        return False
+    if not _allows16(schema, formal):
+        return True
+    # an output sharing a type parameter with an input kept float32 is float32 too
+    return any((k, i) in slots32 and (f := _formal(schema.inputs, i)) is not None and f.type_str == formal.type_str
+               for i in range(len(node.input)))
+
+
+def _schema(node: onnx.NodeProto, opset: int):
+    try:
+        return onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return None
+
+
+def _formal(formals, i: int):
+    if i < len(formals):
+        return formals[i]
+    return formals[-1] if formals else None
+
+
+def _allows16(schema, formal) -> bool:
+    if formal is None:
+        return True
+    for c in schema.type_constraints:
+        if c.type_param_str == formal.type_str:
+            return "tensor(float16)" in c.allowed_type_strs
+    return formal.type_str == "tensor(float16)"
+
+
+@dataclass(frozen=True)
+class Fp16Check:
+    output: str
+    max_abs_error: float
+    tolerance: float
+    input_rounding: float  # s: the fp32 model's response to fp16-rounded inputs
+    depth: int
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.max_abs_error)) and self.max_abs_error <= self.tolerance
+
+
+def check_fp16(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+               fp16_model: onnx.ModelProto | None = None) -> list[Fp16Check]:
+    """Compare the fp16 model with the fp32 one on `feeds` (ONNX Runtime CPU, optimizations off)."""
+    fp16_model = fp16_model or to_fp16(model)
+    run32, run16 = _cpu_session(model), _cpu_session(fp16_model)
+    names = [o.name for o in model.graph.output]
+    y32 = run32.run(names, feeds)
+    y16 = run16.run(names, feeds)
+    rounded = {k: v.astype(np.float16).astype(v.dtype) if v.dtype == np.float32 else v for k, v in feeds.items()}
+    yr = run32.run(names, rounded)
+    depths = _depths(model)
+    out = []
+    for name, a, b, r in zip(names, y32, y16, yr):
+        a64, b64, r64 = (np.asarray(v, np.float64) for v in (a, b, r))
+        span = float(a64.max() - a64.min()) if a64.size else 0.0
+        s = float(np.abs(r64 - a64).max()) if a64.size else 0.0
+        err = float(np.abs(b64 - a64).max()) if a64.size else 0.0
+        depth = depths.get(name, 1)
+        tol = max(FP16_TOLERANCE * span, float(np.sqrt(depth)) * s)
+        out.append(Fp16Check(name, err, tol, s, depth))
+    return out
+
+
+def _cpu_session(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _depths(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor -> nodes on the longest path from a graph input to it (nodes are in topological order)."""
+    depth: dict[str, int] = {}
+    for node in model.graph.node:
+        d = 1 + max((depth.get(i, 0) for i in node.input if i), default=0)
+        for o in node.output:
+            depth[o] = d
+    return depth
+
+
+# -- bundle --------------------------------------------------------------------------------
+
+
+def engine_file(stage: StageSpec) -> str:
+    return f"{stage.name}.engine"
+
+
+def trtexec_command(stage: StageSpec, variant: str | None = None,
+                    workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> list[str]:
+    """The trtexec argument list that builds a stage's engine on the Nano (run in out/<device>/)."""
+    variant = variant or stage.variant
+    _check_variant(variant, stage)
+    onnx_name = stage.model.rsplit("/", 1)[-1]
+    args = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_file(stage)}"]
+    if variant == "fp16":
+        args.append("--fp16")
+    args.append(f"--workspace={int(workspace_mib)}")
+    shapes = ",".join(f"{t.name}:{'x'.join(str(d) for d in t.shape)}" for t in stage.inputs)
+    if shapes:
+        args.append(f"--shapes={shapes}")
+    return args
+
+
+def _check_variant(variant: str, stage: StageSpec) -> None:
+    if variant == "int8":
+        raise EdgecError(f"stage '{stage.name}': int8 on the Jetson Nano's GPU gives no speed-up (Maxwell sm_53 "
+                         f"has no INT8 path); use fp16")
+    if variant not in ("fp16", "fp32"):
+        raise EdgecError(f"stage '{stage.name}': variant '{variant}' is not one TensorRT builds here; "
+                         f"use fp16 or fp32")
+
+
+def ort_trt_options(device: Device, stage: StageSpec, workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> dict:
+    """ONNX Runtime TensorRT execution-provider options: the alternative to a trtexec engine."""
+    return {
+        "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        "TensorrtExecutionProvider": {
+            "device_id": 0,
+            "trt_fp16_enable": stage.variant == "fp16",
+            "trt_int8_enable": False,
+            "trt_max_workspace_size": int(workspace_mib) * 2**20,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": f"{device.name}/trt_cache",
+            "trt_max_partition_iterations": 1000,
+            "trt_min_subgraph_size": 1,
+        },
+    }
+
+
+def session_config(device: Device, stage: StageSpec, workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> dict[str, Any]:
+    """The manifest's `StageSpec.session` for a GPU stage."""
+    _check_variant(stage.variant, stage)
+    return {
+        "engine": engine_file(stage),
+        "build": "build_engine.sh",
+        "precision": stage.variant,
+        "workspace_mib": int(workspace_mib),
+        "bindings_dtype": "as the sub-model's inputs and outputs",
+        "tensorrt": "8.2",
+        "ort_tensorrt_ep": ort_trt_options(device, stage, workspace_mib),
+    }
+
+
+def bundle_files(device: Device, stages: Sequence[StageSpec],
+                 workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> dict[str, str]:
+    """build_engine.sh and, per stage, <stage>.trt_ep.json (paths relative to out/<device>/)."""
+    lines = [
+        "#!/bin/sh",
+        "# Build the TensorRT engines of this device's GPU stages. Run on the Jetson Nano itself:",
+        "# engines are specific to the GPU and the TensorRT version (8.2 here).",
+        "set -e",
+        'cd "$(dirname "$0")"',
+        f'TRTEXEC="${{TRTEXEC:-{TRTEXEC}}}"',
+    ]
+    files: dict[str, str] = {}
+    for stage in stages:
+        args = trtexec_command(stage, workspace_mib=workspace_mib)
+        lines.append('"$TRTEXEC" ' + " ".join(shlex.quote(a) for a in args[1:]))
+        files[f"{stage.name}.trt_ep.json"] = json.dumps(ort_trt_options(device, stage, workspace_mib), indent=2) + "\n"
+    lines.append("")
+    files["build_engine.sh"] = "\n".join(lines)
+    return files
+
+
+def prelaunch(device: Device, stages: Sequence[StageSpec]) -> list[str]:
+    """Launcher lines run before any stage starts: build the engines once if one is missing."""
+    missing = " || ".join(f"[ ! -f {device.name}/{engine_file(s)} ]" for s in stages)
+    return [f"if {missing}; then sh {device.name}/build_engine.sh; fi"] if stages else []
+
+
+def launch_command(device: Device, stage: StageSpec) -> str:
+    return f"python3 -m edgec.cli serve . --device {device.name} --stage {stage.name}"
+
+
+def readme(device: Device, stages: Sequence[StageSpec]) -> str:
+    lines = [
+        "## GPU stages (TensorRT 8.2)",
+        "",
+        "Needs JetPack 4.6.1 or later (TensorRT 8.2.1, CUDA 10.2) and its Python bindings. Build the",
+        "engines once on the board (the launcher does it when one is missing; minutes per stage):",
+        "",
+        f"    sh {device.name}/build_engine.sh",
+        "",
+        "| stage | sub-model | engine | precision |",
+        "|---|---|---|---|",
+    ]
+    for s in stages:
+        lines.append(f"| {s.name} | {s.model.rsplit('/', 1)[-1]} | {engine_file(s)} | {s.variant} |")
+    lines += [
+        "",
+        "Alternative without engines: ONNX Runtime's TensorRT execution provider with the options in",
+        "`<stage>.trt_ep.json` (needs an onnxruntime-gpu build for JetPack; PyPI's aarch64 wheel is CPU-only).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- the protocol object -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorRTBackend:
+    device: Device
+    unit: ComputeUnit
+    name: str = NAME
+
+    def supports(self, node: gs.Node, opset: int) -> str | None:
+        return supports(node, opset)
+
+    def prepare_submodel(self, model: onnx.ModelProto, variant: str = "fp16") -> onnx.ModelProto:
+        return prepare_submodel(model)
+
+    def session_config(self, stage: StageSpec) -> dict[str, Any]:
+        return session_config(self.device, stage)
+
+    def launch_command(self, stage: StageSpec) -> str:
+        return launch_command(self.device, stage)
