@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from edgec.api import CompileResult, OutputCheck, VerifyResult, compile, verify  # noqa: E402
+from edgec.api import CompileResult, OutputCheck, VerifyResult, analyze, compile, verify  # noqa: E402
 from edgec.errors import EdgecError  # noqa: E402
 
-__all__ = ["compile", "verify", "CompileResult", "VerifyResult", "OutputCheck", "EdgecError", "__version__"]
+__all__ = ["compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "EdgecError", "__version__"]

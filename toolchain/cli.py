@@ -101,6 +101,32 @@ def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec co
                   f"throughput {p['throughput_fps']:.1f} fps", highlight=False)
 
 
+@app.command("profile")
+def profile_cmd(
+    out: Path = typer.Option(..., "-o", "--out", help="profile file to write (name it in cluster.json: \"profile\")"),
+    unit: List[str] = typer.Option([], "--unit", help="NAME=CORES, e.g. big=4,5,6,7 (repeatable; default: one "
+                                   "unit 'cpu' on all cores)"),
+) -> None:
+    """Measure this machine's compute units with ONNX Runtime micro-benchmarks and write a profile."""
+    from edgec.profiler import write_profile
+
+    units = {}
+    for spec in unit:
+        name, sep, cores_text = spec.partition("=")
+        try:
+            cores = [int(c) for c in cores_text.split(",")]
+        except ValueError:
+            cores = []
+        if not sep or not name or not cores:
+            raise EdgecError(f"--unit '{spec}': expected NAME=CORES with comma-separated core ids, e.g. big=4,5,6,7")
+        units[name] = (len(cores), cores)
+    doc = write_profile(out, units or None)
+    for name, u in doc["units"].items():
+        console.print(f"{name}: peak {u['peak_gflops']:.1f} GFLOP/s, bandwidth {u['bandwidth_gbs']:.1f} GB/s, "
+                      f"overhead {u['overhead_ms']:.3f} ms/node", highlight=False)
+    console.print(f"wrote {out}", highlight=False)
+
+
 @app.command("schema")
 def schema_cmd(which: str = typer.Argument(..., help="cluster or manifest")) -> None:
     """Print the published JSON Schema of cluster.json or manifest.json."""
