@@ -6,6 +6,7 @@ import onnx
 import pytest
 
 import edgec
+import edgec.cluster
 from edgec.zoo import ZOO, zoo_models
 
 from conftest import TRIO
@@ -39,3 +40,14 @@ def test_random_weight_zoo_model_verifies(name, random_zoo, tmp_path):
     assert report.passed, report
     # the outputs must be informative: a constant or saturated output would hide a wrong split
     assert all(o.value_range > 1e-6 for o in report.outputs)
+
+
+@pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "resnet50", "densenet121", "shufflenet"])
+@pytest.mark.parametrize("objective", ["throughput", "latency"])
+def test_both_objectives_verify_and_respect_memory(name, objective, random_zoo, tmp_path):
+    result = edgec.compile(random_zoo(name), TRIO, tmp_path / "out", objective=objective)
+    assert result.manifest.objective == objective
+    trio = edgec.cluster.load_cluster(TRIO)
+    for stage in result.manifest.stages:
+        assert stage.memory_bytes <= trio.devices[stage.device].memory_bytes
+    assert edgec.verify(tmp_path / "out").passed
