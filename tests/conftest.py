@@ -13,6 +13,25 @@ REPO = Path(__file__).resolve().parent.parent
 TRIO = REPO / "samples" / "clusters" / "edge-trio.json"
 TRIO_WIFI = REPO / "samples" / "clusters" / "edge-trio-wifi.json"
 
+# Two inputs, two outputs; `mid` is a graph output that also feeds later nodes;
+# b1..b3 are three branches that all cross a boundary placed after them.
+MULTI = """
+<ir_version: 8, opset_import: ["" : 17]>
+multi (float[1,8] x, float[1,8] y) => (float[1,8] mid, float[1,8] out) <float[8,8] w1, float[8,8] w4>
+{
+    a = MatMul(x, w1)
+    mid = Add(a, y)
+    b1 = Sigmoid(mid)
+    b2 = Tanh(mid)
+    b3 = Relu(mid)
+    c1 = Add(b1, b2)
+    c2 = Mul(c1, b3)
+    d = MatMul(c2, w4)
+    e = Add(d, mid)
+    out = Add(e, x)
+}
+"""
+
 
 @pytest.fixture(scope="session")
 def random_zoo(tmp_path_factory):

@@ -15,26 +15,7 @@ from edgec.runtime.local import LocalCluster, plan_cores, run_local
 from edgec.runtime.plan import read_plan
 from edgec.verify import session
 
-from conftest import save_text_model
-
-# Two inputs, two outputs; `mid` is a graph output that also feeds later nodes; b1..b3 cross one boundary.
-MULTI = """
-<ir_version: 8, opset_import: ["" : 17]>
-multi (float[1,8] x, float[1,8] y) => (float[1,8] mid, float[1,8] out) <float[8,8] w1, float[8,8] w4>
-{
-    a = MatMul(x, w1)
-    mid = Add(a, y)
-    b1 = Sigmoid(mid)
-    b2 = Tanh(mid)
-    b3 = Relu(mid)
-    c1 = Add(b1, b2)
-    c2 = Mul(c1, b3)
-    d = MatMul(c2, w4)
-    e = Add(d, mid)
-    out = Add(e, x)
-}
-"""
-
+from conftest import MULTI, save_text_model
 
 def host_cluster(cores):
     """Devices d0, d1, ... of type host, each one unit pinned to the given core."""
