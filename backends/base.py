@@ -11,12 +11,17 @@ It answers three questions, kept apart as in torch.fx's
 - `prepare_submodel(model, variant)`: the stage's sub-model in a form the
   board's runtime loads (opset/IR conversion, checks), raising EdgecError
   naming the node when it cannot.
-- `session_config(stage)`, `bundle_files(stages)`, `launch_command(stage)`,
-  `readme(stages)`: what codegen writes into the manifest and out/<device>/.
+- `session_config(stage)`, and the module's `bundle_files(device, stages)` and
+  `readme(device, stages)`: what codegen writes into the manifest and
+  out/<device>/.
 
 `device_bundle(device, stages)` puts one device's files together: every
 backend's files, one launcher (run_<device>.sh) and one README.md, since a
-board such as the Jetson Nano holds stages of both backends.
+board such as the Jetson Nano holds stages of both backends. The runtime
+serves all of a device's stages in one process (one after another per frame,
+arrays passed in memory), so the launcher starts one process, pinned to the
+cores of the units its stages run on; each CPU stage's session pins its own
+threads inside that set.
 """
 
 from __future__ import annotations
@@ -51,10 +56,6 @@ class Backend(Protocol):
 
     def session_config(self, stage: StageSpec) -> dict[str, Any]:
         """What goes into the manifest's `StageSpec.session` for a stage on this unit."""
-        ...
-
-    def launch_command(self, stage: StageSpec) -> str:
-        """Shell line (run from out/) that serves one stage."""
         ...
 
 
@@ -99,21 +100,20 @@ def device_bundle(device: Device, stages: Sequence[StageSpec]) -> BundleFiles:
 
 
 def launcher(device: Device, stages: Sequence[StageSpec]) -> str:
-    """run_<device>.sh: one process per stage, each pinned to its unit, started from out/."""
+    """run_<device>.sh: the device's one serving process, pinned to its stages' cores, started from out/."""
+    from edgec.backends import tensorrt
+    from edgec.backends.neon import taskset_list
+
+    cores = sorted({c for s in stages for c in device.units[s.unit].cores})
     lines = [
         "#!/bin/sh",
-        f"# Serve the stages edgec placed on '{device.name}': one process per stage, each on its compute unit.",
-        "# Run from anywhere; it changes to the folder that holds manifest.json.",
+        f"# Serve the stages edgec placed on '{device.name}' ({', '.join(s.name for s in stages)}): one process,",
+        f"# pinned to the cores of the units they run on. Run from anywhere; it changes to the folder of manifest.json.",
         "set -e",
         'cd "$(dirname "$0")/.."',
     ]
-    from edgec.backends import tensorrt
-
     lines += tensorrt.prelaunch(device, [s for s in stages if device.units[s.unit].backend == tensorrt.NAME])
-    for stage in stages:
-        backend = backend_for(device, stage.unit)
-        lines.append(f"{backend.launch_command(stage)} &")
-    lines += ["wait", ""]
+    lines += [f'exec taskset -c {taskset_list(cores)} python3 -m edgec.cli serve . --device {device.name} "$@"', ""]
     return "\n".join(lines)
 
 

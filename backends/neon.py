@@ -1,17 +1,18 @@
 """The `neon` backend: ONNX Runtime's CPU provider on one ARM core cluster.
 
-ONNX Runtime's CPU kernels (MLAS) use NEON on ARM. A stage on a CPU unit runs
-in its own process, pinned to the unit's cores twice over:
+ONNX Runtime's CPU kernels (MLAS) use NEON on ARM. A device's stages run in
+one process (edgec.runtime.device), and a stage on a CPU unit is held to the
+unit's cores twice over:
 
-- the launcher starts it under `taskset -c <cores>`, which also pins the
-  calling ("main") thread ONNX Runtime never pins itself;
+- the launcher starts the process under `taskset -c <cores of its units>`,
+  which also pins the calling ("main") thread ONNX Runtime never pins itself;
 - the session gets `intra_op_num_threads = len(cores)` and, where the board's
   ONNX Runtime has it (1.14 and later), `session.intra_op_thread_affinities`:
   one entry per pool thread (all but the main thread), `;` between threads,
   logical processor ids **1-based** (onnxruntime docs "Thread management",
   and the key's comment in onnxruntime_session_options_config_keys.h). The
-  XU4's big cores 4-7 give "6;7;8": the main thread runs on core 4 (id 5),
-  pool threads 2..4 on cores 5, 6, 7. Setting a thread count turns off ORT's
+  XU4's big cores 4-7 give "6;7;8": pool threads 2..4 on cores 5, 6, 7,
+  the main thread (which runs a share of the work) within the taskset mask. Setting a thread count turns off ORT's
   own pinning (onnxruntime #12819), so without the key the pool threads float
   inside the taskset mask.
 
@@ -235,12 +236,6 @@ def bundle_files(device: Device, stages: Sequence[StageSpec]) -> dict[str, str]:
             for s in stages}
 
 
-def launch_command(device: Device, stage: StageSpec) -> str:
-    cores = device.units[stage.unit].cores
-    return (f"taskset -c {taskset_list(cores)} python3 -m edgec.cli serve . --device {device.name} "
-            f"--stage {stage.name}")
-
-
 def readme(device: Device, stages: Sequence[StageSpec]) -> str:
     max_opset, max_ir = target_versions(device)
     lines = [
@@ -280,6 +275,3 @@ class NeonBackend:
 
     def session_config(self, stage: StageSpec | None = None) -> dict[str, Any]:
         return session_config(self.device, self.unit)
-
-    def launch_command(self, stage: StageSpec) -> str:
-        return launch_command(self.device, stage)

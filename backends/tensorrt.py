@@ -533,10 +533,6 @@ def prelaunch(device: Device, stages: Sequence[StageSpec]) -> list[str]:
     return [f"if {missing}; then sh {device.name}/build_engine.sh; fi"] if stages else []
 
 
-def launch_command(device: Device, stage: StageSpec) -> str:
-    return f"python3 -m edgec.cli serve . --device {device.name} --stage {stage.name}"
-
-
 def readme(device: Device, stages: Sequence[StageSpec]) -> str:
     lines = [
         "## GPU stages (TensorRT 8.2)",
@@ -577,6 +573,3 @@ class TensorRTBackend:
 
     def session_config(self, stage: StageSpec) -> dict[str, Any]:
         return session_config(self.device, stage)
-
-    def launch_command(self, stage: StageSpec) -> str:
-        return launch_command(self.device, stage)

@@ -2,10 +2,16 @@
 
 Each stage's sub-model holds exactly the stage's nodes, the initializers they
 read (shared ones are copied into every stage that reads them), and keeps the
-original tensor names on its inputs and outputs and the source's opsets. A
-sub-model's outputs are what later stages or the sink read of what it makes;
-what crosses a boundary (``receives``/``sends`` in the manifest) also includes
-tensors relayed from earlier stages.
+original tensor names on its inputs and outputs. A sub-model's outputs are
+what later stages or the sink read of what it makes; what crosses a boundary
+(``receives``/``sends`` in the manifest) also includes tensors relayed from
+earlier stages.
+
+The stage's backend then has the last word on its sub-model
+(`prepare_submodel`: the opset and IR version the board's runtime loads,
+TensorRT's limits) and its session settings; `device_bundle` adds each
+device's configs, launcher and README. out/<device>/ holds that device's files
+and nothing else, and the manifest lists every file with its sha256.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import numpy as np
 import onnx
 
 from edgec import __version__
+from edgec.backends.base import backend_for, device_bundle
+from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
 from edgec.pipeline import PassResult
@@ -43,19 +51,27 @@ class Codegen:
             nodes = [n for n in model.graph.node if node_stage[n.name] == k]
             sub = extract_submodel(model, nodes, later_needs=set(lives[k + 1]), values=values,
                                    name=f"{model.graph.name or 'model'}_{stage.name}")
+            backend = backend_for(program.cluster.devices[stage.device], stage.unit)
+            try:
+                sub = backend.prepare_submodel(sub, stage.variant)
+            except EdgecError as exc:
+                raise EdgecError(f"stage {stage.name} ({stage.unit_id}): {exc.message}", where=exc.where) from None
             rel = f"{stage.device}/{stage.name}.onnx"
-            data = sub.SerializeToString()
-            (out / stage.device).mkdir(parents=True, exist_ok=True)
-            (out / rel).write_bytes(data)
-            sha = hashlib.sha256(data).hexdigest()
-            files.append({"path": rel, "sha256": sha})
-            stage_specs.append(StageSpec(
+            files.append(_write(out, rel, sub.SerializeToString()))
+            spec = StageSpec(
                 name=stage.name, device=stage.device, unit=stage.unit, backend=stage.backend,
-                variant=stage.variant, model=rel, sha256=sha,
+                variant=stage.variant, model=rel, sha256=files[-1]["sha256"],
                 inputs=[_tensor_spec(i) for i in sub.graph.input],
                 outputs=[_tensor_spec(o) for o in sub.graph.output],
                 receives=lives[k], sends=lives[k + 1], predicted_ms=round(stage.predicted_ms, 4),
-                memory_bytes=int(stage.memory_bytes)))
+                memory_bytes=int(stage.memory_bytes))
+            spec.session = backend.session_config(spec)
+            stage_specs.append(spec)
+        for device in program.cluster.devices.values():
+            mine = [s for s in stage_specs if s.device == device.name]
+            if mine:
+                for path, content in sorted(device_bundle(device, mine).items()):
+                    files.append(_write(out, f"{device.name}/{path}", content))
         program.manifest = Manifest(
             source_model={"path": program.source_path, "sha256": program.source_sha256, "opset": program.opset},
             cluster=program.cluster.spec,
@@ -70,6 +86,17 @@ class Codegen:
             edgec_version=__version__,
         )
         return PassResult(program, changed=True)
+
+
+def _write(out: Path, rel: str, content: str | bytes) -> dict[str, str]:
+    """Write one bundle file (shell scripts executable); its manifest entry."""
+    data = content.encode() if isinstance(content, str) else content
+    path = out / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if rel.endswith(".sh"):
+        path.chmod(0o755)
+    return {"path": rel, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def extract_submodel(model: onnx.ModelProto, nodes: list[onnx.NodeProto], later_needs: set[str],

@@ -61,11 +61,11 @@ def test_affinity_strings_follow_the_catalog_cores():
     assert neon.affinity_string([4, 5, 6, 7]) == "6;7;8" and neon.affinity_string([0]) == ""
 
 
-def test_launch_lines_pin_each_stage_to_its_cluster():
+def test_launcher_pins_the_process_to_its_stages_clusters():
     xu4 = one_of_each().devices["odroid-xu4"]
     assert neon.taskset_list([4, 5, 6, 7]) == "4-7" and neon.taskset_list([0, 2, 3]) == "0,2-3"
-    line = neon.launch_command(xu4, stage("s0", "odroid-xu4", "big"))
-    assert line == "taskset -c 4-7 python3 -m edgec.cli serve . --device odroid-xu4 --stage s0"
+    run = device_bundle(xu4, [stage("s0", "odroid-xu4", "big")])["run_odroid-xu4.sh"].splitlines()
+    assert run[-1] == 'exec taskset -c 4-7 python3 -m edgec.cli serve . --device odroid-xu4 "$@"'
 
 
 def test_onnxruntime_takes_the_session_config():
@@ -218,7 +218,7 @@ def stage(name: str, device: str, unit: str) -> StageSpec:
                      receives=["x"], sends=["y"], predicted_ms=1.0, memory_bytes=1)
 
 
-def test_xu4_bundle_runs_one_pinned_process_per_stage():
+def test_xu4_bundle_runs_one_process_on_both_clusters_each_stage_on_its_own():
     xu4 = one_of_each().devices["odroid-xu4"]
     stages = [stage("s0", "odroid-xu4", "big"), stage("s2", "odroid-xu4", "little")]
     files = device_bundle(xu4, stages)
@@ -226,8 +226,7 @@ def test_xu4_bundle_runs_one_pinned_process_per_stage():
     assert json.loads(files["s0.session.json"]) == neon.session_config(xu4, xu4.units["big"])
     assert json.loads(files["s2.session.json"])["config_entries"] == {neon.AFFINITY_KEY: "2;3;4"}
     run = files["run_odroid-xu4.sh"].splitlines()
-    assert run[0] == "#!/bin/sh" and run[-1] == "wait"
-    assert "taskset -c 4-7 python3 -m edgec.cli serve . --device odroid-xu4 --stage s0 &" in run
-    assert "taskset -c 0-3 python3 -m edgec.cli serve . --device odroid-xu4 --stage s2 &" in run
+    assert run[0] == "#!/bin/sh"
+    assert run[-1] == 'exec taskset -c 0-7 python3 -m edgec.cli serve . --device odroid-xu4 "$@"'
     readme = files["README.md"]
     assert "sh odroid-xu4/run_odroid-xu4.sh" in readme and "onnxruntime 1.16" in readme and "armv7" in readme

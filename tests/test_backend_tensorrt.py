@@ -349,9 +349,8 @@ def test_nano_bundle_holds_both_backends():
     assert {"build_engine.sh", "s1.trt_ep.json", "s2.session.json", "run_nano.sh", "README.md"} == set(files)
     run = files["run_nano.sh"]
     assert "if [ ! -f nano/s1.engine ]; then sh nano/build_engine.sh; fi" in run
-    assert "python3 -m edgec.cli serve . --device nano --stage s1 &" in run
-    assert run.index("build_engine.sh") < run.index("--stage s1")
-    assert "taskset -c 0-3 python3 -m edgec.cli serve . --device nano --stage s2 &" in run
+    assert run.endswith('exec taskset -c 0-3 python3 -m edgec.cli serve . --device nano "$@"\n')
+    assert run.index("build_engine.sh") < run.index("serve")
     assert "## GPU stages (TensorRT 8.2)" in files["README.md"] and "## CPU stages" in files["README.md"]
     session = backend_for(nano, "gpu").session_config(gpu_stage())
     assert session["engine"] == "s1.engine" and session["precision"] == "fp16"

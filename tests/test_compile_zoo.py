@@ -7,20 +7,39 @@ import pytest
 
 import edgec
 import edgec.cluster
+from edgec.backends import neon
+from edgec.backends import tensorrt as trt
+from edgec.backends.trt82_operators import OPERATORS
 from edgec.zoo import ZOO, zoo_models
 
 from conftest import TRIO
 
 
 def _check_submodels(result: edgec.CompileResult, source: onnx.ModelProto) -> None:
+    """Each sub-model is valid, speaks in the original's tensor names, and is what its board's runtime takes."""
     names = {t for n in source.graph.node for t in n.output} | {i.name for i in source.graph.input}
-    source_opset = {o.domain: o.version for o in source.opset_import}
+    source_opset = {o.domain: o.version for o in source.opset_import}[""]
+    trio = edgec.cluster.load_cluster(TRIO)
     for stage in result.manifest.stages:
+        device = trio.devices[stage.device]
         sub = onnx.load(str(result.out_dir / stage.model))
         onnx.checker.check_model(sub, full_check=True)
-        assert {o.domain: o.version for o in sub.opset_import} == source_opset
+        opset = {o.domain: o.version for o in sub.opset_import}[""]
         for t in stage.inputs + stage.outputs:
             assert t.name in names, f"{stage.name}: tensor {t.name} is not a tensor of the original model"
+        if stage.unit == "gpu":
+            assert opset == min(source_opset, trt.MAX_OPSET)
+            assert all(OPERATORS[n.op_type].supported for n in sub.graph.node)
+            for v in list(sub.graph.input) + list(sub.graph.output) + list(sub.graph.value_info):
+                assert all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim), v.name
+            assert stage.session["precision"] == "fp16" and stage.session["tensorrt"] == "8.2"
+        else:
+            assert opset == min(source_opset, device.max_opset)
+            cores = device.units[stage.unit].cores
+            assert stage.session["intra_op_num_threads"] == len(cores) and stage.session["cores"] == list(cores)
+            has_key = tuple(map(int, device.onnxruntime.split(".")[:2])) >= neon.AFFINITY_SINCE
+            affinity = stage.session["config_entries"].get(neon.AFFINITY_KEY)
+            assert affinity == (neon.affinity_string(cores) if has_key else None)
 
 
 @pytest.mark.parametrize("name", ZOO)

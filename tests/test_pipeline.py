@@ -18,18 +18,21 @@ from edgec.zoo import zoo_models
 
 from conftest import TRIO
 
-PASSES = ["load", "shape-inference", "fusion", "cost", "partition", "codegen"]
+PASSES = ["load", "shape-inference", "fusion", "cost", "capability", "partition", "local-partition", "codegen"]
 
 
 def test_dump_ir_writes_text_and_json_after_each_pass(tmp_path):
     edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out", dump_ir=tmp_path / "ir")
     names = sorted(p.name for p in (tmp_path / "ir").iterdir())
     assert names == sorted(f"{i:02d}-{p}.{ext}" for i, p in enumerate(PASSES, 1) for ext in ("txt", "json"))
-    text = (tmp_path / "ir" / "05-partition.txt").read_text().splitlines()
+    boards = (tmp_path / "ir" / "06-partition.txt").read_text().splitlines()
+    conv = next(line for line in boards if "= Conv(" in line)
+    # %out: f32[...] = Conv(%in, %w:const, ...) {attrs}  # node  group ...  -> stage@device
+    assert conv.startswith("%") and ": f32[1," in conv and "-> s0@" in conv and "nano.gpu " in conv
+    text = (tmp_path / "ir" / "07-local-partition.txt").read_text().splitlines()
     conv = next(line for line in text if "= Conv(" in line)
-    # %out: f32[...] = Conv(%in, %w:const, ...) {attrs}  # node  -> stage@device.unit
-    assert conv.startswith("%") and ": f32[1," in conv and "-> s0@" in conv
-    dump = json.loads((tmp_path / "ir" / "06-codegen.json").read_text())
+    assert "-> s0@" in conv and conv.split("-> s0@")[1].count(".") == 1  # now on device.unit
+    dump = json.loads((tmp_path / "ir" / "08-codegen.json").read_text())
     assert {s["name"] for s in dump["stages"]} == {"s0", "s1", "s2"}
     assert len(dump["nodes"]) == sum(1 for line in text if " = " in line)
 

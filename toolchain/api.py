@@ -17,7 +17,9 @@ from edgec.passes.codegen import Codegen
 from edgec.passes.cost import Cost
 from edgec.passes.fusion import Fusion
 from edgec.passes.load import Load
+from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
+from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
 from edgec.verify import OutputCheck, VerifyResult, verify
@@ -44,7 +46,9 @@ def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Se
     """The default pipeline."""
     return [
         *analysis_passes(model_path, input_shapes=input_shapes),
+        Capability(),
         GlobalPartition(objective=objective, strategy=strategy),
+        LocalPartition(),
         Codegen(out_dir, objective=objective),
     ]
 

@@ -60,7 +60,7 @@ class Stage:
 
     @property
     def unit_id(self) -> str:
-        return f"{self.device}.{self.unit}"
+        return f"{self.device}.{self.unit}" if self.unit else self.device
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Program:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     groups: dict[str, FusionGroup] = field(default_factory=dict)
     costs: dict[str, GroupCost] = field(default_factory=dict)
+    unsupported: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> unit id -> why it cannot run there
     stages: list[Stage] = field(default_factory=list)
     prediction: Prediction | None = None
     manifest: Manifest | None = None  # written by codegen
@@ -194,7 +195,7 @@ class Program:
             args = ", ".join(_arg_str(t) for t in node.inputs)
             attrs = _attrs_str(node)
             line = f"{outs} = {node.op}({args}){(' {' + attrs + '}') if attrs else ''}"
-            notes = _node_notes(node.name, group_of, self.groups, self.costs, stage_of, stages)
+            notes = _node_notes(node.name, group_of, self.groups, self.costs, stage_of, stages, self.unsupported)
             lines.append(f"{line}  # {node.name}{notes}")
         for t in self.graph.outputs:
             lines.append(f"output %{t.name}: {type_str(t)}")
@@ -219,6 +220,7 @@ class Program:
             ],
             "groups": [asdict(g) for g in self.groups.values()],
             "costs": {k: asdict(v) for k, v in self.costs.items()},
+            "unsupported": self.unsupported,
             "stages": [asdict(s) for s in self.stages],
             "prediction": asdict(self.prediction) if self.prediction else None,
         }
@@ -292,7 +294,7 @@ def _attrs_str(node: gs.Node) -> str:
     return " ".join(parts)
 
 
-def _node_notes(node_name, group_of, groups, costs, stage_of, stages) -> str:
+def _node_notes(node_name, group_of, groups, costs, stage_of, stages, unsupported) -> str:
     group = group_of.get(node_name)
     out = ""
     if groups and group is not None:
@@ -300,7 +302,8 @@ def _node_notes(node_name, group_of, groups, costs, stage_of, stages) -> str:
     cost = costs.get(group) if group is not None else None
     if cost is not None and groups.get(group, None) is not None and groups[group].nodes[0] == node_name:
         out += f"  {cost.flops / 1e6:.1f} MFLOP"
-        out += "".join(f"  {unit} {ms:.3g}ms" for unit, ms in cost.ms.items())
+        refused = unsupported.get(group, {})
+        out += "".join(f"  {unit} {'cannot' if unit in refused else f'{ms:.3g}ms'}" for unit, ms in cost.ms.items())
     elif cost is not None and not groups:
         out += f"  {cost.flops / 1e6:.1f} MFLOP"
     stage_name = stage_of.get(group) if group is not None else None

@@ -93,7 +93,8 @@ class VerifyInvariants(Instrument):
 
     - the graph is a valid ONNX model (``onnx.checker``, full check once shapes are known);
     - after ``shape-inference``: every tensor has a dtype and a static shape;
-    - after ``partition``: every group is placed in exactly one stage.
+    - after ``partition``: every group is placed in exactly one stage;
+    - after ``local-partition``: every stage names a unit that can run all of its groups.
     A violation is a bug in the pass, so it raises ``AssertionError`` naming the pass.
     """
 
@@ -121,6 +122,12 @@ class VerifyInvariants(Instrument):
             expected = set(program.group_of().values())
             if len(placed) != len(set(placed)) or set(placed) != expected:
                 raise AssertionError(f"after {pass_.name}: not every group is placed in exactly one stage")
+        if "local-partition" in self._seen:
+            for stage in program.stages:
+                refused = [g for g in stage.groups if stage.unit_id in program.unsupported.get(g, {})]
+                if not stage.unit or refused:
+                    raise AssertionError(f"after {pass_.name}: stage {stage.name} is on '{stage.unit_id}', which "
+                                         f"cannot run {refused or 'it (no unit)'}")
 
 
 @dataclass

@@ -3,7 +3,10 @@
 Groups, in a topological order that lets cuts fall where few bytes cross, are
 cut into contiguous stages, one board per stage. The default strategy is the
 exact optimum (`optimal.solve`); the research baselines are selectable for
-comparison. Each stage then runs on the board's unit that is fastest for it.
+comparison. A group costs a board what its fastest unit able to run it takes
+(the `capability` pass says which can); the `local-partition` pass then
+splits each board's stage over the board's units, so the stages made here name
+a device and no unit yet.
 """
 
 from __future__ import annotations
@@ -44,22 +47,21 @@ class GlobalPartition:
         else:
             plan = STRATEGIES[self.strategy](problem, self.objective, seed=self.seed)
         devices = list(program.cluster.devices.values())
-        program.stages = []
-        for k, seg in enumerate(plan.segments):
-            dev = devices[seg.device]
-            groups = list(gg.order[seg.start:seg.end])
-            unit = min(dev.units.values(), key=lambda u: sum(unit_ms(program, g, dev, u) for g in groups))
-            program.stages.append(Stage(
-                f"s{k}", dev.name, unit.name, groups, predicted_ms=plan.stage_ms[k],
-                memory_bytes=plan.memory_bytes[k], backend=unit.backend))
+        program.stages = [
+            Stage(f"s{k}", devices[seg.device].name, "", list(gg.order[seg.start:seg.end]),
+                  predicted_ms=plan.stage_ms[k], memory_bytes=plan.memory_bytes[k], backend="")
+            for k, seg in enumerate(plan.segments)]
         program.prediction = prediction(plan)
         program.graph.nodes = [n for g in gg.order for n in gg.members[g]]
         return PassResult(program, changed=True)
 
 
 def unit_ms(program: Program, group: str, device: Device, unit: ComputeUnit) -> float:
-    """Predicted ms of one group on one unit, from the cost pass."""
-    return program.costs[group].ms[f"{device.name}.{unit.name}"]
+    """Predicted ms of one group on one unit, from the cost pass; inf where the unit cannot run it."""
+    unit_id = f"{device.name}.{unit.name}"
+    if unit_id in program.unsupported.get(group, {}):
+        return float("inf")
+    return program.costs[group].ms[unit_id]
 
 
 def prediction(plan: Plan) -> Prediction:

@@ -346,6 +346,10 @@ def serve_device(out_dir: str, device: str, deployment: Optional[str] = None, co
           f"{', CURVE' if keys_dir else ''})", file=log, flush=True)
     for line in worker.endpoints():
         print(f"  {line}", file=log, flush=True)
+    for seg in worker.segments:
+        for runner in seg.runners:
+            for note in runner.notes:
+                print(f"edgec: stage {runner.stage.name}: {note}", file=log, flush=True)
     worker.serve()
 
 

@@ -12,6 +12,13 @@ that is there is applied:
     any other SessionOptions attribute              set as given (enable_mem_pattern, ...)
 
 Without intra_op_num_threads, a stage uses one thread per core its process is pinned to.
+What the backends write besides (edgec.backends): `provider`, `cores` and
+`main_thread_core` of a CPU stage describe its pinning; the thread affinities
+are dropped, with a note, when the process does not hold those cores (a plan
+run on another machine with `edgec run --local`). A TensorRT stage's `engine`,
+`ort_tensorrt_ep` and build facts: it runs under ONNX Runtime's TensorRT
+execution provider where this onnxruntime has it, else on the CPU provider,
+with a note, so a plan can be checked anywhere.
 """
 
 from __future__ import annotations
@@ -55,6 +62,12 @@ def read_checked(out_dir: str, stage: StagePlan) -> bytes:
     return data
 
 
+_DESCRIPTIVE = {"provider", "cores", "main_thread_core",  # neon: how the launcher pins the process
+                "engine", "build", "precision", "workspace_mib", "bindings_dtype", "tensorrt",
+                "ort_tensorrt_ep"}  # tensorrt: the engine and its build; see providers_for
+AFFINITY_KEY = "session.intra_op_thread_affinities"
+
+
 def session_options(settings: Mapping[str, Any], threads: Optional[int] = None,
                     where: str = "session") -> ort.SessionOptions:
     so = ort.SessionOptions()
@@ -62,7 +75,7 @@ def session_options(settings: Mapping[str, Any], threads: Optional[int] = None,
     if threads and "intra_op_num_threads" not in settings:
         so.intra_op_num_threads = int(threads)
     for key, value in settings.items():
-        if key == "providers":
+        if key == "providers" or key in _DESCRIPTIVE:
             continue
         if key == "execution_mode":
             so.execution_mode = _enum(_EXECUTION_MODES, value, key, where)
@@ -97,6 +110,35 @@ def _enum(table: Mapping[str, Any], value: Any, key: str, where: str) -> Any:
     return table[name]
 
 
+def runnable_settings(settings: Mapping[str, Any], notes: Optional[List[str]] = None) -> Dict[str, Any]:
+    """The stage's settings, less thread affinities naming cores this process does not hold (and no more
+    threads than it holds then)."""
+    out = dict(settings)
+    cores = settings.get("cores")
+    if cores and hasattr(os, "sched_getaffinity") and not set(cores) <= os.sched_getaffinity(0):
+        for key in ("config", "config_entries", "session_config_entries"):
+            if isinstance(out.get(key), dict) and AFFINITY_KEY in out[key]:
+                out[key] = {k: v for k, v in out[key].items() if k != AFFINITY_KEY}
+                if notes is not None:
+                    notes.append(f"cores {list(cores)} are not all this process's; thread affinities dropped")
+        out.pop(AFFINITY_KEY, None)
+        if "intra_op_num_threads" in out:
+            out["intra_op_num_threads"] = min(int(out["intra_op_num_threads"]), len(os.sched_getaffinity(0)))
+    return out
+
+
+def providers_for(settings: Mapping[str, Any], notes: Optional[List[str]] = None) -> List[Any]:
+    """Execution providers: the TensorRT EP with the stage's options where available, else the CPU provider."""
+    trt = settings.get("ort_tensorrt_ep")
+    if isinstance(trt, dict):
+        if "TensorrtExecutionProvider" in ort.get_available_providers():
+            return [(p, trt.get(p, {})) if p in trt else p for p in trt.get("providers", [])]
+        if notes is not None:
+            notes.append("this onnxruntime has no TensorRT execution provider; running the GPU stage on the CPU")
+        return ["CPUExecutionProvider"]
+    return list(settings.get("providers") or ["CPUExecutionProvider"])
+
+
 class StageRunner:
     """A loaded stage: `run(env)` reads its inputs from env and returns its outputs by name."""
 
@@ -104,8 +146,10 @@ class StageRunner:
         self.stage = stage
         data = read_checked(out_dir, stage)
         where = f"manifest.json: stage {stage.name} session"
-        so = self.options = session_options(stage.session, threads, where)
-        providers: List[Any] = list(stage.session.get("providers") or ["CPUExecutionProvider"])
+        self.notes: List[str] = []
+        settings = runnable_settings(stage.session, self.notes)
+        so = self.options = session_options(settings, threads, where)
+        providers = providers_for(settings, self.notes)
         try:
             self.session = ort.InferenceSession(data, so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types

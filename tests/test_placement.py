@@ -1,0 +1,113 @@
+"""Backends decide placement: nodes run only where a unit can run them, and boards get what they load."""
+
+from __future__ import annotations
+
+import hashlib
+
+import onnx
+import pytest
+
+import edgec
+from edgec.backends.trt82_operators import OPERATORS
+from edgec.cluster import parse_cluster
+from edgec.errors import EdgecError
+
+from conftest import MULTI, save_text_model
+
+# Shrink is not in TensorRT 8.2's ONNX parser; the convolutions around it are worth a GPU.
+CONV_SHRINK_CONV = """
+<ir_version: 8, opset_import: ["" : 13]>
+gap (float[1,64,56,56] x) => (float[1,64,56,56] y)
+    <float[64,64,3,3] w1, float[64,64,3,3] w2, float[64,64,3,3] w3, float[64,64,3,3] w4>
+{
+    a = Conv<pads=[1,1,1,1]>(x, w1)
+    b = Relu(a)
+    c = Conv<pads=[1,1,1,1]>(b, w2)
+    s = Shrink<lambd=0.5>(c)
+    f = Conv<pads=[1,1,1,1]>(s, w3)
+    g = Relu(f)
+    y = Conv<pads=[1,1,1,1]>(g, w4)
+}
+"""
+
+# LayerNormalization arrived in opset 17 and has no form at 13.
+LAYER_NORM = """
+<ir_version: 8, opset_import: ["" : 17]>
+ln (float[1,8,16] x) => (float[1,8,16] y) <float[16] scale, float[16] bias, float[16,16] w>
+{
+    a = MatMul(x, w)
+    y = LayerNormalization<axis=-1>(a, scale, bias)
+}
+"""
+
+
+def one_board(kind: str, name: str, **overrides) -> edgec.cluster.Cluster:
+    return parse_cluster({"devices": [{"name": name, "type": kind, **overrides}], "source": name, "sink": name})
+
+
+def test_a_node_tensorrt_lacks_runs_on_the_nano_cpu_between_gpu_stages(tmp_path):
+    model = save_text_model(CONV_SHRINK_CONV, tmp_path / "gap.onnx", seed=1)
+    result = edgec.compile(model, one_board("jetson-nano", "nano"), tmp_path / "out")
+    stages = result.manifest.stages
+    assert [s.unit for s in stages] == ["gpu", "cpu", "gpu"], [(s.name, s.unit) for s in stages]
+    for stage in stages:
+        sub = onnx.load(str(result.out_dir / stage.model))
+        ops = {n.op_type for n in sub.graph.node}
+        if stage.unit == "gpu":
+            assert "Shrink" not in ops and all(OPERATORS[op].supported for op in ops)
+            assert stage.variant == "fp16" and stage.session["engine"] == f"{stage.name}.engine"
+        else:
+            assert "Shrink" in ops and stage.session["provider"] == "CPUExecutionProvider"
+    assert edgec.verify(result.out_dir).passed
+    run = (result.out_dir / "nano" / "run_nano.sh").read_text()
+    assert "build_engine.sh" in run and "taskset -c 0-3" in run
+
+
+def test_the_ir_dump_marks_units_that_cannot_run_a_group(tmp_path):
+    model = save_text_model(CONV_SHRINK_CONV, tmp_path / "gap.onnx")
+    program = edgec.analyze(model, one_board("jetson-nano", "nano"))
+    from edgec.passes.partition.capability import Capability
+
+    program = Capability().run(program).program
+    refused = [g for g, units in program.unsupported.items() if "nano.gpu" in units]
+    assert len(refused) == 1 and "Shrink" in program.unsupported[refused[0]]["nano.gpu"]
+    assert "nano.gpu cannot" in program.to_text()
+
+
+def test_a_board_declaring_an_older_runtime_gets_converted_submodels(tmp_path):
+    model = save_text_model(MULTI, tmp_path / "multi.onnx")
+    cluster = parse_cluster({
+        "devices": [{"name": "old", "type": "raspberry-pi-4", "onnxruntime": "1.10", "max_opset": 13},
+                    {"name": "new", "type": "raspberry-pi-4"}],
+        "network": {"bandwidth_mbps": 940}, "source": "new", "sink": "new"})
+    result = edgec.compile(model, cluster, tmp_path / "out", objective="latency", strategy="even")
+    on_old = [s for s in result.manifest.stages if s.device == "old"]
+    assert on_old, "the plan should use both boards"
+    for stage in result.manifest.stages:
+        sub = onnx.load(str(result.out_dir / stage.model))
+        opset = {o.domain: o.version for o in sub.opset_import}[""]
+        assert opset == (13 if stage.device == "old" else 17) and sub.ir_version <= 8
+        onnx.checker.check_model(sub, full_check=True)
+    assert edgec.verify(result.out_dir).passed
+
+
+def test_a_node_no_board_can_load_is_a_clear_error(tmp_path):
+    model = save_text_model(LAYER_NORM, tmp_path / "ln.onnx")
+    out = tmp_path / "out"
+    with pytest.raises(EdgecError) as info:
+        edgec.compile(model, one_board("raspberry-pi-4", "pi", max_opset=13), out)
+    message = str(info.value)
+    assert "LayerNormalization" in message and "pi.cpu" in message and "no compute unit" in message
+    assert not out.exists()
+
+
+def test_every_file_of_out_is_in_the_manifest_with_its_sha256(tmp_path):
+    model = save_text_model(CONV_SHRINK_CONV, tmp_path / "gap.onnx")
+    result = edgec.compile(model, one_board("jetson-nano", "nano"), tmp_path / "out")
+    listed = {f["path"]: f["sha256"] for f in result.manifest.files}
+    on_disk = {str(p.relative_to(result.out_dir)) for p in result.out_dir.rglob("*") if p.is_file()}
+    assert on_disk - {"manifest.json"} == set(listed)
+    for path, sha in listed.items():
+        assert hashlib.sha256((result.out_dir / path).read_bytes()).hexdigest() == sha
+    for script in ("nano/run_nano.sh", "nano/build_engine.sh"):
+        assert (result.out_dir / script).stat().st_mode & 0o111
