@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -11,7 +12,8 @@ import pytest
 import edgec
 from edgec.errors import EdgecError
 from edgec.runtime.plan import read_plan
-from edgec.runtime.stage import ModelMismatch, StageRunner, read_checked, session_options
+from edgec.runtime.stage import (AFFINITY_KEY, ModelMismatch, StageRunner, providers_for, read_checked,
+                                 runnable_settings, session_options)
 
 from conftest import save_text_model
 
@@ -104,3 +106,36 @@ def test_enum_spellings_of_onnxruntime_are_accepted():
     assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert session_options({"graph_optimization_level": "disable_all"}).graph_optimization_level == \
         ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
+def test_backend_sessions_load_where_the_process_holds_other_cores(out):
+    """A compiled neon session names the board's cores; run elsewhere, its affinities are dropped with a note."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    held = sorted(os.sched_getaffinity(0))
+    foreign = [max(held) + 100, max(held) + 101]
+    manifest["stages"][0]["session"] = {
+        "provider": "CPUExecutionProvider", "intra_op_num_threads": 64, "inter_op_num_threads": 1,
+        "execution_mode": "ORT_SEQUENTIAL", "graph_optimization_level": "ORT_ENABLE_ALL",
+        "config_entries": {AFFINITY_KEY: f"{foreign[1] + 1}"}, "cores": foreign, "main_thread_core": foreign[0]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    runner = StageRunner(str(out), read_plan(str(out)).stages[0])
+    so = runner.session.get_session_options()
+    with pytest.raises(Exception, match="does not have configuration"):
+        so.get_session_config_entry(AFFINITY_KEY)
+    assert so.intra_op_num_threads == len(held)
+    assert runner.notes and "affinities dropped" in runner.notes[0]
+    # on the cores it names, the session keeps them
+    kept = runnable_settings({"cores": held, "config_entries": {AFFINITY_KEY: "2"}})
+    assert kept["config_entries"] == {AFFINITY_KEY: "2"}
+
+
+def test_a_tensorrt_stage_runs_on_the_tensorrt_provider_or_else_the_cpu():
+    trt = {"providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+           "TensorrtExecutionProvider": {"trt_fp16_enable": True}}
+    notes: list[str] = []
+    providers = providers_for({"engine": "s0.engine", "ort_tensorrt_ep": trt}, notes)
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        assert providers[0] == ("TensorrtExecutionProvider", {"trt_fp16_enable": True}) and not notes
+    else:
+        assert providers == ["CPUExecutionProvider"] and "no TensorRT execution provider" in notes[0]
+    assert providers_for({"providers": ["CPUExecutionProvider"]}) == ["CPUExecutionProvider"]
