@@ -108,7 +108,7 @@ def launcher(device: Device, stages: Sequence[StageSpec]) -> str:
     lines = [
         "#!/bin/sh",
         f"# Serve the stages edgec placed on '{device.name}' ({', '.join(s.name for s in stages)}): one process,",
-        f"# pinned to the cores of the units they run on. Run from anywhere; it changes to the folder of manifest.json.",
+        "# pinned to the cores of the units they run on. Run from anywhere; it changes to the folder of manifest.json.",
         "set -e",
         'cd "$(dirname "$0")/.."',
     ]

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+from edgec.backends import fp16 as lower16
 from edgec.backends import tensorrt as trt
 from edgec.backends.base import backend_for, device_bundle
 from edgec.backends.trt82_operators import OPERATORS
@@ -142,11 +143,11 @@ def test_prepared_submodel_reproduces_fp32_and_fp16_stays_within_tolerance(prepa
     feeds = random_feeds(model)
     for a, b in zip(cpu_run(model, feeds), cpu_run(sub, feeds)):
         assert np.abs(a - b).max() <= 1e-4 * (a.max() - a.min())
-    fp16 = trt.to_fp16(sub)
+    fp16 = lower16.to_fp16(sub)
     onnx.checker.check_model(fp16, full_check=True)
     assert [i.type.tensor_type.elem_type for i in fp16.graph.input] == [onnx.TensorProto.FLOAT] * len(feeds)
     assert {t.data_type for t in fp16.graph.initializer} <= {onnx.TensorProto.FLOAT16, onnx.TensorProto.INT64}
-    checks = trt.check_fp16(sub, feeds, fp16)
+    checks = lower16.check_fp16(sub, feeds, fp16)
     assert checks and all(c.passed for c in checks), checks
     y32, y16 = cpu_run(sub, feeds)[0], cpu_run(fp16, feeds)[0]
     assert y16.dtype == np.float32 and y32.argmax() == y16.argmax()
@@ -164,7 +165,7 @@ def test_fp16_keeps_float32_where_the_schema_wants_it():
     model.graph.initializer.extend([
         numpy_helper.from_array(rng.standard_normal((2, 2, 1, 1)).astype(np.float32), "w"),
         numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
-    fp16 = trt.to_fp16(model)
+    fp16 = lower16.to_fp16(model)
     onnx.checker.check_model(fp16, full_check=True)
     inits = {t.name: t.data_type for t in fp16.graph.initializer}
     assert inits == {"w": onnx.TensorProto.FLOAT16, "scales": onnx.TensorProto.FLOAT}
@@ -172,7 +173,7 @@ def test_fp16_keeps_float32_where_the_schema_wants_it():
                                                                           onnx.TensorProto.INT64]
     feeds = {"x": rng.standard_normal((1, 2, 4, 4)).astype(np.float32)}
     (a, sa), (b, sb) = cpu_run(model, feeds), cpu_run(fp16, feeds)
-    assert np.abs(a - b).max() <= trt.FP16_TOLERANCE * (a.max() - a.min()) and (sa == sb).all()
+    assert np.abs(a - b).max() <= lower16.FP16_TOLERANCE * (a.max() - a.min()) and (sa == sb).all()
 
 
 # -- refusals, with reasons -----------------------------------------------------------------------

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import onnx
-import pytest
 
 from edgec.zoo import zoo_models
 

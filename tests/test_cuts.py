@@ -13,7 +13,7 @@ from edgec.ir import Prediction, Program, Stage
 from edgec.passes.codegen import Codegen
 from edgec.passes.load import Load
 from edgec.passes.shape_inference import ShapeInference
-from edgec.verify import verify
+from edgec.verification import verify
 
 from conftest import MULTI, save_text_model
 

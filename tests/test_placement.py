@@ -111,3 +111,35 @@ def test_every_file_of_out_is_in_the_manifest_with_its_sha256(tmp_path):
         assert hashlib.sha256((result.out_dir / path).read_bytes()).hexdigest() == sha
     for script in ("nano/run_nano.sh", "nano/build_engine.sh"):
         assert (result.out_dir / script).stat().st_mode & 0o111
+
+
+# ArgMax makes int64, which no TensorRT 8.2 engine binding can be; Cast to DOUBLE has to run on a CPU.
+INT64_EDGE = """
+<ir_version: 8, opset_import: ["" : 13]>
+edge (float[1,64,56,56] x) => (float[1,64,56,56] y)
+    <float[64,64,3,3] w1, float[64,64,3,3] w2, float[64,1,3,3] w3, float[64,64,3,3] w4>
+{
+    a = Conv<pads=[1,1,1,1]>(x, w1)
+    b = Relu(a)
+    c = Conv<pads=[1,1,1,1]>(b, w2)
+    i = ArgMax<axis=1, keepdims=1>(c)
+    d = Cast<to=11>(i)
+    f = Cast<to=1>(d)
+    g = Conv<pads=[1,1,1,1]>(f, w3)
+    y = Conv<pads=[1,1,1,1]>(g, w4)
+}
+"""
+
+
+def test_gpu_stages_begin_and_end_only_where_tensors_can_be_engine_bindings(tmp_path):
+    model = save_text_model(INT64_EDGE, tmp_path / "edge.onnx")
+    result = edgec.compile(model, one_board("jetson-nano", "nano"), tmp_path / "out")
+    units = {}
+    for stage in result.manifest.stages:
+        sub = onnx.load(str(result.out_dir / stage.model))
+        for node in sub.graph.node:
+            units[node.op_type] = units.get(node.op_type, set()) | {stage.unit}
+        if stage.unit == "gpu":
+            assert all(t.dtype in ("float32", "float16", "int32", "bool") for t in stage.inputs + stage.outputs)
+    assert units["ArgMax"] == {"cpu"} and "gpu" in units["Conv"]
+    assert edgec.verify(result.out_dir).passed

@@ -13,7 +13,7 @@ import edgec
 from edgec.runtime.driver import Driver, random_frames
 from edgec.runtime.local import LocalCluster, plan_cores, run_local
 from edgec.runtime.plan import read_plan
-from edgec.verify import session
+from edgec.verification import session
 
 from conftest import MULTI, save_text_model
 
@@ -163,3 +163,11 @@ def test_cores_a_machine_lacks_are_folded_onto_its_own(tmp_path):
     available = sorted(os.sched_getaffinity(0))
     assert cores["d1"] == [available[517 % len(available)]]
     assert notes and "d1: cores [517] are not all on this machine" in notes[0]
+
+
+def test_serving_a_board_does_not_load_the_compiler():
+    """A board runs `edgec serve` with numpy, pyzmq and onnxruntime; onnx, onnxsim and graphsurgeon stay out."""
+    code = ("import sys, edgec, edgec.cli, edgec.runtime.device, edgec.runtime.driver, edgec.runtime.local; "
+            "print(sorted(m for m in ('onnx', 'onnxsim', 'onnx_graphsurgeon', 'edgec.api') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

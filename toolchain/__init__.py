@@ -3,11 +3,26 @@
     import edgec
     result = edgec.compile("model.onnx", "cluster.json", "out/")
     report = edgec.verify("out/")
+
+The compiler side (onnx, onnxsim, graphsurgeon) loads on first use of these
+names, so a board that only serves stages (edgec.runtime) imports numpy,
+pyzmq and onnxruntime alone.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from edgec.errors import EdgecError
 
 __version__ = "0.1.0"
 
-from edgec.api import CompileResult, OutputCheck, VerifyResult, analyze, compile, verify  # noqa: E402
-from edgec.errors import EdgecError  # noqa: E402
+_API = ("compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck")
+__all__ = [*_API, "EdgecError", "__version__"]
 
-__all__ = ["compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "EdgecError", "__version__"]
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module("edgec.api"), name)
+    raise AttributeError(f"module 'edgec' has no attribute {name!r}")

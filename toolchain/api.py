@@ -22,7 +22,7 @@ from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
-from edgec.verify import OutputCheck, VerifyResult, verify
+from edgec.verification import OutputCheck, VerifyResult, verify
 
 OBJECTIVES = ("throughput", "latency")
 

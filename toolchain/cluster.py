@@ -151,7 +151,7 @@ def load_cluster(path: str | Path) -> Cluster:
     try:
         spec = json.loads(path.read_text())
     except FileNotFoundError:
-        raise EdgecError(f"cluster file not found; pass an existing cluster.json with -t", where=str(path)) from None
+        raise EdgecError("cluster file not found; pass an existing cluster.json with -t", where=str(path)) from None
     except json.JSONDecodeError as exc:
         raise EdgecError(f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}", where=str(path)) from None
     return parse_cluster(spec, str(path))

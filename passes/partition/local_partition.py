@@ -9,8 +9,11 @@ least total time. `split_segment` finds it exactly by dynamic programming over
 once (GPU, CPU for the nodes TensorRT cannot take, GPU again).
 
 Costs of a change of unit at a position: a per-stage call overhead, plus, where
-a GPU is on either side, copying the bytes live at that position through the
-board's memory (CPU units of one board share the process's arrays).
+a GPU is on either side, copying the bytes that cross there through the
+board's memory (CPU units of one board share the process's arrays). A GPU run
+may begin or end only where every crossing tensor can be a TensorRT 8.2
+engine binding (float32, float16, int32, bool): an int64 index tensor stays on
+one side of the engine.
 
 The global pass costed each group at its fastest unit and ignored these
 changes, a lower bound; the program's prediction is recomputed here from the
@@ -28,11 +31,12 @@ from edgec.backends.tensorrt import NAME as TENSORRT
 from edgec.errors import EdgecError
 from edgec.ir import Prediction, Program, Stage, tensor_nbytes
 from edgec.passes.cost import stage_memory_bytes
-from edgec.passes.partition.build import group_graph
+from edgec.passes.partition.build import GroupGraph, group_graph
 from edgec.passes.partition.global_partition import unit_ms
 from edgec.pipeline import PassResult
 
 STAGE_CALL_MS = 0.05  # one more session run per frame: ONNX Runtime's fixed cost of a call, order of 50 us on ARM
+_BINDABLE = {np.dtype(t) for t in ("float32", "float16", "int32", "bool")}  # TensorRT 8.2 engine I/O types
 GPU_COPY_GBPS = 10.0  # host <-> GPU copies through the Nano's shared LPDDR4 (25.6 GB/s peak; a copy reads and writes)
 
 
@@ -96,30 +100,37 @@ class LocalPartition:
             raise EdgecError("local-partition runs after the global partition pass")
         gg = group_graph(program)
         position = {g: i for i, g in enumerate(gg.order)}
-        live = _live_bytes(gg)
+        board_of = {g: k for k, board in enumerate(program.stages) for g in board.groups}
+        dtypes = {name: t.dtype for name, t in program.graph.tensors().items()}
         stages: list[Stage] = []
-        for board in program.stages:
+        for k, board in enumerate(program.stages):
             device = cluster.devices[board.device]
             units = list(device.units.values())
+            gpu = np.array([u.backend == TENSORRT for u in units])
             groups = sorted(board.groups, key=position.__getitem__)
             ms = np.array([[unit_ms(program, g, device, u) for u in units] for g in groups])
+            for i in np.flatnonzero(np.isinf(ms).all(axis=1)):
+                raise EdgecError(f"device '{device.name}' got fusion group '{groups[i]}', which none of its units "
+                                 f"can run: {program.unsupported.get(groups[i])}")
+            nbytes, unbindable = _boundaries(gg, groups, k, board_of, dtypes)
+            # a GPU run begins or ends where the tensors crossing can be engine bindings only
+            ms[0, gpu] = np.inf if unbindable[0] else ms[0, gpu]
+            ms[-1, gpu] = np.inf if unbindable[-1] else ms[-1, gpu]
+            involves_gpu = gpu[:, None] | gpu[None, :]
             switch = np.zeros((len(groups), len(units), len(units)))
             for p in range(1, len(groups)):
-                for a, ua in enumerate(units):
-                    for b, ub in enumerate(units):
-                        gpu = TENSORRT in (ua.backend, ub.backend)
-                        copy_ms = live[position[groups[p]]] / (GPU_COPY_GBPS * 1e6) if gpu else 0.0
-                        switch[p, a, b] = STAGE_CALL_MS + copy_ms
+                copy_ms = np.inf if unbindable[p] else nbytes[p] / (GPU_COPY_GBPS * 1e6)
+                switch[p] = STAGE_CALL_MS + np.where(involves_gpu, copy_ms, 0.0)
             try:
                 _, runs = split_segment(ms, switch)
-            except ValueError as exc:
-                i = int(str(exc).split()[1])
-                raise EdgecError(f"device '{device.name}' got fusion group '{groups[i]}', which none of its units "
-                                 f"can run: {program.unsupported.get(groups[i])}") from None
-            for r in runs:
+            except ValueError:
+                raise EdgecError(f"device '{device.name}': its GPU cannot take the int64 (or other non-binding) "
+                                 f"tensors at the edges of the groups only it can run; give the cluster a device "
+                                 f"whose CPU runs them") from None
+            for j, r in enumerate(runs):
                 unit = units[r.unit]
                 own = groups[r.start:r.end]
-                entry = switch[r.start].max() if r.start > 0 else 0.0
+                entry = switch[r.start, runs[j - 1].unit, r.unit] if j > 0 else 0.0
                 stages.append(Stage(
                     "", device.name, unit.name, own,
                     predicted_ms=float(ms[r.start:r.end, r.unit].sum() + entry),
@@ -132,19 +143,34 @@ class LocalPartition:
         return PassResult(program, changed=True)
 
 
-def _live_bytes(gg) -> list[int]:
-    """Bytes live before each position of the group order (produced earlier, read at or after it)."""
-    index = {g: i for i, g in enumerate(gg.order)}
-    n = len(gg.order)
-    diff = np.zeros(n + 2, dtype=np.int64)
-    for producer, consumers, is_out, nbytes in gg.tensors.values():
-        last = max([index[c] for c in consumers] + ([n] if is_out else []), default=None)
-        if last is None:
+def _boundaries(gg: GroupGraph, groups: list[str], board: int, board_of: dict[str, int],
+                dtypes: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
+    """Per position p = 0..m of a board's m groups: bytes that would cross a sub-model boundary there,
+    and whether one of those tensors is of a type a TensorRT binding cannot be.
+
+    A tensor crosses p if made before p (here, or received) and read at or after p here, or made here
+    before p and read by a later board or the sink. Tensors only relayed past the board stay in the
+    runtime's memory and cross no sub-model boundary.
+    """
+    m = len(groups)
+    index = {g: i for i, g in enumerate(groups)}
+    nbytes = np.zeros(m + 1)
+    unbindable = np.zeros(m + 1, dtype=bool)
+    for name, (producer, consumers, is_out, size) in gg.tensors.items():
+        here = sorted(index[c] for c in consumers if c in index)
+        later = is_out or any(board_of[c] > board for c in consumers)
+        if producer in index:
+            first, last = index[producer] + 1, (m if later else max(here, default=index[producer]))
+        elif producer is None or board_of[producer] < board:
+            if not here:
+                continue
+            first, last = 0, here[-1]
+        else:
             continue
-        first = index[producer] + 1 if producer is not None else 0
-        diff[first] += nbytes
-        diff[last + 1] -= nbytes
-    return [int(x) for x in np.cumsum(diff)[: n + 1]]
+        nbytes[first:last + 1] += size
+        if np.dtype(dtypes[name]) not in _BINDABLE:
+            unbindable[first:last + 1] = True
+    return nbytes, unbindable
 
 
 def board_prediction(program: Program) -> Prediction:
