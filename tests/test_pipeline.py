@@ -97,3 +97,17 @@ def test_unnamed_nodes_get_unique_stable_names(tmp_path):
     first = [n.name for n in read_model(path)[0].graph.node]
     second = [n.name for n in read_model(path)[0].graph.node]
     assert first == second and len(set(first)) == len(first) and all(first)
+
+
+def test_cli_compile_then_verify_pass(tmp_path, random_zoo):
+    """The README's main job, on the command line: compile, then verify prints PASS and exits 0."""
+    out = tmp_path / "out"
+    run = [sys.executable, "-m", "edgec.cli"]
+    proc = subprocess.run(run + ["compile", str(random_zoo("squeezenet")), "-t", str(TRIO), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(run + ["verify", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "tolerance = 0.0001 x output range" in proc.stdout and proc.stdout.strip().endswith("PASS")
+    proc = subprocess.run(run + ["verify", str(out), "--rtol", "1e-3"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "tolerance = 0.001 x output range" in proc.stdout

@@ -71,7 +71,7 @@ def verify_cmd(
 
     result = api.verify(out, model=model, inputs=inputs, seed=seed, **({} if rtol is None else {"rtol": rtol}))
     table = Table("output", "max abs err", "max rel err", "tolerance", "result",
-                  title=f"verify {out} (tolerance = {rtol:g} x output range)")
+                  title=f"verify {out} (tolerance = {result.rtol:g} x output range)")
     for o in result.outputs:
         table.add_row(o.name, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", f"{o.tolerance:.3g}",
                       "[green]PASS[/]" if o.passed else "[red]FAIL[/]")
