@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from edgec.errors import EdgecError
 from edgec.manifest import Manifest, TensorSpec, read_manifest
+from edgec.runtime.driver import random_frames
 
 DEFAULT_RTOL = 1e-4
 
@@ -64,17 +65,8 @@ def verify(out: str | os.PathLike, *, model: str | os.PathLike | None = None,
 
 
 def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(dtype)
-        else:
-            feeds[spec.name] = rng.integers(0, 10, spec.shape).astype(dtype)
-    return feeds
+    """One seeded random frame: the same one `edgec run` sends first with the same seed."""
+    return random_frames(specs, 1, seed)[0]
 
 
 def session(model: str | bytes, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
