@@ -5,6 +5,9 @@ A :class:`UnitProfile` is a roofline with per-op-class efficiencies:
     ms(node) = max(flops / (peak * efficiency[class]),
                    weight bytes / bandwidth + activation bytes / activation bandwidth) + overhead
 
+Layout ops (class ``memory``) have no arithmetic; their efficiency is the
+fraction of the activation bandwidth their strided copies reach.
+
 Built-in profiles cover the reference boards; each figure cites
 shared/device-facts.md (``sources``). They are calibrated so that ResNet-50 and
 MobileNetV2 at 224x224 land within 25% of the ncnn measurements listed there
@@ -74,8 +77,11 @@ class UnitProfile:
         return (max(param_bytes, 0) / self.bandwidth_gbs + max(activation_bytes, 0) / self.act_bandwidth_gbs) / 1e6
 
     def node_ms(self, work: NodeWork, *, overhead: bool = True) -> float:
-        """Roofline prediction for one node."""
-        t = max(self.compute_ms(work.flops, work.op_class), self.memory_ms(work.param_bytes, work.activation_bytes))
+        """Roofline prediction for one node; layout ops reach efficiency["memory"] of the activation bandwidth."""
+        activation_bytes = work.activation_bytes
+        if work.op_class == "memory":
+            activation_bytes /= self.efficiency["memory"]
+        t = max(self.compute_ms(work.flops, work.op_class), self.memory_ms(work.param_bytes, activation_bytes))
         return t + (self.overhead_ms if overhead else 0.0)
 
     def to_json(self) -> dict[str, Any]:

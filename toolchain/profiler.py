@@ -5,11 +5,13 @@ the middle of a chain, under the backend's ONNX Runtime settings; this module
 fits the profile to them:
 
 - ``overhead_ms``: per node, from a chain of tiny Relus;
-- ``bandwidth_gbs``: from streaming ops on activation-sized tensors and a
-  weight-streaming GEMV (both are in ``sources``);
+- ``bandwidth_gbs``: from streaming element-wise ops on activation-sized
+  tensors and a weight-streaming GEMV (both are in ``sources``);
 - ``peak_gflops``: the best dense throughput (GEMM, 1x1 and 3x3 conv);
 - ``efficiency[class]``: the geometric mean over the class's benchmarks of the
-  efficiency that makes the roofline reproduce the measured time.
+  efficiency that makes the roofline reproduce the measured time; for
+  ``memory`` (layout ops, no arithmetic) the fraction of the activation
+  bandwidth they reach.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     peak = rates[best]
     sources["peak_gflops"] = f"measured: best dense throughput, {best}"
     weights = [r for r in results if r.op_class == "gemm" and r.work.param_bytes > 16 * r.work.flops / 2 / 4]
-    streaming = [r for r in results if r.op_class in ("elementwise", "memory") and r.work.flops <= r.work.bytes_moved / 4]
+    streaming = [r for r in results if r.op_class == "elementwise" and r.work.flops <= r.work.bytes_moved / 4]
+    streaming = streaming or [r for r in results if r.op_class == "memory"]
     act_bws = [r.work.activation_bytes / (max(r.ms - overhead_ms, 1e-6) * 1e6) for r in streaming]
     act_bandwidth = statistics.median(act_bws) if act_bws else 10.0
     sources["activation_bandwidth_gbs"] = "measured: median over " + ", ".join(r.name for r in streaming)
@@ -65,6 +68,11 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
             logs.append(math.log(min(r.work.flops / (peak * 1e6 * kernel), 4.0)))
         if logs:
             eff[cls] = math.exp(sum(logs) / len(logs))
+    layout = [r for r in results if r.op_class == "memory" and r.work.activation_bytes > 0]
+    if layout:  # copies with strides: the fraction of the activation bandwidth they reach
+        logs = [math.log(min(probe.memory_ms(0, r.work.activation_bytes) / max(r.ms - overhead_ms, 1e-6), 1.0))
+                for r in layout]
+        eff["memory"] = math.exp(sum(logs) / len(logs))
     fallback = eff.get("elementwise", 0.05)
     if "grouped" not in eff and "conv" in eff and "depthwise" in eff:
         eff["grouped"] = default_grouped_efficiency(eff["conv"], eff["depthwise"])
