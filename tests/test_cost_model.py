@@ -135,3 +135,33 @@ def test_grouped_conv_takes_its_activation_but_not_a_residual_add():
     profile = UnitProfile("u", 100.0, 10.0, {c: 0.5 for c in OP_CLASSES}, 0.01)
     conv_only = sum(profile.node_ms(node_work(n)) for n in grouped[:1])
     assert predict_ms(grouped, profile) > conv_only + 2 * profile.overhead_ms - 1e-12
+
+
+# -- layout ops ------------------------------------------------------------------------------
+
+
+def test_layout_ops_run_at_memory_efficiency_of_the_activation_bandwidth():
+    work = NodeWork(0.0, 0, 1_000_000, 1_000_000, "memory")
+    full = parse_unit_profile(dict(unit_spec(memory=1.0), activation_bandwidth_gbs=100.0), "cpu")
+    half = parse_unit_profile(dict(unit_spec(memory=0.5), activation_bandwidth_gbs=100.0), "cpu")
+    assert full.node_ms(work, overhead=False) == pytest.approx(0.02)
+    assert half.node_ms(work, overhead=False) == pytest.approx(0.04)
+    relu = NodeWork(2e6, 0, 1_000_000, 1_000_000, "elementwise")  # other classes: unaffected
+    assert half.node_ms(relu) == full.node_ms(relu)
+
+
+def test_fit_memory_efficiency_from_layout_benches_against_elementwise_bandwidth():
+    results = [_result("conv", "conv", 1e8, 1.0),
+               BenchResult("add", "elementwise", 0.01, NodeWork(1e3, 0, 500_000, 500_000, "elementwise")),
+               BenchResult("transpose", "memory", 0.04, NodeWork(0.0, 0, 500_000, 500_000, "memory"))]
+    profile = fit_profile(results, 0.0, 1, None)
+    assert profile.act_bandwidth_gbs == pytest.approx(100.0)  # from the element-wise bench only
+    assert profile.efficiency["memory"] == pytest.approx(0.25)
+
+
+def test_bench_work_leaves_out_views():
+    shuffle = next(b for b in default_benches() if "shuffle" in b.name)
+    result_work = [node_work(n) for n in gs.import_onnx(shuffle.build(1)).nodes if n.op == "Transpose"][0]
+    from edgec.microbench import _sum_work
+    flops, params, inputs, outputs = _sum_work(shuffle.build(1))
+    assert (inputs, outputs) == (result_work.input_bytes, result_work.output_bytes)
