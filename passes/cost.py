@@ -7,7 +7,10 @@ the figures match what runs:
 
 - an *epilogue* (activation, BatchNormalization, constant Mul/Add, a residual
   Add/Sum) applied to the single-use output of a Conv/Gemm/MatMul, directly or
-  through another epilogue, runs inside that kernel: 0 ms;
+  through another epilogue, runs inside that kernel: 0 ms; except that a
+  grouped conv (op class ``grouped``) takes no residual Add/Sum: ONNX Runtime
+  fuses a residual only into the convs of its blocked-layout (NCHWc) path,
+  which grouped convs with several channels per group do not take;
 - Dropout and Identity are removed; views (Reshape, Flatten, Squeeze, Unsqueeze)
   cost only the per-node overhead.
 
@@ -23,7 +26,7 @@ from typing import ClassVar, Iterable, Sequence
 import onnx_graphsurgeon as gs
 
 from edgec.errors import EdgecError
-from edgec.flops import VIEW_OPS, NodeWork, node_work
+from edgec.flops import VIEW_OPS, NodeWork, node_work, op_class
 from edgec.ir import GroupCost, Program
 from edgec.pipeline import PassResult
 from edgec.profile import UnitProfile, resolve_unit_profile
@@ -88,10 +91,10 @@ def fused_nodes(nodes: Iterable[gs.Node]) -> set[str]:
     nodes = list(nodes)
     members = {id(n) for n in nodes}
     fused: set[str] = set()
-    absorbing: set[int] = set()  # ids of nodes whose output an epilogue may join
+    absorbing: dict[int, bool] = {}  # id of a node whose output an epilogue may join -> may a residual join
     for node in nodes:  # topological order
         if node.op in _PRODUCERS:
-            absorbing.add(id(node))
+            absorbing[id(node)] = op_class(node) != "grouped"
             continue
         if node.op not in _EPILOGUES:
             continue
@@ -102,9 +105,10 @@ def fused_nodes(nodes: Iterable[gs.Node]) -> set[str]:
         for t in variables:
             producer = t.inputs[0] if len(t.inputs) == 1 else None
             if (producer is not None and id(producer) in members and id(producer) in absorbing
-                    and len(t.outputs) == 1 and len(variables) <= 2):
+                    and len(t.outputs) == 1 and len(variables) <= 2
+                    and (len(variables) == 1 or absorbing[id(producer)])):
                 fused.add(node.name)
-                absorbing.add(id(node))
+                absorbing[id(node)] = absorbing[id(producer)]
                 break
     return fused
 

@@ -59,10 +59,22 @@ def test_depthwise_conv():
 def test_grouped_and_dilated_conv():
     grouped = one_node("Conv", {"x": [1, 64, 56, 56]}, {"w": w(128, 16, 3, 3)}, group=4, pads=[1, 1, 1, 1])
     assert node_flops(grouped) == 2 * 128 * 56 * 56 * 16 * 9 == 115_605_504
-    assert op_class(grouped) == "conv"
+    assert op_class(grouped) == "grouped"
     dilated = one_node("Conv", {"x": [1, 16, 32, 32]}, {"w": w(16, 16, 3, 3)}, dilations=[2, 2], pads=[2, 2, 2, 2])
     plain = one_node("Conv", {"x": [1, 16, 32, 32]}, {"w": w(16, 16, 3, 3)}, pads=[1, 1, 1, 1])
     assert node_flops(dilated) == node_flops(plain) == 2 * 16 * 32 * 32 * 16 * 9
+
+
+def test_grouped_class_for_several_channels_per_group():
+    """ShuffleNet's grouped 1x1 convs are neither pointwise (group > 1) nor depthwise (34 channels per group)."""
+    shuffle = one_node("Conv", {"x": [1, 136, 28, 28]}, {"w": w(136, 34, 1, 1)}, group=4)
+    assert op_class(shuffle) == "grouped"
+    assert node_work(shuffle).op_class == "grouped"
+    assert node_flops(shuffle) == 2 * 136 * 28 * 28 * 34
+    depthwise = one_node("Conv", {"x": [1, 136, 28, 28]}, {"w": w(136, 1, 3, 3)}, group=136, pads=[1, 1, 1, 1])
+    assert op_class(depthwise) == "depthwise"
+    dense = one_node("Conv", {"x": [1, 136, 28, 28]}, {"w": w(136, 136, 3, 3)}, group=1, pads=[1, 1, 1, 1])
+    assert op_class(dense) == "conv"
 
 
 def test_pointwise_class_only_for_stride1_dense_1x1():

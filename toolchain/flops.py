@@ -10,6 +10,8 @@ The op class picks the efficiency a :class:`edgec.profile.UnitProfile` applies:
     conv        dense or grouped convolution with a spatial kernel, ConvTranspose
     pointwise   1x1 convolution, stride 1, group 1 (a GEMM over pixels)
     depthwise   one input channel per group (MobileNet's 3x3 dw convs)
+    grouped     several input channels per group (ShuffleNet, ResNeXt): runtimes run
+                one small GEMM per group, outside their dense and depthwise kernels
     gemm        Gemm, MatMul, LSTM/GRU/RNN
     elementwise activations, arithmetic, Resize
     pool        Max/Average/Global pooling, reductions
@@ -30,7 +32,7 @@ import onnx_graphsurgeon as gs
 from edgec.errors import EdgecError
 
 OP_CLASSES: tuple[str, ...] = (
-    "conv", "pointwise", "depthwise", "gemm", "elementwise", "pool", "norm", "memory", "other",
+    "conv", "pointwise", "depthwise", "grouped", "gemm", "elementwise", "pool", "norm", "memory", "other",
 )
 
 # FLOPs per output element of unary ops; ops not listed cost 1.
@@ -108,8 +110,8 @@ def op_class(node: gs.Node) -> str:
         w = _weight(node)
         group = int(node.attrs.get("group", 1))
         if w is not None and w.shape is not None and len(w.shape) >= 3:
-            if group > 1 and int(w.shape[1]) == 1:
-                return "depthwise"
+            if group > 1:
+                return "depthwise" if int(w.shape[1]) == 1 else "grouped"
             kernel = [int(d) for d in w.shape[2:]]
             strides = [int(s) for s in node.attrs.get("strides", [1] * len(kernel))]
             if group == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides):

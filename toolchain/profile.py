@@ -5,6 +5,9 @@ A :class:`UnitProfile` is a roofline with per-op-class efficiencies:
     ms(node) = max(flops / (peak * efficiency[class]),
                    weight bytes / bandwidth + activation bytes / activation bandwidth) + overhead
 
+Layout ops (class ``memory``) have no arithmetic; their efficiency is the
+fraction of the activation bandwidth their strided copies reach.
+
 Built-in profiles cover the reference boards; each figure cites
 shared/device-facts.md (``sources``). They are calibrated so that ResNet-50 and
 MobileNetV2 at 224x224 land within 25% of the ncnn measurements listed there
@@ -20,6 +23,12 @@ Profile file (JSON)::
                        "threads": 4, "cores": [0, 1, 2, 3],
                        "efficiency": {"conv": 0.8, ...every class in OP_CLASSES...},
                        "sources": {"peak_gflops": "measured: ...", ...}}}}
+
+``efficiency.grouped`` (convolutions with several channels per group) may be
+left out, as in files written before the class existed: it then defaults to
+:func:`default_grouped_efficiency`, the geometric mean of ``conv`` and
+``depthwise`` (per group the runtime runs a GEMM as a dense conv does, but
+small, as a depthwise conv's is), and ``sources`` says so.
 """
 
 from __future__ import annotations
@@ -68,8 +77,11 @@ class UnitProfile:
         return (max(param_bytes, 0) / self.bandwidth_gbs + max(activation_bytes, 0) / self.act_bandwidth_gbs) / 1e6
 
     def node_ms(self, work: NodeWork, *, overhead: bool = True) -> float:
-        """Roofline prediction for one node."""
-        t = max(self.compute_ms(work.flops, work.op_class), self.memory_ms(work.param_bytes, work.activation_bytes))
+        """Roofline prediction for one node; layout ops reach efficiency["memory"] of the activation bandwidth."""
+        activation_bytes = work.activation_bytes
+        if work.op_class == "memory":
+            activation_bytes /= self.efficiency["memory"]
+        t = max(self.compute_ms(work.flops, work.op_class), self.memory_ms(work.param_bytes, activation_bytes))
         return t + (self.overhead_ms if overhead else 0.0)
 
     def to_json(self) -> dict[str, Any]:
@@ -102,9 +114,10 @@ class ProfileFile:
 # ResNet-50 = 8.21 GFLOP (4.09 GMAC), MobileNetV2 = 0.62 GFLOP. One calibration recipe for every
 # ARM CPU unit: peak and DRAM bandwidth from the hardware; conv = 1.5 x pointwise (ncnn runs 3x3
 # stride-1 convs as Winograd F(6,3), fewer multiplies than counted), depthwise = 0.3 x pointwise,
-# gemm (batch-1 FC) = 0.5 x pointwise; then pointwise efficiency and the effective activation
-# bandwidth (im2col/packing touch each activation several times) are solved so that ResNet-50 and
-# MobileNetV2 reproduce the published pair. The XU4 big cluster has no published pair; it takes the
+# gemm (batch-1 FC) = 0.5 x pointwise, grouped = sqrt(conv x depthwise) (default_grouped_efficiency:
+# neither calibration model has a grouped conv); then pointwise efficiency and the effective
+# activation bandwidth (im2col/packing touch each activation several times) are solved so that
+# ResNet-50 and MobileNetV2 reproduce the published pair. The XU4 big cluster has no published pair; it takes the
 # A72's efficiencies x 0.6 (see its sources).
 
 
@@ -112,10 +125,16 @@ def _cite(line: str) -> str:
     return f"{_FACTS}: {line}"
 
 
+def default_grouped_efficiency(conv: float, depthwise: float) -> float:
+    """Efficiency of grouped convs where none was measured: the geometric mean of conv and depthwise."""
+    return round(math.sqrt(conv * depthwise), 3)
+
+
 def _eff(conv: float, pointwise: float, depthwise: float, gemm: float,
          elementwise: float = 0.05, pool: float = 0.05, norm: float = 0.05,
          memory: float = 1.0, other: float = 0.02) -> dict[str, float]:
-    return {"conv": conv, "pointwise": pointwise, "depthwise": depthwise, "gemm": gemm,
+    return {"conv": conv, "pointwise": pointwise, "depthwise": depthwise,
+            "grouped": default_grouped_efficiency(conv, depthwise), "gemm": gemm,
             "elementwise": elementwise, "pool": pool, "norm": norm, "memory": memory, "other": other}
 
 
@@ -300,6 +319,14 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
                  f"{where}.cores", f"expected a list of CPU ids, got {cores!r}", path)
     eff = _field(spec, "efficiency", where, path)
     _require(isinstance(eff, dict), f"{where}.efficiency", "expected an object", path)
+    sources = spec.get("sources", {})
+    _require(isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values()),
+             f"{where}.sources", "expected an object of strings", path)
+    sources = dict(sources)
+    eff = dict(eff)
+    if "grouped" not in eff and all(_is_number(eff.get(c)) and eff[c] > 0 for c in ("conv", "depthwise")):
+        eff["grouped"] = default_grouped_efficiency(eff["conv"], eff["depthwise"])
+        sources["efficiency.grouped"] = "not in the file: geometric mean of conv and depthwise"
     for cls in OP_CLASSES:
         value = _field(eff, cls, f"{where}.efficiency", path)
         _require(_is_number(value) and value > 0, f"{where}.efficiency.{cls}",
@@ -307,12 +334,9 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
     unknown = sorted(set(eff) - set(OP_CLASSES))
     _require(not unknown, f"{where}.efficiency.{unknown[0] if unknown else ''}",
              f"unknown op class; expected: {', '.join(OP_CLASSES)}", path)
-    sources = spec.get("sources", {})
-    _require(isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values()),
-             f"{where}.sources", "expected an object of strings", path)
     return UnitProfile(name, numbers["peak_gflops"], numbers["bandwidth_gbs"],
                        {c: float(eff[c]) for c in OP_CLASSES}, numbers["overhead_ms"], threads,
-                       tuple(cores) if cores is not None else None, dict(sources),
+                       tuple(cores) if cores is not None else None, sources,
                        float(act_bw) if act_bw is not None else None)
 
 

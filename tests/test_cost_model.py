@@ -1,0 +1,167 @@
+"""The cost model's grouped-conv class: profiles, fitting, predictions and fusion."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec.errors import EdgecError
+from edgec.flops import OP_CLASSES, NodeWork, node_work
+from edgec.microbench import BenchResult, default_benches
+from edgec.passes.cost import fused_nodes, predict_ms
+from edgec.profile import (BUILTIN_PROFILES, UnitProfile, default_grouped_efficiency, parse_profile,
+                           parse_unit_profile)
+from edgec.profiler import fit_profile
+
+
+def unit_spec(**eff_overrides: float) -> dict:
+    eff = {c: 0.5 for c in OP_CLASSES}
+    eff.update(eff_overrides)
+    return {"peak_gflops": 100.0, "bandwidth_gbs": 10.0, "overhead_ms": 0.01, "efficiency": eff}
+
+
+def residual_block(group: int, cin_per_group: int, residual: bool = True) -> list[gs.Node]:
+    """x -> Conv(group) -> Add(x) -> Relu (without `residual`: x -> Conv -> Relu), shapes inferred."""
+    c = group * cin_per_group
+    w = numpy_helper.from_array(np.zeros([c, cin_per_group, 1, 1], np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", group=group),
+             helper.make_node("Add", ["c", "x"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["y"], name="relu")]
+    if not residual:
+        nodes = [nodes[0], helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    return list(gs.import_onnx(model).nodes)
+
+
+# -- profiles --------------------------------------------------------------------------------
+
+
+def test_grouped_is_an_op_class_every_builtin_profile_has():
+    assert "grouped" in OP_CLASSES
+    for name, profile in BUILTIN_PROFILES.items():
+        eff = profile.efficiency
+        assert eff["grouped"] == pytest.approx(math.sqrt(eff["conv"] * eff["depthwise"]), abs=1e-3), name
+        assert eff["depthwise"] <= eff["grouped"] <= eff["conv"], name
+
+
+def test_profile_without_grouped_defaults_to_geometric_mean_and_says_so():
+    spec = unit_spec(conv=0.9, depthwise=0.4)
+    del spec["efficiency"]["grouped"]
+    profile = parse_unit_profile(spec, "cpu")
+    assert profile.efficiency["grouped"] == pytest.approx(0.6)
+    assert "efficiency.grouped" in profile.sources
+    assert profile.to_json()["efficiency"]["grouped"] == pytest.approx(0.6)  # written back in full
+
+
+@pytest.mark.parametrize("bad", [0, -0.3, "fast", None, True])
+def test_bad_grouped_efficiency_is_rejected_naming_the_field(bad):
+    spec = unit_spec()
+    spec["efficiency"]["grouped"] = bad
+    with pytest.raises(EdgecError, match=r"\$\.units\.cpu\.efficiency\.grouped"):
+        parse_profile({"version": 1, "host": {}, "units": {"cpu": spec}})
+
+
+def test_missing_conv_is_reported_before_a_grouped_default_is_derived():
+    spec = unit_spec()
+    del spec["efficiency"]["grouped"], spec["efficiency"]["conv"]
+    with pytest.raises(EdgecError, match=r"efficiency\.conv: missing field"):
+        parse_unit_profile(spec, "cpu")
+
+
+def test_default_grouped_efficiency_lies_between_its_inputs():
+    assert default_grouped_efficiency(1.0, 0.25) == 0.5
+    assert default_grouped_efficiency(0.3, 0.3) == 0.3
+
+
+# -- micro-benchmarks and fitting ------------------------------------------------------------
+
+
+def test_default_benches_measure_grouped_convs_with_several_channels_per_group():
+    grouped = [b for b in default_benches() if b.op_class == "grouped"]
+    assert grouped
+    for bench in grouped:
+        conv = next(n for n in gs.import_onnx(bench.build(1)).nodes if n.op == "Conv")
+        assert node_work(conv).op_class == "grouped"
+        assert conv.inputs[1].values.shape[1] >= 16, bench.name  # channels per group, as ShuffleNet has
+
+
+def _result(name: str, op_class: str, flops: float, ms: float) -> BenchResult:
+    return BenchResult(name, op_class, ms, NodeWork(flops, 0, 1000, 1000, op_class))
+
+
+def test_fit_gives_grouped_its_own_efficiency():
+    results = [_result("conv", "conv", 1e8, 1.0), _result("dw", "depthwise", 1e6, 0.1),
+               _result("gconv", "grouped", 5e7, 1.0)]
+    profile = fit_profile(results, 0.0, 1, None)
+    assert profile.peak_gflops == pytest.approx(100.0)
+    assert profile.efficiency["grouped"] == pytest.approx(0.5, rel=1e-3)
+    assert profile.efficiency["depthwise"] == pytest.approx(0.1, rel=1e-3)
+
+
+def test_fit_without_grouped_benches_derives_grouped_from_conv_and_depthwise():
+    results = [_result("conv", "conv", 1e8, 1.0), _result("dw", "depthwise", 1e6, 0.04)]
+    profile = fit_profile(results, 0.0, 1, None)
+    assert profile.efficiency["grouped"] == pytest.approx(math.sqrt(1.0 * 0.25), rel=1e-3)
+
+
+# -- predictions and fusion ------------------------------------------------------------------
+
+
+def test_grouped_conv_is_predicted_at_grouped_efficiency():
+    conv = residual_block(group=4, cin_per_group=34)[0]
+    work = node_work(conv)
+    fast = parse_unit_profile(unit_spec(grouped=0.8), "cpu")
+    slow = parse_unit_profile(unit_spec(grouped=0.2), "cpu")
+    assert work.op_class == "grouped"
+    compute = work.flops / (100e9 * 0.8) * 1e3
+    assert fast.node_ms(work, overhead=False) == pytest.approx(max(compute, fast.memory_ms(
+        work.param_bytes, work.activation_bytes)))
+    assert slow.node_ms(work, overhead=False) == pytest.approx(4 * compute)
+
+
+def test_grouped_conv_takes_its_activation_but_not_a_residual_add():
+    grouped = residual_block(group=4, cin_per_group=34)
+    assert fused_nodes(grouped) == set()  # Add is residual: stays a node, and so does the Relu after it
+    dense = residual_block(group=1, cin_per_group=32)
+    assert fused_nodes(dense) == {"add", "relu"}
+    assert fused_nodes(residual_block(group=4, cin_per_group=34, residual=False)) == {"relu"}
+    profile = UnitProfile("u", 100.0, 10.0, {c: 0.5 for c in OP_CLASSES}, 0.01)
+    conv_only = sum(profile.node_ms(node_work(n)) for n in grouped[:1])
+    assert predict_ms(grouped, profile) > conv_only + 2 * profile.overhead_ms - 1e-12
+
+
+# -- layout ops ------------------------------------------------------------------------------
+
+
+def test_layout_ops_run_at_memory_efficiency_of_the_activation_bandwidth():
+    work = NodeWork(0.0, 0, 1_000_000, 1_000_000, "memory")
+    full = parse_unit_profile(dict(unit_spec(memory=1.0), activation_bandwidth_gbs=100.0), "cpu")
+    half = parse_unit_profile(dict(unit_spec(memory=0.5), activation_bandwidth_gbs=100.0), "cpu")
+    assert full.node_ms(work, overhead=False) == pytest.approx(0.02)
+    assert half.node_ms(work, overhead=False) == pytest.approx(0.04)
+    relu = NodeWork(2e6, 0, 1_000_000, 1_000_000, "elementwise")  # other classes: unaffected
+    assert half.node_ms(relu) == full.node_ms(relu)
+
+
+def test_fit_memory_efficiency_from_layout_benches_against_elementwise_bandwidth():
+    results = [_result("conv", "conv", 1e8, 1.0),
+               BenchResult("add", "elementwise", 0.01, NodeWork(1e3, 0, 500_000, 500_000, "elementwise")),
+               BenchResult("transpose", "memory", 0.04, NodeWork(0.0, 0, 500_000, 500_000, "memory"))]
+    profile = fit_profile(results, 0.0, 1, None)
+    assert profile.act_bandwidth_gbs == pytest.approx(100.0)  # from the element-wise bench only
+    assert profile.efficiency["memory"] == pytest.approx(0.25)
+
+
+def test_bench_work_leaves_out_views():
+    shuffle = next(b for b in default_benches() if "shuffle" in b.name)
+    result_work = [node_work(n) for n in gs.import_onnx(shuffle.build(1)).nodes if n.op == "Transpose"][0]
+    from edgec.microbench import _sum_work
+    flops, params, inputs, outputs = _sum_work(shuffle.build(1))
+    assert (inputs, outputs) == (result_work.input_bytes, result_work.output_bytes)

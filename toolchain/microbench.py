@@ -1,0 +1,311 @@
+"""Micro-benchmarks for measuring a unit profile (see :mod:`edgec.profiler`, which fits them).
+
+Each benchmark is a chain of one op repeated, run under ONNX Runtime's CPU
+provider with the settings the backend uses: ``intra_op_num_threads`` = the
+unit's cores, sequential execution, graph optimization level ALL, threads
+pinned to the unit's cores. Timing the chain at two lengths and taking the
+difference gives the time of one op in the middle of a graph, free of the
+session's fixed costs (input/output handling, layout reorders at the graph's
+edges). Times are medians of N runs after warm-up, runs disturbed by other
+processes timed again.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec.flops import VIEW_OPS, NodeWork, node_work
+
+OPSET = 13
+_F = TensorProto.FLOAT
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One micro-benchmark: `build(length)` makes a model with the op repeated `length` times."""
+
+    name: str
+    op_class: str
+    build: Callable[[int], onnx.ModelProto]
+    lengths: tuple[int, int] = (1, 5)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    name: str
+    op_class: str
+    ms: float            # one op, fixed costs removed
+    work: NodeWork
+
+
+# -- model builders --------------------------------------------------------------------------
+
+_rng = np.random.default_rng(0)
+
+
+def _const(name: str, shape: Sequence[int]) -> onnx.TensorProto:
+    fan = max(int(np.prod(shape[1:])) if len(shape) > 1 else 1, 1)
+    return numpy_helper.from_array((_rng.standard_normal(shape) / math.sqrt(fan)).astype(np.float32), name)
+
+
+def _model(nodes: list, inits: list, x_shape: Sequence[int], y_name: str) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "bench", [helper.make_tensor_value_info("x0", _F, list(x_shape))],
+        [helper.make_tensor_value_info(y_name, _F, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _conv_chain(c: int, hw: int, k: int, group: int = 1) -> Callable[[int], onnx.ModelProto]:
+    def build(length: int) -> onnx.ModelProto:
+        nodes, inits = [], []
+        for i in range(length):
+            inits += [_const(f"w{i}", [c, c // group, k, k]), _const(f"b{i}", [c])]
+            nodes.append(helper.make_node("Conv", [f"x{i}", f"w{i}", f"b{i}"], [f"x{i + 1}"], name=f"conv{i}",
+                                          kernel_shape=[k, k], pads=[k // 2] * 4, group=group))
+        return _model(nodes, inits, [1, c, hw, hw], f"x{length}")
+    return build
+
+
+def _matmul_chain(m: int, k: int) -> Callable[[int], onnx.ModelProto]:
+    def build(length: int) -> onnx.ModelProto:
+        nodes, inits = [], []
+        for i in range(length):
+            inits.append(_const(f"w{i}", [k, k]))
+            nodes.append(helper.make_node("MatMul", [f"x{i}", f"w{i}"], [f"x{i + 1}"], name=f"mm{i}"))
+        return _model(nodes, inits, [m, k], f"x{length}")
+    return build
+
+
+def _gemv_chain(k: int) -> Callable[[int], onnx.ModelProto]:
+    """Fully connected layers at batch 1: weights streamed from DRAM once each."""
+    def build(length: int) -> onnx.ModelProto:
+        nodes, inits = [], []
+        for i in range(length):
+            inits += [_const(f"w{i}", [k, k]), _const(f"b{i}", [k])]
+            nodes.append(helper.make_node("Gemm", [f"x{i}", f"w{i}", f"b{i}"], [f"x{i + 1}"], name=f"fc{i}", transB=1))
+        return _model(nodes, inits, [1, k], f"x{length}")
+    return build
+
+
+def _unary_chain(op: str, shape: Sequence[int], **attrs: object) -> Callable[[int], onnx.ModelProto]:
+    def build(length: int) -> onnx.ModelProto:
+        nodes = [helper.make_node(op, [f"x{i}"], [f"x{i + 1}"], name=f"{op.lower()}{i}", **attrs)
+                 for i in range(length)]
+        return _model(nodes, [], shape, f"x{length}")
+    return build
+
+
+def _add_chain(shape: Sequence[int]) -> Callable[[int], onnx.ModelProto]:
+    """x_{i+1} = x_i + x_{i-1}: two distinct inputs, like a residual Add."""
+    def build(length: int) -> onnx.ModelProto:
+        nodes = [helper.make_node("Relu", ["x0"], ["x1"], name="relu0")]
+        for i in range(1, length + 1):
+            nodes.append(helper.make_node("Add", [f"x{i}", f"x{i - 1}"], [f"x{i + 1}"], name=f"add{i}"))
+        return _model(nodes, [], shape, f"x{length + 1}")
+    return build
+
+
+def _bn_chain(c: int, hw: int) -> Callable[[int], onnx.ModelProto]:
+    def build(length: int) -> onnx.ModelProto:
+        nodes, inits = [], []
+        for i in range(length):
+            inits += [numpy_helper.from_array(np.full([c], v, np.float32), f"{n}{i}")
+                      for n, v in (("s", 1.0), ("b", 0.0), ("m", 0.0), ("v", 1.0))]
+            nodes.append(helper.make_node("BatchNormalization", [f"x{i}", f"s{i}", f"b{i}", f"m{i}", f"v{i}"],
+                                          [f"x{i + 1}"], name=f"bn{i}"))
+        return _model(nodes, inits, [1, c, hw, hw], f"x{length}")
+    return build
+
+
+def _concat_chain(c: int, hw: int) -> Callable[[int], onnx.ModelProto]:
+    """x_{i+1} = Concat(x_i[:, :c/2], x_i[:, c/2:]) on the channel axis, via Split."""
+    def build(length: int) -> onnx.ModelProto:
+        nodes = []
+        for i in range(length):
+            nodes.append(helper.make_node("Split", [f"x{i}"], [f"a{i}", f"b{i}"], name=f"split{i}", axis=1))
+            nodes.append(helper.make_node("Concat", [f"b{i}", f"a{i}"], [f"x{i + 1}"], name=f"concat{i}", axis=1))
+        return _model(nodes, [], [1, c, hw, hw], f"x{length}")
+    return build
+
+
+def _shuffle_chain(c: int, hw: int, groups: int) -> Callable[[int], onnx.ModelProto]:
+    """ShuffleNet's channel shuffle: Reshape to groups, Transpose, Reshape back."""
+    def build(length: int) -> onnx.ModelProto:
+        inits = [numpy_helper.from_array(np.array([1, groups, c // groups, hw, hw], np.int64), "split_shape"),
+                 numpy_helper.from_array(np.array([1, c, hw, hw], np.int64), "flat_shape")]
+        nodes = []
+        for i in range(length):
+            nodes += [
+                helper.make_node("Reshape", [f"x{i}", "split_shape"], [f"g{i}"], name=f"reshape{i}a"),
+                helper.make_node("Transpose", [f"g{i}"], [f"t{i}"], name=f"transpose{i}", perm=[0, 2, 1, 3, 4]),
+                helper.make_node("Reshape", [f"t{i}", "flat_shape"], [f"x{i + 1}"], name=f"reshape{i}b"),
+            ]
+        return _model(nodes, inits, [1, c, hw, hw], f"x{length}")
+    return build
+
+
+def default_benches() -> list[Bench]:
+    """Representative ops per class, at the sizes ImageNet CNNs run them."""
+    return [
+        Bench("conv3x3 64ch 56x56", "conv", _conv_chain(64, 56, 3)),
+        Bench("conv3x3 256ch 14x14", "conv", _conv_chain(256, 14, 3)),
+        Bench("conv1x1 256ch 28x28", "pointwise", _conv_chain(256, 28, 1)),
+        Bench("conv1x1 512ch 14x14", "pointwise", _conv_chain(512, 14, 1)),
+        Bench("dw3x3 144ch 56x56", "depthwise", _conv_chain(144, 56, 3, group=144)),
+        Bench("dw3x3 576ch 14x14", "depthwise", _conv_chain(576, 14, 3, group=576)),
+        # ShuffleNet's grouped 1x1 bottlenecks: 34 and 68 channels per group, one small GEMM per group
+        Bench("gconv1x1 g4 136ch 28x28", "grouped", _conv_chain(136, 28, 1, group=4)),
+        Bench("gconv1x1 g4 272ch 14x14", "grouped", _conv_chain(272, 14, 1, group=4)),
+        Bench("matmul 256x512x512", "gemm", _matmul_chain(256, 512)),
+        Bench("fc 4096x4096", "gemm", _gemv_chain(4096), lengths=(1, 3)),
+        Bench("add 256ch 28x28", "elementwise", _add_chain([1, 256, 28, 28])),
+        Bench("relu 64ch 112x112", "elementwise", _unary_chain("Relu", [1, 64, 112, 112])),
+        Bench("sigmoid 256ch 28x28", "elementwise", _unary_chain("Sigmoid", [1, 256, 28, 28])),
+        Bench("maxpool3x3 64ch 56x56", "pool", _unary_chain("MaxPool", [1, 64, 56, 56], kernel_shape=[3, 3],
+                                                           pads=[1, 1, 1, 1])),
+        Bench("avgpool3x3 256ch 28x28", "pool", _unary_chain("AveragePool", [1, 256, 28, 28], kernel_shape=[3, 3],
+                                                            pads=[1, 1, 1, 1])),
+        Bench("batchnorm 256ch 28x28", "norm", _bn_chain(256, 28)),
+        Bench("lrn5 96ch 27x27", "other", _unary_chain("LRN", [1, 96, 27, 27], size=5)),
+        Bench("softmax 1000x64", "norm", _unary_chain("Softmax", [64, 1000], axis=1)),
+        Bench("split+concat 256ch 28x28", "memory", _concat_chain(256, 28)),
+        Bench("channel shuffle 240ch 28x28", "memory", _shuffle_chain(240, 28, 3)),
+    ]
+
+
+def overhead_bench() -> Bench:
+    return Bench("relu 1x16 (overhead)", "elementwise", _unary_chain("Relu", [1, 16]), lengths=(1, 33))
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+
+class CpuMeter:
+    """How much CPU time other processes took (and the hypervisor stole) since the last reading.
+
+    From /proc/stat less this process's own ticks; reads 0 where /proc is missing.
+    """
+
+    def __init__(self) -> None:
+        self._last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int, int] | None:
+        try:
+            cpu = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+            own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            return None
+        idle = cpu[3] + cpu[4]
+        return sum(cpu), sum(cpu) - idle, int(own[11]) + int(own[12])
+
+    def others(self) -> float:
+        """Fraction of all CPUs' time used by others since the last call."""
+        now = self._read()
+        last, self._last = self._last, now
+        if now is None or last is None or now[0] <= last[0]:
+            return 0.0
+        return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
+
+
+def wait_until_idle(max_wait_s: float = 60.0, threshold: float = 0.1) -> float:
+    """Wait (up to max_wait_s) until other processes leave the CPUs idle; returns their last share."""
+    deadline = time.monotonic() + max_wait_s
+    meter = CpuMeter()
+    while True:
+        time.sleep(0.5)
+        busy = meter.others()
+        if busy <= threshold or time.monotonic() >= deadline:
+            return busy
+
+
+def session(model: onnx.ModelProto | str | Path, threads: int, cores: Sequence[int] | None = None):
+    """An ONNX Runtime CPU session with the backend's settings."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if cores and threads > 1:
+        # one entry per thread except the caller's; processor ids are 1-based
+        so.add_session_config_entry("session.intra_op_thread_affinities",
+                                    ";".join(str(c + 1) for c in list(cores)[1:threads]))
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int = 3,
+                 budget_s: float = 10.0, max_others: float = 0.1) -> float:
+    """Median ms of `runs` runs after `warmup`, counting only runs while other processes were idle.
+
+    Runs go in rounds of at least 50 ms; a round in which others took more than
+    `max_others` of the CPUs is timed again, until `budget_s` is spent (then the
+    least disturbed rounds count).
+    """
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    rounds: list[tuple[float, list[float]]] = []
+    clean: list[float] = []
+    start = time.perf_counter()
+    while len(clean) < runs:
+        meter = CpuMeter()
+        times: list[float] = []
+        t_round = time.perf_counter()
+        while len(times) < runs - len(clean) or time.perf_counter() - t_round < 0.05:
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            times.append((time.perf_counter() - t) * 1e3)
+        others = meter.others()
+        rounds.append((others, times))
+        if others <= max_others:
+            clean += times
+        if time.perf_counter() - start > budget_s:
+            break
+    if len(clean) < runs:
+        clean = [t for _, ts in sorted(rounds, key=lambda r: r[0]) for t in ts][:runs]
+    return statistics.median(clean)
+
+
+def random_feeds(sess) -> dict[str, np.ndarray]:
+    """A random float32 input for every session input."""
+    rng = np.random.default_rng(1)
+    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+            for i in sess.get_inputs()}
+
+
+def run_bench(bench: Bench, threads: int, cores: Sequence[int] | None = None, runs: int = 15) -> BenchResult:
+    """Time one op of the bench, the chain's fixed costs removed."""
+    short, long_ = bench.lengths
+    times = []
+    wait_until_idle(20.0)
+    for length in (short, long_):
+        model = bench.build(length)
+        sess = session(model, threads, cores)
+        times.append(time_session(sess, random_feeds(sess), runs=runs, budget_s=5.0))
+    ms = max((times[1] - times[0]) / (long_ - short), 1e-6)
+    totals = [_sum_work(bench.build(length)) for length in (short, long_)]
+    step = [(b - a) / (long_ - short) for a, b in zip(*totals)]
+    work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class)
+    return BenchResult(bench.name, bench.op_class, ms, work)
+
+
+def _sum_work(model: onnx.ModelProto) -> tuple[float, int, int, int]:
+    """Work of the nodes the cost model charges for more than overhead (views move no data)."""
+    works = [node_work(n) for n in gs.import_onnx(model).nodes if n.op not in VIEW_OPS]
+    return (sum(w.flops for w in works), sum(w.param_bytes for w in works),
+            sum(w.input_bytes for w in works), sum(w.output_bytes for w in works))
