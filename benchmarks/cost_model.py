@@ -33,7 +33,8 @@ from onnx import numpy_helper
 from edgec.flops import node_flops
 from edgec.passes.cost import predict_ms
 from edgec.profile import UnitProfile, load_profile, parse_unit_profile
-from edgec.profiler import measure_host_profile, random_feeds, session, time_session, wait_until_idle
+from edgec.microbench import random_feeds, session, time_session, wait_until_idle
+from edgec.profiler import measure_host_profile
 
 ZOO = Path(onnx.__file__).parent / "backend/test/data/light"
 CACHE = Path(tempfile.gettempdir()) / f"edgec-zoo-{onnx.__version__}"

@@ -25,10 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edgec.flops import OP_CLASSES
-from edgec.microbench import (  # noqa: F401  (re-exported: benchmarks and tests time sessions through here)
-    Bench, BenchResult, CpuMeter, default_benches, overhead_bench, random_feeds, run_bench, session,
-    time_session, wait_until_idle,
-)
+from edgec.microbench import Bench, BenchResult, default_benches, overhead_bench, run_bench
 from edgec.profile import UnitProfile, default_grouped_efficiency, profile_file_json
 
 
