@@ -1,6 +1,6 @@
 """The `fusion` pass: ONNX-valid rewrites, then the fusion groups a partition never cuts.
 
-First the rewrite rules of :mod:`edgec.passes.fusion_rules` run to a fixed point
+First the rewrite rules of :mod:`edgec.passes.rewrites` run to a fixed point
 (BN into Conv, MatMul + Add into Gemm, Pad into Conv and pooling, Sum into
 Add, Identity and Dropout removed), then ``cleanup().toposort()``.
 
@@ -40,7 +40,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.errors import EdgecError
 from edgec.ir import FusionGroup, Program
-from edgec.passes.fusion_rules import RULES, apply_rules
+from edgec.passes.rewrites import RULES, apply_rules
 from edgec.pipeline import PassResult
 
 DEFAULT_RULES = tuple(RULES)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from edgec.errors import EdgecError
 from edgec.passes.fusion import Dag, Fusion, build_groups, is_convex, is_safe
-from edgec.passes.fusion_rules import RULES, Skip, explain
+from edgec.passes.rewrites import RULES, Skip, explain
 from edgec.pipeline import PassManager, VerifyInvariants
 
 try:
