@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import onnx
 import onnx_graphsurgeon as gs
 
-from edgec.backends.opset import convert_for_device, elem_type, model_opset, node_convertible, target_versions
+from edgec.backends.opset import convert_for_device, elem_type, model_opset, node_convertible
+from edgec.backends.versions import target_versions
 from edgec.cluster import ComputeUnit, Device
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec

@@ -1,33 +1,10 @@
-"""What a board's runtime can load, and converting a (sub-)model down to it.
+"""Converting a (sub-)model down to the opset and IR version a board's runtime loads.
 
 A runtime reads models up to some opset and IR version: ONNX Runtime those
-of the ONNX release it was built against, TensorRT 8.2's parser opset 13.
-`target_versions(device)` says which, `convert_for_device` rewrites a model
-to fit, and `node_convertible` answers the same question for one node so
-that a backend's support predicate can say no before a partition is made.
-
-ONNX Runtime -> ONNX release it builds against (sources: microsoft/onnxruntime
-docs/Versioning.md version matrix and each release's notes; ONNX release ->
-IR and opset from `onnx.helper.VERSION_TABLE`, i.e. onnx/onnx docs/Versioning.md):
-
-| ORT  | ONNX   | max opset | max IR |
-|------|--------|-----------|--------|
-| 1.6, 1.7 | 1.8   | 13 | 7  |
-| 1.8  | 1.9    | 14 | 7  |
-| 1.9, 1.10 | 1.10 | 15 | 8  |
-| 1.11 | 1.11   | 16 | 8  |
-| 1.12, 1.13 | 1.12 | 17 | 8 |
-| 1.14 | 1.13   | 18 | 8  |
-| 1.15 | 1.14   | 19 | 9  |
-| 1.16 | 1.14.1 | 19 | 9  |
-| 1.17 | 1.15   | 20 | 9  |
-| 1.18 - 1.20 | 1.16 | 21 | 10 |
-| 1.21 | 1.17   | 22 | 10 |
-
-The max IR is the IR_VERSION of that ONNX release: ORT refuses a model whose
-ir_version is above it ("Unsupported model IR version"). Older copies of the
-ORT table list IR 7 for 1.9/1.10; the loader's limit is ONNX 1.10's IR 8.
-A runtime newer than the table is given the newest row (a lower bound).
+of the ONNX release it was built against (edgec.backends.versions), TensorRT
+8.2's parser opset 13. `convert_for_device` rewrites a model to fit, and
+`node_convertible` answers the same question for one node so that a
+backend's support predicate can say no before a partition is made.
 
 Down-conversion: `onnx.version_converter` has adapters for only some
 operator changes (none for Relu 14 -> 13, BatchNormalization 15 -> 14,
@@ -51,13 +28,6 @@ import onnx_graphsurgeon as gs
 from onnx import defs, helper, numpy_helper
 
 from edgec.errors import EdgecError
-
-ORT_ONNX_RELEASE: dict[tuple[int, int], str] = {
-    (1, 6): "1.8.0", (1, 7): "1.8.0", (1, 8): "1.9.0", (1, 9): "1.10.0", (1, 10): "1.10.0",
-    (1, 11): "1.11.0", (1, 12): "1.12.0", (1, 13): "1.12.0", (1, 14): "1.13.0", (1, 15): "1.14.0",
-    (1, 16): "1.14.1", (1, 17): "1.15.0", (1, 18): "1.16.0", (1, 19): "1.16.0", (1, 20): "1.16.0",
-    (1, 21): "1.17.0",
-}
 
 # (op, since_version): versions whose inputs/attributes look like the previous
 # version's but compute something else, so a node is never restamped across them.
@@ -86,41 +56,6 @@ if hasattr(onnx.TensorProto, "FLOAT4E2M1"):
     _TYPE_MIN_IR[onnx.TensorProto.FLOAT4E2M1] = 11
 
 _HOLD = "edgec.hold"  # a domain the version converter leaves alone
-
-
-# -- what a runtime loads ------------------------------------------------------------------
-
-
-def ort_versions(ort_version: str) -> tuple[int, int]:
-    """(max opset, max IR version) an ONNX Runtime release loads, e.g. "1.10" -> (15, 8)."""
-    try:
-        major, minor = (int(p) for p in str(ort_version).split(".")[:2])
-    except ValueError:
-        raise EdgecError(f"onnxruntime version '{ort_version}' is not MAJOR.MINOR (e.g. 1.10)") from None
-    known = sorted(ORT_ONNX_RELEASE)
-    if (major, minor) < known[0]:
-        raise EdgecError(f"onnxruntime {ort_version} is older than {known[0][0]}.{known[0][1]}, the oldest edgec "
-                         f"targets; install a newer onnxruntime on the board")
-    key = max(k for k in known if k <= (major, minor))
-    return onnx_release_versions(ORT_ONNX_RELEASE[key])
-
-
-def onnx_release_versions(release: str) -> tuple[int, int]:
-    """(opset, IR version) of an ONNX release, from onnx.helper.VERSION_TABLE."""
-    for row in helper.VERSION_TABLE:
-        if row[0] == release:
-            return int(row[2]), int(row[1])
-    raise KeyError(release)
-
-
-def target_versions(device: Any) -> tuple[int, int]:
-    """(max opset, max IR version) the board's ONNX Runtime loads.
-
-    The opset is the lower of the device's declared `max_opset` and what its
-    `onnxruntime` release implements.
-    """
-    opset, ir = ort_versions(device.onnxruntime)
-    return min(int(device.max_opset), opset), ir
 
 
 # -- converting a model --------------------------------------------------------------------

@@ -15,7 +15,8 @@ from onnx import numpy_helper
 
 from edgec.backends import neon
 from edgec.backends.base import backend_for, device_bundle
-from edgec.backends.opset import convert_for_device, ort_versions
+from edgec.backends.opset import convert_for_device
+from edgec.backends.versions import ort_versions
 from edgec.cluster import CATALOG, parse_cluster
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec, TensorSpec
