@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgec.errors import EdgecError
-from edgec.passes.fusion import Dag, Fusion, build_groups, is_convex, is_safe
+from edgec.passes.fusion import Fusion
+from edgec.passes.fusion_groups import Dag, build_groups, is_convex, is_safe
 from edgec.passes.rewrites import RULES, Skip, explain
 from edgec.pipeline import PassManager, VerifyInvariants
 
