@@ -127,7 +127,8 @@ def _readme(device: Device, stages: Sequence[StageSpec], sections: list[str]) ->
         "Copy the whole out/ folder to the board (the manifest and every device folder: a stage",
         "checks its sub-model against the sha256 in manifest.json before it loads it), then, in that folder:",
         "",
-        "    python3 -m pip install numpy pyzmq  # plus the runtime below",
+        "    python3 -m pip install --no-deps <edgec source or wheel>  # serving never imports the compiler side",
+        "    python3 -m pip install numpy pyzmq typer rich  # plus ONNX Runtime, below",
         f"    sh {device.name}/run_{device.name}.sh",
         "",
     ]
