@@ -69,18 +69,22 @@ def supports(node: gs.Node, opset: int, device: Device | None = None) -> str | N
 
 def _kernel_reason(node: gs.Node, opset: int | None) -> str | None:
     domain = node.domain or ""
-    kernels = _cpu_kernels().get((domain if domain != "ai.onnx" else "", node.op))
-    if not kernels:
-        return f"ONNX Runtime's CPU provider has no {node.op} kernel"
-    if opset is None:
-        version = None
-    else:
+    if domain in ("", "ai.onnx") and node.op == "Constant":
+        return None  # ONNX Runtime turns Constant nodes into initializers when it loads the model
+    schema = None
+    if opset is not None:
         try:
-            version = onnx.defs.get_schema(node.op, opset, domain).since_version
+            schema = onnx.defs.get_schema(node.op, opset, domain)
         except onnx.defs.SchemaError:
             return f"{node.op} is not defined at opset {opset}"
-    candidates = [k for k in kernels if version is None or k[0] <= version <= k[1]]
+    version = schema.since_version if schema is not None else None
+    kernels = _cpu_kernels().get((domain if domain != "ai.onnx" else "", node.op))
+    candidates = [k for k in kernels or () if version is None or k[0] <= version <= k[1]]
     if not candidates:
+        if schema is not None and (schema.has_function or schema.has_context_dependent_function):
+            return None  # an ONNX function (HardSwish, Mish, ...): ONNX Runtime inlines its body
+        if not kernels:
+            return f"ONNX Runtime's CPU provider has no {node.op} kernel"
         return f"ONNX Runtime's CPU provider has no kernel for {node.op}-{version}"
     bound = _bound_types(node, opset)
     if not bound:

@@ -91,6 +91,7 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     for node in out.graph.node:
         if node.domain in ("", "ai.onnx"):
             _rewrite_new_forms(out, node, source, target, shapes, consts)
+    last_axis = _softmax_over_last_axis(out, source, target, shapes)
     held: list[onnx.NodeProto] = []
     converter_needed: list[onnx.NodeProto] = []
     why_not: dict[int, str] = {}
@@ -105,7 +106,7 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
         if _has_subgraph(node):
             raise EdgecError(_no_form(node, source, target, "nodes with subgraphs are not converted across "
                                                             "opsets"))
-        why = _restampable(node, source, target, types)
+        why = None if node.output[0] in last_axis else _restampable(node, source, target, types)
         if why is None:
             held.append(node)
         else:
@@ -183,6 +184,9 @@ def node_convertible(node: gs.Node, source: int, target: int) -> str | None:
         return f"{node.op} is not an ONNX operator at opset {source}"
     if schema.since_version <= target:
         return None
+    if any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+        return (f"{node.op}-{schema.since_version} has no form at opset {target}: nodes with subgraphs are not "
+                f"converted across opsets")
     return _node_convertible_cached(_node_key(node), source, target)
 
 
@@ -390,6 +394,55 @@ def _rewrite_new_forms(model: onnx.ModelProto, node: onnx.NodeProto, source: int
         model.graph.initializer.append(numpy_helper.from_array(full, name))
         node.input[1] = name
         del node.input[3:]
+
+
+_SOFTMAX_FAMILY = ("Softmax", "LogSoftmax", "Hardmax")
+
+
+def _softmax_over_last_axis(model: onnx.ModelProto, source: int, target: int,
+                            shapes: dict[str, list[int | None]]) -> set[str]:
+    """Softmax-family nodes going from opset >= 13 (one axis) to < 13 (flatten to 2-D at `axis`).
+
+    Over the last axis both mean the same; any other axis is moved last by a
+    Transpose on each side. Returns the first outputs of the nodes now safe to
+    restamp; raises EdgecError where the input rank is unknown.
+    """
+    safe: set[str] = set()
+    if not source >= 13 > target:
+        return safe
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if node.op_type not in _SOFTMAX_FAMILY or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        shape = shapes.get(node.input[0])
+        if shape is None:
+            raise EdgecError(_no_form(node, source, target, "its input rank is unknown, and the older version "
+                                                            "flattens the input at `axis`"))
+        rank = len(shape)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        axis = axis + rank if axis < 0 else axis
+        kept = [a for a in node.attribute if a.name != "axis"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("axis", rank - 1)])
+        if axis == rank - 1:
+            nodes.append(node)
+        else:
+            perm = [d for d in range(rank) if d != axis] + [axis]
+            back = [perm.index(d) for d in range(rank)]
+            base = node.name or node.output[0]
+            moved_in, moved_out = _fresh(model, f"{base}_in_last"), _fresh(model, f"{base}_out_last")
+            output = node.output[0]
+            nodes.append(helper.make_node("Transpose", [node.input[0]], [moved_in], perm=perm,
+                                          name=_fresh(model, f"{base}_to_last")))
+            node.input[0], node.output[0] = moved_in, moved_out
+            nodes.append(node)
+            nodes.append(helper.make_node("Transpose", [moved_out], [output], perm=back,
+                                          name=_fresh(model, f"{base}_from_last")))
+        safe.add(node.output[0])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return safe
 
 
 def _fresh(model: onnx.ModelProto, base: str) -> str:

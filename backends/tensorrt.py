@@ -7,7 +7,7 @@ unit (the partitioner splits a Nano stage with `supports`).
 
 Engines are not portable: they are built on the Nano from the ONNX sub-model
 (`build_engine.sh`: `trtexec --onnx=sN.onnx --saveEngine=sN.engine --fp16
---workspace=<MiB> --shapes=...`; TensorRT 8.2's trtexec has `--workspace`,
+--workspace=<MiB>`; TensorRT 8.2's trtexec has `--workspace`,
 `--memPoolSize` came later). Precision is fp16 or fp32, never int8: Maxwell
 sm_53 has no INT8 path (device-facts.md).
 
@@ -234,9 +234,8 @@ def trtexec_command(stage: StageSpec, variant: str | None = None,
     if variant == "fp16":
         args.append("--fp16")
     args.append(f"--workspace={int(workspace_mib)}")
-    shapes = ",".join(f"{t.name}:{'x'.join(str(d) for d in t.shape)}" for t in stage.inputs)
-    if shapes:
-        args.append(f"--shapes={shapes}")
+    # No --shapes: GPU sub-models have static shapes (prepare_submodel), and trtexec refuses explicit shapes
+    # for a static model ("Static model does not take explicit shapes ...", NVIDIA/TensorRT#2043).
     return args
 
 

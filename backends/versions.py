@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from onnx import helper
-
 from edgec.errors import EdgecError
 
 ORT_ONNX_RELEASE: dict[tuple[int, int], str] = {
@@ -40,8 +38,9 @@ ORT_ONNX_RELEASE: dict[tuple[int, int], str] = {
 }
 
 
-def ort_versions(ort_version: str) -> tuple[int, int]:
-    """(max opset, max IR version) an ONNX Runtime release loads, e.g. "1.10" -> (15, 8)."""
+def ort_release(ort_version: str) -> str:
+    """The ONNX release an ONNX Runtime release builds against, e.g. "1.10" -> "1.10.0" (no onnx import:
+    boards check their cluster spec with it)."""
     try:
         major, minor = (int(p) for p in str(ort_version).split(".")[:2])
     except ValueError:
@@ -50,12 +49,18 @@ def ort_versions(ort_version: str) -> tuple[int, int]:
     if (major, minor) < known[0]:
         raise EdgecError(f"onnxruntime {ort_version} is older than {known[0][0]}.{known[0][1]}, the oldest edgec "
                          f"targets; install a newer onnxruntime on the board")
-    key = max(k for k in known if k <= (major, minor))
-    return onnx_release_versions(ORT_ONNX_RELEASE[key])
+    return ORT_ONNX_RELEASE[max(k for k in known if k <= (major, minor))]
+
+
+def ort_versions(ort_version: str) -> tuple[int, int]:
+    """(max opset, max IR version) an ONNX Runtime release loads, e.g. "1.10" -> (15, 8)."""
+    return onnx_release_versions(ort_release(ort_version))
 
 
 def onnx_release_versions(release: str) -> tuple[int, int]:
     """(opset, IR version) of an ONNX release, from onnx.helper.VERSION_TABLE."""
+    from onnx import helper
+
     for row in helper.VERSION_TABLE:
         if row[0] == release:
             return int(row[2]), int(row[1])

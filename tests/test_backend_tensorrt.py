@@ -328,16 +328,16 @@ def cpu_stage() -> StageSpec:
 
 def test_trtexec_command_and_engine_build_script():
     stage = gpu_stage()
+    # static shapes are in the sub-model; trtexec refuses --shapes for a static model (NVIDIA/TensorRT#2043)
     assert trt.trtexec_command(stage) == ["trtexec", "--onnx=s1.onnx", "--saveEngine=s1.engine", "--fp16",
-                                          "--workspace=1024", "--shapes=images:1x3x224x224,mask:1x1x56x56"]
+                                          "--workspace=1024"]
     assert "--fp16" not in trt.trtexec_command(gpu_stage("fp32"))
     with pytest.raises(EdgecError, match="no INT8 path"):
         trt.trtexec_command(gpu_stage("int8"))
     nano = cluster().devices["nano"]
     files = trt.bundle_files(nano, [stage], workspace_mib=512)
     script = files["build_engine.sh"]
-    assert '"$TRTEXEC" --onnx=s1.onnx --saveEngine=s1.engine --fp16 --workspace=512 ' \
-           '--shapes=images:1x3x224x224,mask:1x1x56x56' in script
+    assert '"$TRTEXEC" --onnx=s1.onnx --saveEngine=s1.engine --fp16 --workspace=512\n' in script
     assert "--memPoolSize" not in script and "--int8" not in script
     ep = __import__("json").loads(files["s1.trt_ep.json"])["TensorrtExecutionProvider"]
     assert ep["trt_fp16_enable"] is True and ep["trt_int8_enable"] is False

@@ -156,3 +156,31 @@ def test_verify_tampered_submodel(tmp_path):
     sub = out / manifest["stages"][0]["model"]
     sub.write_bytes(sub.read_bytes() + b"\x00")
     assert_user_error(edgec("verify", out), "sha256")
+
+
+def test_output_folder_that_holds_the_current_folder_is_refused(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    for out in (".", ".."):
+        proc = subprocess.run([sys.executable, "-m", "edgec.cli", "compile", str(SQUEEZENET), "-t", str(TRIO),
+                               "-o", out], capture_output=True, text=True, cwd=work)
+        assert_user_error(proc, "current folder", "-o out/")
+    assert list(work.iterdir()) == []
+
+
+def test_out_is_readable_by_others_as_the_umask_allows(tmp_path):
+    import os
+
+    out = tmp_path / "out"
+    assert edgec("compile", SQUEEZENET, "-t", TRIO, "-o", out).returncode == 0
+    expected = 0o777 & ~_current_umask()
+    assert out.stat().st_mode & 0o777 == expected
+    assert os.access(out / "manifest.json", os.R_OK)
+
+
+def _current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

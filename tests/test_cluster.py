@@ -69,6 +69,16 @@ def test_missing_link_is_infinite():
     (lambda s: s["devices"][0].update(colour="red"), "colour"),
     (lambda s: s.update(sink="cloud"), "$.sink"),
     (lambda s: s.update(links=[{"between": ["pi", "pi"], "bandwidth_mbps": 1}]), "$.links[0].between"),
+    (lambda s: s["devices"][1].update(units={"cpu": {"backend": "tensorrt"}}),
+     "$.devices[1].units.cpu.backend: a cpu unit runs the 'neon' backend"),
+    (lambda s: s["devices"][1].update(units={"npu": {"kind": "gpu", "cores": [0], "gflops": 1, "backend": "neon"}}),
+     "$.devices[1].units.npu.backend"),
+    (lambda s: s["devices"][1].update(onnxruntime="1.10beta"), "$.devices[1].onnxruntime"),
+    (lambda s: s["devices"][1].update(onnxruntime="1.2"), "$.devices[1].onnxruntime: onnxruntime 1.2 is older"),
+    (lambda s: s["devices"][1].update(units={"cpu": {"cores": [0, 0, 1]}}), "core 0 is listed twice"),
+    (lambda s: s["devices"][1].update(units={"cpu": {"cores": [99]}}), "has cores 0-3, not 99"),
+    (lambda s: s["devices"][0].update(units={"big": {"cores": [0, 1, 2, 3]}}), "core 0 belongs to unit"),
+    (lambda s: s["devices"][0].update(units={"litle": None}), "$.devices[0].units.litle: 'odroid-xu4' has no unit"),
 ])
 def test_validation_names_the_json_path(mutate, needle):
     spec = base()

@@ -12,7 +12,7 @@ from edgec.backends.trt82_operators import OPERATORS
 from edgec.cluster import parse_cluster
 from edgec.errors import EdgecError
 
-from conftest import MULTI, save_text_model
+from conftest import MULTI, TRIO, save_text_model
 
 # Shrink is not in TensorRT 8.2's ONNX parser; the convolutions around it are worth a GPU.
 CONV_SHRINK_CONV = """
@@ -142,4 +142,62 @@ def test_gpu_stages_begin_and_end_only_where_tensors_can_be_engine_bindings(tmp_
         if stage.unit == "gpu":
             assert all(t.dtype in ("float32", "float16", "int32", "bool") for t in stage.inputs + stage.outputs)
     assert units["ArgMax"] == {"cpu"} and "gpu" in units["Conv"]
+    assert edgec.verify(result.out_dir).passed
+
+
+# ONNX Runtime turns Constant nodes into initializers and inlines ONNX functions such as HardSwish.
+CONSTANT_AND_FUNCTION = """
+<ir_version: 8, opset_import: ["" : 14]>
+cf (float[1,16] x) => (float[1,16] y)
+{
+    c = Constant<value = float[1] {2.0}>()
+    a = Mul(x, c)
+    y = HardSwish(a)
+}
+"""
+
+# Softmax-13 normalises over one axis; Softmax-11 flattens to 2-D at `axis`: axis 1 of 3 needs moving.
+SOFTMAXES = """
+<ir_version: 8, opset_import: ["" : 13]>
+sm (float[2,4,8] x) => (float[2,4,8] y, float[2,4,8] z)
+{
+    y = Softmax<axis=1>(x)
+    z = LogSoftmax<axis=-1>(x)
+}
+"""
+
+# The If's branches read `a` from the outer graph: the stage that makes `a` must send it on.
+IF_OUTER_SCOPE = """
+<ir_version: 8, opset_import: ["" : 16]>
+ifm (float[1,64] x, bool cond) => (float[1,64] y) <float[64,64] w1, float[64,64] w2>
+{
+    a = MatMul(x, w1)
+    b = If(cond) <then_branch = g1 () => (float[1,64] t) { t = Relu(a) },
+                  else_branch = g2 () => (float[1,64] e) { e = Sigmoid(a) }>
+    y = MatMul(b, w2)
+}
+"""
+
+
+def test_constant_nodes_and_onnx_functions_run_on_a_cpu(tmp_path):
+    model = save_text_model(CONSTANT_AND_FUNCTION, tmp_path / "cf.onnx")
+    result = edgec.compile(model, one_board("raspberry-pi-4", "pi"), tmp_path / "out")
+    assert edgec.verify(result.out_dir).passed
+
+
+def test_softmax_over_any_axis_keeps_its_meaning_on_an_opset_11_board(tmp_path):
+    model = save_text_model(SOFTMAXES, tmp_path / "sm.onnx")
+    result = edgec.compile(model, one_board("raspberry-pi-4", "pi", max_opset=11), tmp_path / "out")
+    sub = onnx.load(str(result.out_dir / result.manifest.stages[0].model))
+    assert {o.domain: o.version for o in sub.opset_import}[""] == 11
+    assert [n.op_type for n in sub.graph.node].count("Transpose") == 2  # only the axis-1 Softmax moves
+    assert edgec.verify(result.out_dir).passed
+
+
+def test_a_node_with_subgraphs_stays_off_units_that_would_need_it_converted(tmp_path):
+    model = save_text_model(IF_OUTER_SCOPE, tmp_path / "if.onnx")
+    result = edgec.compile(model, TRIO, tmp_path / "out")
+    on = {n.op_type: f"{s.device}.{s.unit}"
+          for s in result.manifest.stages for n in onnx.load(str(result.out_dir / s.model)).graph.node}
+    assert on["If"] not in ("nano.gpu", "nano.cpu")  # TensorRT reads opset 13, the Nano's ORT 15; If is 16
     assert edgec.verify(result.out_dir).passed

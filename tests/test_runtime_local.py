@@ -98,6 +98,29 @@ def test_multi_tensor_boundaries_relays_and_two_outputs(tmp_path):
         assert_close(exp, got)
 
 
+SCALAR_INPUT = """
+<ir_version: 8, opset_import: ["" : 13]>
+sc (float[1,16] x, float s) => (float[1,16] y) <float[16,16] w>
+{
+    a = MatMul(x, w)
+    b = Mul(a, s)
+    y = Relu(b)
+}
+"""
+
+
+def test_scalar_inputs_travel_as_0_d_arrays(tmp_path):
+    model = save_text_model(SCALAR_INPUT, tmp_path / "scalar.onnx")
+    out = compile_for_hosts(model, tmp_path, [0, 1])
+    plan = read_plan(str(out))
+    frames = random_frames(plan.inputs, 4, seed=3)
+    assert frames[0]["s"].shape == () and isinstance(frames[0]["s"], np.ndarray)
+    result = run_local(str(out), frames, 4)
+    assert result.ok, result.summary()
+    for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
+        assert_close(exp, got)
+
+
 def test_a_bad_frame_gets_an_explicit_error_and_the_rest_go_through(tmp_path):
     model = save_text_model(MULTI, tmp_path / "multi.onnx")
     out = compile_for_hosts(model, tmp_path, [0, 1])
@@ -165,9 +188,14 @@ def test_cores_a_machine_lacks_are_folded_onto_its_own(tmp_path):
     assert notes and "d1: cores [517] are not all on this machine" in notes[0]
 
 
-def test_serving_a_board_does_not_load_the_compiler():
-    """A board runs `edgec serve` with numpy, pyzmq and onnxruntime; onnx, onnxsim and graphsurgeon stay out."""
-    code = ("import sys, edgec, edgec.cli, edgec.runtime.device, edgec.runtime.driver, edgec.runtime.local; "
+def test_serving_a_board_does_not_load_the_compiler(squeezenet_plan):
+    """A board runs `edgec serve` with numpy, pyzmq and onnxruntime; onnx, onnxsim and graphsurgeon stay out,
+    through reading the plan, checking its cluster spec and loading the device's stages."""
+    out = str(squeezenet_plan[1])
+    code = ("import sys; from edgec.runtime.plan import read_plan; from edgec.runtime.local import plan_cores; "
+            "from edgec.runtime.device import DeviceWorker; import edgec.cli; "
+            f"plan = read_plan({out!r}); plan_cores(plan); DeviceWorker({out!r}, plan.devices[0]); "
             "print(sorted(m for m in ('onnx', 'onnxsim', 'onnx_graphsurgeon', 'edgec.api') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -106,6 +106,10 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
 
 
 def _make_staging_dir(out: Path) -> Path:
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise EdgecError("the output folder would be the current folder or one that holds it, and a compile "
+                         "replaces its output folder whole; choose a sub-folder, e.g. -o out/", where=str(out))
     if out.exists() and not out.is_dir():
         raise EdgecError("output path exists and is not a folder; choose another -o", where=str(out))
     if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
@@ -114,18 +118,32 @@ def _make_staging_dir(out: Path) -> Path:
     parent = out.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; out/ is copied to boards and read by others
+        return staging
     except OSError as exc:
         raise EdgecError(f"cannot write the output folder ({exc.strerror}); choose a writable -o",
                          where=str(out)) from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _move_into_place(staging: Path, out: Path) -> None:
     old = None
-    if out.exists():
-        old = staging.with_name(staging.name + ".old")
-        out.rename(old)
-    staging.rename(out)
+    try:
+        if out.exists():
+            old = staging.with_name(staging.name + ".old")
+            out.rename(old)
+        staging.rename(out)
+    except OSError as exc:
+        if old is not None and not out.exists():
+            old.rename(out)  # put the previous output back
+        raise EdgecError(f"cannot put the new output in place ({exc.strerror}); choose another -o",
+                         where=str(out)) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

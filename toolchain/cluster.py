@@ -206,7 +206,10 @@ def _build_device(name: str, dtype: str, dspec: dict[str, Any], where: str, path
             base[key] = dspec[key]
     for uname, uover in dspec.get("units", {}).items():
         if uover is None:  # `"little": null` drops a unit
-            base["units"].pop(uname, None)
+            if uname not in base["units"]:
+                raise EdgecError(f"{where}.units.{uname}: '{dtype}' has no unit '{uname}' to drop; its units: "
+                                 f"{', '.join(CATALOG[dtype]['units'])}", where=path)
+            base["units"].pop(uname)
             continue
         if uname not in base["units"]:
             missing = [k for k in ("kind", "cores", "gflops", "backend") if k not in uover]
@@ -221,6 +224,7 @@ def _build_device(name: str, dtype: str, dspec: dict[str, Any], where: str, path
     if capacity_mb <= 0:
         raise EdgecError(f"{where}.memory_mb: {base['memory_mb']} MB leaves nothing after the "
                          f"{base['reserved_mb']} MB reserved for the system", where=path)
+    _check_units(dtype, base, where, path)
     units = {
         uname: ComputeUnit(uname, u["kind"], tuple(u["cores"]), float(u["gflops"]), u["backend"], u.get("profile"))
         for uname, u in base["units"].items()
@@ -233,6 +237,41 @@ def _build_device(name: str, dtype: str, dspec: dict[str, Any], where: str, path
                              f"run `edgec profile -o FILE` on the board", where=path)
     return Device(name, dtype, base["arch"], int(capacity_mb * 2**20), str(base["onnxruntime"]),
                   int(base["max_opset"]), units, dspec.get("host", "127.0.0.1"), profile_path)
+
+
+BACKEND_OF_KIND = {"cpu": "neon", "gpu": "tensorrt"}
+
+
+def _check_units(dtype: str, base: dict[str, Any], where: str, path: str) -> None:
+    """What the schema cannot say: a unit's backend fits its kind; CPU units name distinct cores of the board;
+    the board's ONNX Runtime is one edgec knows."""
+    from edgec.backends.versions import ort_release
+
+    try:
+        ort_release(str(base["onnxruntime"]))
+    except EdgecError as exc:
+        raise EdgecError(f"{where}.onnxruntime: {exc.message}", where=path) from None
+    board_cores = {c for u in CATALOG[dtype]["units"].values() if u["kind"] == "cpu" for c in u["cores"]}
+    owner: dict[int, str] = {}
+    for uname, u in base["units"].items():
+        uwhere = f"{where}.units.{uname}"
+        if BACKEND_OF_KIND[u["kind"]] != u["backend"]:
+            raise EdgecError(f"{uwhere}.backend: a {u['kind']} unit runs the '{BACKEND_OF_KIND[u['kind']]}' "
+                             f"backend, not '{u['backend']}'", where=path)
+        if u["kind"] != "cpu":
+            continue  # a GPU's cores are the host cores that drive it
+        cores = list(u["cores"])
+        if len(set(cores)) != len(cores):
+            raise EdgecError(f"{uwhere}.cores: core {next(c for c in cores if cores.count(c) > 1)} is listed twice",
+                             where=path)
+        for c in cores:
+            if dtype != "host" and c not in board_cores:
+                raise EdgecError(f"{uwhere}.cores: a '{dtype}' has cores {min(board_cores)}-{max(board_cores)}, "
+                                 f"not {c}", where=path)
+            if c in owner:
+                raise EdgecError(f"{uwhere}.cores: core {c} belongs to unit '{owner[c]}' too; the units of a "
+                                 f"board run side by side, on cores of their own", where=path)
+            owner[c] = uname
 
 
 def _json_path(parts: Any) -> str:

@@ -234,7 +234,8 @@ def consumed_tensors(node: gs.Node) -> list[gs.Tensor]:
     out = [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
     for value in node.attrs.values():
         if isinstance(value, gs.Graph):
-            inner = {t.name for t in value.tensors().values() if t.inputs or t in value.inputs}
+            # names the subgraph defines itself; an outer tensor keeps its outer producer in graphsurgeon
+            inner = {t.name for sub in value.nodes for t in sub.outputs} | {t.name for t in value.inputs}
             for sub in value.nodes:
                 out.extend(t for t in consumed_tensors(sub) if t.name not in inner)
     return out

@@ -364,7 +364,7 @@ def load_frames(path: str, plan: Plan) -> List[Frame]:
     if len(counts) > 1:
         raise EdgecError(f"inputs hold different numbers of frames: {sorted(counts)}", where=path)
     n = counts.pop() if counts else 1
-    return [{s.name: np.ascontiguousarray(arrays[s.name][k]) for s in plan.inputs} for k in range(n)]
+    return [{s.name: wire.contiguous(arrays[s.name][k]) for s in plan.inputs} for k in range(n)]
 
 
 def random_frames(inputs: Sequence[Tensor], count: int, seed: int = 0) -> List[Frame]:
@@ -375,11 +375,12 @@ def random_frames(inputs: Sequence[Tensor], count: int, seed: int = 0) -> List[F
         for spec in inputs:
             dtype = np.dtype(spec.dtype)
             if dtype.kind == "f":
-                frame[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
+                values = rng.standard_normal(spec.shape)
             elif dtype.kind == "b":
-                frame[spec.name] = rng.integers(0, 2, spec.shape).astype(dtype)
+                values = rng.integers(0, 2, spec.shape)
             else:
-                frame[spec.name] = rng.integers(0, 10, spec.shape).astype(dtype)
+                values = rng.integers(0, 10, spec.shape)
+            frame[spec.name] = np.asarray(values, dtype=dtype)  # a 0-d array for a scalar, not a numpy scalar
         frames.append(frame)
     return frames
 

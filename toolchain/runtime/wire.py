@@ -34,6 +34,12 @@ MAX_HEADER_BYTES = 1 << 20
 Expect = Mapping[str, Tuple[str, Sequence[int]]]
 
 
+def contiguous(value: Any) -> np.ndarray:
+    """`value` as a C-contiguous array of its own shape (np.ascontiguousarray makes a 0-d array 1-d)."""
+    arr = np.asarray(value)
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+
+
 class WireError(Exception):
     """A message that does not have the form, sizes or tensors it should."""
 
@@ -64,7 +70,7 @@ def encode(kind: str, run: str, seq: int, tensors: Sequence[Tuple[str, np.ndarra
     specs = []
     buffers: List[Any] = []
     for name, arr in tensors:
-        arr = np.ascontiguousarray(arr)
+        arr = contiguous(arr)
         if arr.dtype.name not in DTYPES:
             raise WireError(f"tensor '{name}': dtype {arr.dtype.name} cannot be sent")
         specs.append({"name": name, "dtype": arr.dtype.name, "shape": [int(d) for d in arr.shape]})
