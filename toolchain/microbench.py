@@ -38,6 +38,9 @@ class Bench:
     op_class: str
     build: Callable[[int], onnx.ModelProto]
     lengths: tuple[int, int] = (1, 5)
+    parts: tuple[str, ...] = ()   # benches whose ops one step chains, when the step is a composite
+    conversions: int = 0          # layout conversions per step in a blocked-layout runtime
+    converted_bytes: int = 0      # bytes of the tensors they convert, all of them
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class BenchResult:
     op_class: str
     ms: float            # one op, fixed costs removed
     work: NodeWork
+    parts: tuple[str, ...] = ()
+    conversions: int = 0
+    converted_bytes: int = 0
 
 
 # -- model builders --------------------------------------------------------------------------
@@ -156,6 +162,32 @@ def _shuffle_chain(c: int, hw: int, groups: int) -> Callable[[int], onnx.ModelPr
     return build
 
 
+def _dw_shuffle_chain(c: int, hw: int, groups: int) -> Callable[[int], onnx.ModelProto]:
+    """Depthwise 3x3 conv then channel shuffle, repeated: in a blocked-layout runtime the conv runs
+    blocked and the Transpose plain, so each step converts the tensor twice (to plain and back)."""
+    dw, shuffle = _conv_chain(c, hw, 3, group=c), _shuffle_chain(c, hw, groups)
+
+    def build(length: int) -> onnx.ModelProto:
+        d, s = dw(length), shuffle(length)
+        nodes, inits = [], list(s.graph.initializer)
+        renamed = {f"x{i}": f"y{i + 1}" for i in range(length)}
+        for i in range(length):
+            conv = onnx.NodeProto()
+            conv.CopyFrom(d.graph.node[i])
+            conv.input[0] = f"x{i}"
+            conv.output[0] = f"y{i + 1}"
+            nodes.append(conv)
+            for node in s.graph.node[3 * i:3 * i + 3]:
+                node = onnx.helper.make_node(node.op_type, [renamed.get(n, n) if node.name.endswith("a") else n
+                                                            for n in node.input], list(node.output),
+                                             name=node.name, **{a.name: helper.get_attribute_value(a)
+                                                                for a in node.attribute})
+                nodes.append(node)
+        inits += [t for t in d.graph.initializer]
+        return _model(nodes, inits, [1, c, hw, hw], f"x{length}")
+    return build
+
+
 def default_benches() -> list[Bench]:
     """Representative ops per class, at the sizes ImageNet CNNs run them."""
     return [
@@ -182,7 +214,37 @@ def default_benches() -> list[Bench]:
         Bench("softmax 1000x64", "norm", _unary_chain("Softmax", [64, 1000], axis=1)),
         Bench("split+concat 256ch 28x28", "memory", _concat_chain(256, 28)),
         Bench("channel shuffle 240ch 28x28", "memory", _shuffle_chain(240, 28, 3)),
+        Bench("dw3x3 240ch 28x28", "depthwise", _conv_chain(240, 28, 3, group=240)),
+        Bench("dw3x3+shuffle 240ch 28x28", "layout", _dw_shuffle_chain(240, 28, 3),
+              parts=("dw3x3 240ch 28x28", "channel shuffle 240ch 28x28"), conversions=2,
+              converted_bytes=2 * 240 * 28 * 28 * 4),
     ]
+
+
+def nchwc_block_size() -> int:
+    """Channels per block of ONNX Runtime's blocked layout on this machine (0: it uses none).
+
+    Read off the optimized graphs of two convs: a 16-channel conv is blocked if the
+    runtime has the layout at all; a conv of 4 groups of 8 channels only if blocks are 8 wide.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    def blocked(channels: int, group: int = 1) -> bool:
+        model = _conv_chain(channels, 8, 1, group)(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+            so.log_severity_level = 3
+            ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            optimized = onnx.load(so.optimized_model_filepath)
+        return any(n.op_type == "ReorderInput" for n in optimized.graph.node)
+
+    if not blocked(16):
+        return 0
+    return 8 if blocked(32, group=4) else 16
 
 
 def overhead_bench() -> Bench:
@@ -301,7 +363,8 @@ def run_bench(bench: Bench, threads: int, cores: Sequence[int] | None = None, ru
     totals = [_sum_work(bench.build(length)) for length in (short, long_)]
     step = [(b - a) / (long_ - short) for a, b in zip(*totals)]
     work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class)
-    return BenchResult(bench.name, bench.op_class, ms, work)
+    return BenchResult(bench.name, bench.op_class, ms, work, bench.parts, bench.conversions,
+                       bench.converted_bytes)
 
 
 def _sum_work(model: onnx.ModelProto) -> tuple[float, int, int, int]:
