@@ -27,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgec.flops import VIEW_OPS, NodeWork, node_work
 
 OPSET = 13
+_NCHWC = "com.microsoft.nchwc"
 _F = TensorProto.FLOAT
 
 
@@ -38,7 +39,6 @@ class Bench:
     op_class: str
     build: Callable[[int], onnx.ModelProto]
     lengths: tuple[int, int] = (1, 5)
-    parts: tuple[str, ...] = ()   # benches whose ops one step chains, when the step is a composite
     conversions: int = 0          # layout conversions per step in a blocked-layout runtime
     converted_bytes: int = 0      # bytes of the tensors they convert, all of them
 
@@ -49,7 +49,6 @@ class BenchResult:
     op_class: str
     ms: float            # one op, fixed costs removed
     work: NodeWork
-    parts: tuple[str, ...] = ()
     conversions: int = 0
     converted_bytes: int = 0
 
@@ -162,30 +161,28 @@ def _shuffle_chain(c: int, hw: int, groups: int) -> Callable[[int], onnx.ModelPr
     return build
 
 
-def _dw_shuffle_chain(c: int, hw: int, groups: int) -> Callable[[int], onnx.ModelProto]:
-    """Depthwise 3x3 conv then channel shuffle, repeated: in a blocked-layout runtime the conv runs
-    blocked and the Transpose plain, so each step converts the tensor twice (to plain and back)."""
-    dw, shuffle = _conv_chain(c, hw, 3, group=c), _shuffle_chain(c, hw, groups)
-
+def _reorder_chain(c: int, hw: int) -> Callable[[int], onnx.ModelProto]:
+    """ONNX Runtime's own layout conversions, NCHW -> NCHWc -> NCHW, repeated: two per step."""
     def build(length: int) -> onnx.ModelProto:
-        d, s = dw(length), shuffle(length)
-        nodes, inits = [], list(s.graph.initializer)
-        renamed = {f"x{i}": f"y{i + 1}" for i in range(length)}
+        nodes = []
         for i in range(length):
-            conv = onnx.NodeProto()
-            conv.CopyFrom(d.graph.node[i])
-            conv.input[0] = f"x{i}"
-            conv.output[0] = f"y{i + 1}"
-            nodes.append(conv)
-            for node in s.graph.node[3 * i:3 * i + 3]:
-                node = onnx.helper.make_node(node.op_type, [renamed.get(n, n) if node.name.endswith("a") else n
-                                                            for n in node.input], list(node.output),
-                                             name=node.name, **{a.name: helper.get_attribute_value(a)
-                                                                for a in node.attribute})
-                nodes.append(node)
-        inits += [t for t in d.graph.initializer]
-        return _model(nodes, inits, [1, c, hw, hw], f"x{length}")
+            nodes += [helper.make_node("ReorderInput", [f"x{i}"], [f"b{i}"], name=f"to_blocked{i}", domain=_NCHWC),
+                      helper.make_node("ReorderOutput", [f"b{i}"], [f"x{i + 1}"], name=f"to_plain{i}", domain=_NCHWC,
+                                       channels=c)]
+        shapes = [helper.make_tensor_value_info(f"{k}{i}", _F, [1, c, hw, hw]) for i in range(length) for k in "xb"]
+        graph = helper.make_graph(nodes, "bench", shapes[:1], [helper.make_tensor_value_info(f"x{length}", _F, None)],
+                                  value_info=shapes[1:] + [helper.make_tensor_value_info(f"x{length}", _F, [1, c, hw, hw])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(_NCHWC, 1)])
+        model.ir_version = 8
+        return model
     return build
+
+
+def layout_benches() -> list[Bench]:
+    """Layout conversions at CNN stage sizes, channels whole and partial blocks; only for a runtime with NCHWc."""
+    return [Bench(f"reorder {c}ch {hw}x{hw}", "layout", _reorder_chain(c, hw), conversions=2,
+                  converted_bytes=2 * c * hw * hw * 4)
+            for c, hw in ((96, 56), (200, 28), (400, 14), (800, 7))]
 
 
 def default_benches() -> list[Bench]:
@@ -214,10 +211,6 @@ def default_benches() -> list[Bench]:
         Bench("softmax 1000x64", "norm", _unary_chain("Softmax", [64, 1000], axis=1)),
         Bench("split+concat 256ch 28x28", "memory", _concat_chain(256, 28)),
         Bench("channel shuffle 240ch 28x28", "memory", _shuffle_chain(240, 28, 3)),
-        Bench("dw3x3 240ch 28x28", "depthwise", _conv_chain(240, 28, 3, group=240)),
-        Bench("dw3x3+shuffle 240ch 28x28", "layout", _dw_shuffle_chain(240, 28, 3),
-              parts=("dw3x3 240ch 28x28", "channel shuffle 240ch 28x28"), conversions=2,
-              converted_bytes=2 * 240 * 28 * 28 * 4),
     ]
 
 
@@ -363,7 +356,7 @@ def run_bench(bench: Bench, threads: int, cores: Sequence[int] | None = None, ru
     totals = [_sum_work(bench.build(length)) for length in (short, long_)]
     step = [(b - a) / (long_ - short) for a, b in zip(*totals)]
     work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class)
-    return BenchResult(bench.name, bench.op_class, ms, work, bench.parts, bench.conversions,
+    return BenchResult(bench.name, bench.op_class, ms, work, bench.conversions,
                        bench.converted_bytes)
 
 

@@ -14,10 +14,10 @@ fits the profile to them:
   bandwidth they reach;
 - ``layout_block``: ONNX Runtime's NCHWc block on this machine, read off an
   optimized graph (:func:`edgec.microbench.nchwc_block_size`);
-- ``layout_efficiency``: from a chain alternating depthwise conv and channel
-  shuffle, which converts the tensor twice per step: the step's time less its
-  two parts timed alone is the conversions', as a fraction of the activation
-  bandwidth (read + write of the converted bytes) after one node overhead each.
+- ``layout_efficiency``: from chains of ONNX Runtime's own conversion ops
+  (:func:`edgec.microbench.layout_benches`, run only where it has the layout):
+  the geometric mean of the fraction of the activation bandwidth they reach
+  (read + write of the converted bytes, after one node overhead each).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Sequence
 
 from edgec.flops import OP_CLASSES
-from edgec.microbench import Bench, BenchResult, default_benches, nchwc_block_size, overhead_bench, run_bench
+from edgec.microbench import (Bench, BenchResult, default_benches, layout_benches, nchwc_block_size, overhead_bench,
+                              run_bench)
 from edgec.profile import UnitProfile, default_grouped_efficiency, profile_file_json
 
 
@@ -92,20 +93,16 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
 
 
 def fit_layout_efficiency(results: Sequence[BenchResult], overhead_ms: float, act_bandwidth_gbs: float) -> float:
-    """Fraction of the activation bandwidth layout conversions reach (median over the composite benches).
-
-    A composite bench's step less its parts, timed alone, is its conversions' time; each
-    conversion is one node (overhead) that reads and writes its tensor. 1.0 without such a bench.
-    """
-    by_name = {r.name: r for r in results}
-    effs = []
+    """Fraction of the activation bandwidth layout conversions reach: geometric mean over the
+    conversion benches (op class ``layout``), each conversion one node that reads and writes its tensor;
+    1.0 without such a bench."""
+    logs = []
     for r in results:
-        if not r.conversions or not r.parts or not all(p in by_name for p in r.parts):
+        if r.op_class != "layout" or not r.conversions:
             continue
-        extra = r.ms - sum(by_name[p].ms for p in r.parts) - r.conversions * overhead_ms
-        ideal = 2 * r.converted_bytes / (act_bandwidth_gbs * 1e6)
-        effs.append(min(ideal / max(extra, 1e-6), 4.0))
-    return statistics.median(effs) if effs else 1.0
+        kernel = max(r.ms - r.conversions * overhead_ms, 1e-6)
+        logs.append(math.log(min(2 * r.converted_bytes / (act_bandwidth_gbs * 1e6) / kernel, 4.0)))
+    return math.exp(sum(logs) / len(logs)) if logs else 1.0
 
 
 # -- entry points ----------------------------------------------------------------------------
@@ -124,8 +121,9 @@ def measure_host_profile(threads: int, cores: list[int] | None = None, *,
         if saved is not None:
             os.sched_setaffinity(0, set(cores or []))
         overhead = run_bench(overhead_bench(), threads, cores, runs=runs).ms
-        results = [run_bench(b, threads, cores, runs=runs) for b in (benches or default_benches())]
         block = nchwc_block_size()
+        benches = list(benches or default_benches()) + (layout_benches() if block else [])
+        results = [run_bench(b, threads, cores, runs=runs) for b in benches]
     finally:
         if saved is not None:
             os.sched_setaffinity(0, saved)
