@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.save_profile).write_text(json.dumps(spec, indent=1) + "\n")
         print(f"profile measured in {time.perf_counter() - t0:.0f} s: peak {profile.peak_gflops:.0f} GFLOP/s, "
               f"DRAM {profile.bandwidth_gbs:.1f} GB/s, activations {profile.act_bandwidth_gbs:.0f} GB/s, "
-              f"overhead {profile.overhead_ms * 1e3:.1f} us, threads {profile.threads}")
+              f"overhead {profile.overhead_ms * 1e3:.1f} us, threads {profile.threads}, "
+              f"layout block {profile.layout_block} at {profile.layout_efficiency:.2f} of the activation bandwidth")
         print("  efficiency: " + ", ".join(f"{c} {e:.2f}" for c, e in profile.efficiency.items()))
 
     paths = sorted(Path(p) for p in glob.glob(str(ZOO / "*.onnx")))

@@ -12,7 +12,12 @@ the figures match what runs:
   fuses a residual only into the convs of its blocked-layout (NCHWc) path,
   which grouped convs with several channels per group do not take;
 - Dropout and Identity are removed; views (Reshape, Flatten, Squeeze, Unsqueeze)
-  cost only the per-node overhead.
+  cost only the per-node overhead;
+- where the unit's runtime runs some ops in a blocked layout (profile
+  ``layout_block``), each conversion :mod:`edgec.passes.layout` finds costs
+  :meth:`UnitProfile.conversion_ms`: in :func:`predict_ms` the nodes run as one
+  session (inputs arrive and outputs leave plain); in the `cost` pass the
+  conversions of the whole graph join the group of the blocked node they sit next to.
 
 Also here: :func:`transfer_ms` (a tensor between two devices: link time plus
 serialization at both ends) and :func:`stage_memory_bytes`.
@@ -28,6 +33,7 @@ import onnx_graphsurgeon as gs
 from edgec.errors import EdgecError
 from edgec.flops import VIEW_OPS, NodeWork, node_work, op_class
 from edgec.ir import GroupCost, Program
+from edgec.passes.layout import conversions
 from edgec.pipeline import PassResult
 from edgec.profile import UnitProfile, resolve_unit_profile
 
@@ -62,6 +68,9 @@ class Cost:
             cost.param_bytes += work.param_bytes
             for uid, profile in units:
                 cost.ms[uid] += node_ms(node, work, profile, fused=node.name in fused)
+        for uid, profile in units:
+            for conv in conversions(nodes, profile.layout_block, fused):
+                costs[group_of.get(conv.node, conv.node)].ms[uid] += profile.conversion_ms(conv.nbytes)
         for group, nbytes in _group_output_bytes(nodes, group_of).items():
             costs[group].activation_bytes = nbytes
         program.costs = costs
@@ -78,9 +87,18 @@ def node_ms(node: gs.Node, work: NodeWork, profile: UnitProfile, *, fused: bool 
 
 
 def predict_ms(nodes: Sequence[gs.Node], profile: UnitProfile) -> float:
-    """Predicted ms of running these nodes (a whole graph or one stage) on one unit."""
+    """Predicted ms of running these nodes (a whole graph or one stage) on one unit, layout conversions included."""
     fused = fused_nodes(nodes)
-    return sum(node_ms(n, node_work(n), profile, fused=n.name in fused) for n in nodes)
+    ms = sum(node_ms(n, node_work(n), profile, fused=n.name in fused) for n in nodes)
+    return ms + layout_ms(nodes, profile, fused)
+
+
+def layout_ms(nodes: Sequence[gs.Node], profile: UnitProfile, fused: Iterable[str] | None = None) -> float:
+    """ms the unit's runtime spends converting layouts when running these nodes as one session."""
+    if profile.layout_block <= 0:
+        return 0.0
+    fused = fused_nodes(nodes) if fused is None else fused
+    return sum(profile.conversion_ms(c.nbytes) for c in conversions(nodes, profile.layout_block, fused))
 
 
 def fused_nodes(nodes: Iterable[gs.Node]) -> set[str]:

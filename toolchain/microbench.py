@@ -27,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgec.flops import VIEW_OPS, NodeWork, node_work
 
 OPSET = 13
+_NCHWC = "com.microsoft.nchwc"
 _F = TensorProto.FLOAT
 
 
@@ -38,6 +39,8 @@ class Bench:
     op_class: str
     build: Callable[[int], onnx.ModelProto]
     lengths: tuple[int, int] = (1, 5)
+    conversions: int = 0          # layout conversions per step in a blocked-layout runtime
+    converted_bytes: int = 0      # bytes of the tensors they convert, all of them
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class BenchResult:
     op_class: str
     ms: float            # one op, fixed costs removed
     work: NodeWork
+    conversions: int = 0
+    converted_bytes: int = 0
 
 
 # -- model builders --------------------------------------------------------------------------
@@ -156,6 +161,30 @@ def _shuffle_chain(c: int, hw: int, groups: int) -> Callable[[int], onnx.ModelPr
     return build
 
 
+def _reorder_chain(c: int, hw: int) -> Callable[[int], onnx.ModelProto]:
+    """ONNX Runtime's own layout conversions, NCHW -> NCHWc -> NCHW, repeated: two per step."""
+    def build(length: int) -> onnx.ModelProto:
+        nodes = []
+        for i in range(length):
+            nodes += [helper.make_node("ReorderInput", [f"x{i}"], [f"b{i}"], name=f"to_blocked{i}", domain=_NCHWC),
+                      helper.make_node("ReorderOutput", [f"b{i}"], [f"x{i + 1}"], name=f"to_plain{i}", domain=_NCHWC,
+                                       channels=c)]
+        shapes = [helper.make_tensor_value_info(f"{k}{i}", _F, [1, c, hw, hw]) for i in range(length) for k in "xb"]
+        graph = helper.make_graph(nodes, "bench", shapes[:1], [helper.make_tensor_value_info(f"x{length}", _F, None)],
+                                  value_info=shapes[1:] + [helper.make_tensor_value_info(f"x{length}", _F, [1, c, hw, hw])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(_NCHWC, 1)])
+        model.ir_version = 8
+        return model
+    return build
+
+
+def layout_benches() -> list[Bench]:
+    """Layout conversions at CNN stage sizes, channels whole and partial blocks; only for a runtime with NCHWc."""
+    return [Bench(f"reorder {c}ch {hw}x{hw}", "layout", _reorder_chain(c, hw), conversions=2,
+                  converted_bytes=2 * c * hw * hw * 4)
+            for c, hw in ((96, 56), (200, 28), (400, 14), (800, 7))]
+
+
 def default_benches() -> list[Bench]:
     """Representative ops per class, at the sizes ImageNet CNNs run them."""
     return [
@@ -183,6 +212,32 @@ def default_benches() -> list[Bench]:
         Bench("split+concat 256ch 28x28", "memory", _concat_chain(256, 28)),
         Bench("channel shuffle 240ch 28x28", "memory", _shuffle_chain(240, 28, 3)),
     ]
+
+
+def nchwc_block_size() -> int:
+    """Channels per block of ONNX Runtime's blocked layout on this machine (0: it uses none).
+
+    Read off the optimized graphs of two convs: a 16-channel conv is blocked if the
+    runtime has the layout at all; a conv of 4 groups of 8 channels only if blocks are 8 wide.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    def blocked(channels: int, group: int = 1) -> bool:
+        model = _conv_chain(channels, 8, 1, group)(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+            so.log_severity_level = 3
+            ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            optimized = onnx.load(so.optimized_model_filepath)
+        return any(n.op_type == "ReorderInput" for n in optimized.graph.node)
+
+    if not blocked(16):
+        return 0
+    return 8 if blocked(32, group=4) else 16
 
 
 def overhead_bench() -> Bench:
@@ -301,7 +356,8 @@ def run_bench(bench: Bench, threads: int, cores: Sequence[int] | None = None, ru
     totals = [_sum_work(bench.build(length)) for length in (short, long_)]
     step = [(b - a) / (long_ - short) for a, b in zip(*totals)]
     work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class)
-    return BenchResult(bench.name, bench.op_class, ms, work)
+    return BenchResult(bench.name, bench.op_class, ms, work, bench.conversions,
+                       bench.converted_bytes)
 
 
 def _sum_work(model: onnx.ModelProto) -> tuple[float, int, int, int]:

@@ -29,6 +29,19 @@ left out, as in files written before the class existed: it then defaults to
 :func:`default_grouped_efficiency`, the geometric mean of ``conv`` and
 ``depthwise`` (per group the runtime runs a GEMM as a dense conv does, but
 small, as a depthwise conv's is), and ``sources`` says so.
+
+``layout_block`` and ``layout_efficiency`` describe the runtime's blocked
+activation layout (ONNX Runtime's NCHWc on x86-64, see
+:mod:`edgec.passes.layout`): channels per block, and the fraction of the
+activation bandwidth a conversion between plain and blocked layout reaches.
+Each conversion costs ``2 x tensor bytes / (activation bandwidth x
+layout_efficiency) + overhead_ms``. ``layout_block`` 0 means the runtime
+converts no layouts (no cost); it is the default when the field is missing
+(files written before it existed) and the value of every built-in profile:
+their figures are calibrated against ncnn, whose packed layout is part of the
+measured per-layer times, ORT's NCHWc path needs an MLAS build with NCHWc
+kernels (x86-64; not the XU4's ARMv7), and TensorRT (the Nano's GPU) picks
+layouts inside its fused engine. ``layout_efficiency`` defaults to 1.0.
 """
 
 from __future__ import annotations
@@ -61,6 +74,8 @@ class UnitProfile:
     cores: tuple[int, ...] | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     activation_bandwidth_gbs: float | None = None  # activations, cache-resident where they fit; default DRAM's
+    layout_block: int = 0              # channels per block of the runtime's blocked layout (NCHWc); 0: none
+    layout_efficiency: float = 1.0     # fraction of the activation bandwidth a layout conversion reaches
 
     @property
     def act_bandwidth_gbs(self) -> float:
@@ -84,6 +99,12 @@ class UnitProfile:
         t = max(self.compute_ms(work.flops, work.op_class), self.memory_ms(work.param_bytes, activation_bytes))
         return t + (self.overhead_ms if overhead else 0.0)
 
+    def conversion_ms(self, nbytes: float) -> float:
+        """ms of one layout conversion of a tensor of nbytes (read once, written once, one runtime node)."""
+        if self.layout_block <= 0 or nbytes <= 0:
+            return 0.0
+        return self.memory_ms(0, 2 * nbytes / self.layout_efficiency) + self.overhead_ms
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "peak_gflops": self.peak_gflops,
@@ -91,6 +112,8 @@ class UnitProfile:
             "activation_bandwidth_gbs": self.act_bandwidth_gbs,
             "overhead_ms": self.overhead_ms,
             "threads": self.threads,
+            "layout_block": self.layout_block,
+            "layout_efficiency": self.layout_efficiency,
             "efficiency": {c: self.efficiency[c] for c in OP_CLASSES},
             "sources": dict(self.sources),
         }
@@ -310,6 +333,12 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
     if act_bw is not None:
         _require(_is_number(act_bw) and act_bw > 0, f"{where}.activation_bandwidth_gbs",
                  f"expected a number greater than 0, got {act_bw!r}", path)
+    block = spec.get("layout_block", 0)
+    _require(isinstance(block, int) and not isinstance(block, bool) and block >= 0, f"{where}.layout_block",
+             f"expected a non-negative integer, got {block!r}", path)
+    layout_eff = spec.get("layout_efficiency", 1.0)
+    _require(_is_number(layout_eff) and layout_eff > 0, f"{where}.layout_efficiency",
+             f"expected a number greater than 0, got {layout_eff!r}", path)
     threads = spec.get("threads", 1)
     _require(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1, f"{where}.threads",
              f"expected a positive integer, got {threads!r}", path)
@@ -323,6 +352,8 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
     _require(isinstance(sources, dict) and all(isinstance(v, str) for v in sources.values()),
              f"{where}.sources", "expected an object of strings", path)
     sources = dict(sources)
+    if "layout_block" not in spec:
+        sources["layout_block"] = "not in the file: 0, no layout conversions charged"
     eff = dict(eff)
     if "grouped" not in eff and all(_is_number(eff.get(c)) and eff[c] > 0 for c in ("conv", "depthwise")):
         eff["grouped"] = default_grouped_efficiency(eff["conv"], eff["depthwise"])
@@ -337,7 +368,7 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
     return UnitProfile(name, numbers["peak_gflops"], numbers["bandwidth_gbs"],
                        {c: float(eff[c]) for c in OP_CLASSES}, numbers["overhead_ms"], threads,
                        tuple(cores) if cores is not None else None, sources,
-                       float(act_bw) if act_bw is not None else None)
+                       float(act_bw) if act_bw is not None else None, block, float(layout_eff))
 
 
 def profile_file_json(units: Mapping[str, UnitProfile | Mapping[str, Any]], host: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,13 @@ fits the profile to them:
 - ``efficiency[class]``: the geometric mean over the class's benchmarks of the
   efficiency that makes the roofline reproduce the measured time; for
   ``memory`` (layout ops, no arithmetic) the fraction of the activation
-  bandwidth they reach.
+  bandwidth they reach;
+- ``layout_block``: ONNX Runtime's NCHWc block on this machine, read off an
+  optimized graph (:func:`edgec.microbench.nchwc_block_size`);
+- ``layout_efficiency``: from chains of ONNX Runtime's own conversion ops
+  (:func:`edgec.microbench.layout_benches`, run only where it has the layout):
+  the geometric mean of the fraction of the activation bandwidth they reach
+  (read + write of the converted bytes, after one node overhead each).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from pathlib import Path
 from typing import Sequence
 
 from edgec.flops import OP_CLASSES
-from edgec.microbench import Bench, BenchResult, default_benches, overhead_bench, run_bench
+from edgec.microbench import (Bench, BenchResult, default_benches, layout_benches, nchwc_block_size, overhead_bench,
+                              run_bench)
 from edgec.profile import UnitProfile, default_grouped_efficiency, profile_file_json
 
 
@@ -33,7 +40,7 @@ from edgec.profile import UnitProfile, default_grouped_efficiency, profile_file_
 
 
 def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int,
-                cores: Sequence[int] | None, name: str = "host.cpu") -> UnitProfile:
+                cores: Sequence[int] | None, name: str = "host.cpu", layout_block: int = 0) -> UnitProfile:
     """Fit peak, bandwidth and per-class efficiencies to benchmark results (see the module docstring)."""
     sources: dict[str, str] = {"overhead_ms": f"measured: chain of tiny Relus, {overhead_ms * 1e3:.1f} us per node"}
     dense = [r for r in results if r.op_class in ("conv", "pointwise", "gemm") and r.work.flops > 0]
@@ -77,8 +84,25 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
         if cls not in eff:
             eff[cls] = 1.0 if cls == "memory" else fallback
     sources["efficiency"] = "measured: " + "; ".join(f"{r.name} {r.ms:.3f} ms" for r in results)
+    layout_eff = fit_layout_efficiency(results, overhead_ms, act_bandwidth) if layout_block > 0 else 1.0
+    sources["layout_block"] = (f"measured: ONNX Runtime blocks {layout_block} channels (NCHWc)" if layout_block
+                               else "measured: ONNX Runtime converts no layouts here")
     return UnitProfile(name, peak, bandwidth, eff, overhead_ms, threads,
-                       tuple(cores) if cores is not None else None, sources, act_bandwidth)
+                       tuple(cores) if cores is not None else None, sources, act_bandwidth,
+                       layout_block, layout_eff)
+
+
+def fit_layout_efficiency(results: Sequence[BenchResult], overhead_ms: float, act_bandwidth_gbs: float) -> float:
+    """Fraction of the activation bandwidth layout conversions reach: geometric mean over the
+    conversion benches (op class ``layout``), each conversion one node that reads and writes its tensor;
+    1.0 without such a bench."""
+    logs = []
+    for r in results:
+        if r.op_class != "layout" or not r.conversions:
+            continue
+        kernel = max(r.ms - r.conversions * overhead_ms, 1e-6)
+        logs.append(math.log(min(2 * r.converted_bytes / (act_bandwidth_gbs * 1e6) / kernel, 4.0)))
+    return math.exp(sum(logs) / len(logs)) if logs else 1.0
 
 
 # -- entry points ----------------------------------------------------------------------------
@@ -97,11 +121,13 @@ def measure_host_profile(threads: int, cores: list[int] | None = None, *,
         if saved is not None:
             os.sched_setaffinity(0, set(cores or []))
         overhead = run_bench(overhead_bench(), threads, cores, runs=runs).ms
-        results = [run_bench(b, threads, cores, runs=runs) for b in (benches or default_benches())]
+        block = nchwc_block_size()
+        benches = list(benches or default_benches()) + (layout_benches() if block else [])
+        results = [run_bench(b, threads, cores, runs=runs) for b in benches]
     finally:
         if saved is not None:
             os.sched_setaffinity(0, saved)
-    return fit_profile(results, overhead, threads, cores, name).to_json()
+    return fit_profile(results, overhead, threads, cores, name, block).to_json()
 
 
 def host_description() -> dict:
