@@ -17,7 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from edgec.passes.cost import predict_ms
-from edgec.profile import BUILTIN_PROFILES, PUBLISHED_MS
+from edgec.board_profiles import BUILTIN_PROFILES, PUBLISHED_MS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec.errors import EdgecError
 from edgec.flops import OP_CLASSES, NodeWork, node_work
+from edgec.board_profiles import BUILTIN_PROFILES
 from edgec.microbench import BenchResult, default_benches
 from edgec.passes.cost import fused_nodes, predict_ms
-from edgec.profile import (BUILTIN_PROFILES, UnitProfile, default_grouped_efficiency, parse_profile,
+from edgec.profile import (UnitProfile, default_grouped_efficiency, parse_profile,
                            parse_unit_profile)
 from edgec.profiler import fit_profile
 

@@ -18,7 +18,8 @@ from edgec.flops import NodeWork, OP_CLASSES
 from edgec.microbench import BenchResult, nchwc_block_size
 from edgec.passes.cost import fused_nodes, layout_ms, predict_ms
 from edgec.passes.layout import blocked_nodes, conversions
-from edgec.profile import BUILTIN_PROFILES, parse_profile, parse_unit_profile
+from edgec.board_profiles import BUILTIN_PROFILES
+from edgec.profile import parse_profile, parse_unit_profile
 from edgec.profiler import fit_layout_efficiency, fit_profile
 
 
