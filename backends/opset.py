@@ -139,7 +139,25 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     kept = [o for o in out.opset_import if o.domain != _HOLD]
     del out.opset_import[:]
     out.opset_import.extend(kept)
+    _drop_unread_initializers(out)
     return out
+
+
+def _drop_unread_initializers(model: onnx.ModelProto) -> None:
+    """Initializers the rewrites turned into attributes (axes, split): ONNX Runtime warns about unread ones."""
+    def reads(graph: onnx.GraphProto) -> set[str]:
+        names = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        for n in graph.node:
+            for a in n.attribute:
+                for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    names |= reads(g)
+        return names
+
+    read = reads(model.graph)
+    kept = [t for t in model.graph.initializer if t.name in read]
+    if len(kept) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
 
 
 def _lower_ir(model: onnx.ModelProto, max_ir: int) -> None:
@@ -353,13 +371,33 @@ _TYPE_NAMES = {
 }
 
 
+# op -> (version that made the attribute an input, attribute name)
+_INPUT_WAS_ATTRIBUTE = {
+    **{op: (18, "axes") for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                                   "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")},
+    "ReduceSum": (13, "axes"), "Squeeze": (13, "axes"), "Unsqueeze": (13, "axes"), "Split": (13, "split"),
+}
+
+
 def _rewrite_new_forms(model: onnx.ModelProto, node: onnx.NodeProto, source: int, target: int,
                        shapes: dict[str, list[int | None]], consts: dict[str, np.ndarray]) -> None:
     """Rewrite attributes added in newer opsets into what older versions take, where it is exact.
 
     Split-18 `num_outputs` -> a `split` input (static input shape needed);
-    Pad-18 `axes` input -> full-rank `pads`.
+    Pad-18 `axes` input -> full-rank `pads`; a constant `axes` input (Reduce*-18,
+    ReduceSum/Squeeze/Unsqueeze-13) or `split` input (Split-13) -> the attribute
+    older versions take.
     """
+    moved = _INPUT_WAS_ATTRIBUTE.get(node.op_type)
+    if moved is not None and source >= moved[0] > target and len(node.input) > 1 and node.input[1]:
+        value = consts.get(node.input[1])
+        noop = next((a.i for a in node.attribute if a.name == "noop_with_empty_axes"), 0)
+        if value is not None and value.size and not noop:
+            kept = [a for a in node.attribute if a.name != "noop_with_empty_axes"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [helper.make_attribute(moved[1], [int(v) for v in value.reshape(-1)])])
+            del node.input[1:]
+            return
     if node.op_type == "Split" and source >= 18 > target:
         n_out = next((a.i for a in node.attribute if a.name == "num_outputs"), None)
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)

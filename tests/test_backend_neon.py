@@ -157,6 +157,26 @@ def test_split_and_pad_of_opset_18_are_rewritten_for_opset_13():
         assert np.array_equal(a, b)
 
 
+def test_constant_axes_and_split_inputs_go_back_to_attributes_below_opset_13():
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 18]>
+    g (float[2,4,8] x) => (float[2,1,8] m, float[2,2,8] a, float[2,2,8] b, float[2,8] q, float[1,2,4,8] u) {
+        ax1 = Constant<value=int64[1] {1}>()
+        ax0 = Constant<value=int64[1] {0}>()
+        sp = Constant<value=int64[2] {2,2}>()
+        m = ReduceMean(x, ax1)
+        a, b = Split<axis=1>(x, sp)
+        t = ReduceSum(x, ax1)
+        q = Squeeze(t, ax1)
+        u = Unsqueeze(x, ax0)
+    }""")
+    out = convert_for_device(model, 11, 7)
+    assert {o.domain: o.version for o in out.opset_import}[""] == 11
+    assert all(len([i for i in n.input if i]) == 1 for n in out.graph.node if n.op_type != "Constant")
+    x = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(np.float32)
+    for a, b in zip(cpu_run(model, {"x": x}), cpu_run(out, {"x": x})):
+        assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("text, match", [
     ("""<ir_version: 8, opset_import: ["" : 17]> g (float[2,4] x, float[4] s) => (float[2,4] y) {
         y = LayerNormalization(x, s) }""",
