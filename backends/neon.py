@@ -35,9 +35,9 @@ from edgec.backends.versions import target_versions
 from edgec.cluster import ComputeUnit, Device
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec
+from edgec.runtime.stage import AFFINITY_KEY
 
 NAME = "neon"
-AFFINITY_KEY = "session.intra_op_thread_affinities"
 AFFINITY_SINCE = (1, 14)  # the session config key arrived in ONNX Runtime 1.14 (microsoft/onnxruntime #13778)
 _DOMAINS = ("", "ai.onnx", "com.microsoft", "ai.onnx.ml")
 
@@ -171,7 +171,7 @@ def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
     execution_mode, graph_optimization_level, config_entries (session config
     entries, with the thread affinities where the board's ORT has the key),
     cores (0-based, what the launcher's taskset uses), main_thread_core.
-    `session_options(config)` turns it into onnxruntime.SessionOptions.
+    `edgec.runtime.stage.session_options(config)` turns it into onnxruntime.SessionOptions.
     """
     if unit.kind != "cpu":
         raise EdgecError(f"unit '{device.name}.{unit.name}' is a {unit.kind}; the neon backend runs on CPU units")
@@ -189,21 +189,6 @@ def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
         "cores": cores,
         "main_thread_core": cores[0],
     }
-
-
-def session_options(config: dict[str, Any]):
-    """onnxruntime.SessionOptions from a `session_config` dict (for the runtime and tests)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(config["intra_op_num_threads"])
-    so.inter_op_num_threads = int(config.get("inter_op_num_threads", 1))
-    so.execution_mode = getattr(ort.ExecutionMode, config.get("execution_mode", "ORT_SEQUENTIAL"))
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                          config.get("graph_optimization_level", "ORT_ENABLE_ALL"))
-    for key, value in config.get("config_entries", {}).items():
-        so.add_session_config_entry(key, str(value))
-    return so
 
 
 def _ort_at_least(version: str, minimum: tuple[int, int]) -> bool:

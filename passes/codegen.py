@@ -79,7 +79,7 @@ class Codegen:
             inputs=[_tensor_spec(values[i.name]) for i in model.graph.input],
             outputs=[_tensor_spec(values[o.name]) for o in model.graph.output],
             stages=stage_specs,
-            transfers=_transfers(program, lives, values),
+            transfers=_transfers(program),
             predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
                        "throughput_fps": program.prediction.throughput_fps, "accuracy": None},
             files=files,
@@ -165,21 +165,11 @@ def _tensor_spec(v: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(v.name, dtype, [int(d.dim_value) for d in tt.shape.dim])
 
 
-def _tensor_bytes(v: onnx.ValueInfoProto) -> int:
-    spec = _tensor_spec(v)
-    return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-
-
-def _transfers(program: Program, lives: list[list[str]], values: dict[str, onnx.ValueInfoProto]) -> list[TransferSpec]:
+def _transfers(program: Program) -> list[TransferSpec]:
     cluster = program.cluster
     assert cluster is not None
     names = ["source"] + [s.name for s in program.stages] + ["sink"]
     devices = [cluster.source] + [s.device for s in program.stages] + [cluster.sink]
-    out = []
-    for k, live in enumerate(lives):
-        if devices[k] == devices[k + 1] or not live:
-            continue
-        nbytes = sum(_tensor_bytes(values[t]) for t in live)
-        out.append(TransferSpec(names[k], names[k + 1], devices[k], devices[k + 1], live, nbytes,
-                                round(cluster.transfer_ms(nbytes, devices[k], devices[k + 1]), 4)))
-    return out
+    return [TransferSpec(names[k], names[k + 1], devices[k], devices[k + 1], live, nbytes,
+                         round(cluster.transfer_ms(nbytes, devices[k], devices[k + 1]), 4))
+            for k, live, nbytes in program.hand_offs()]

@@ -20,6 +20,7 @@ from edgec.backends.versions import ort_versions
 from edgec.cluster import CATALOG, parse_cluster
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec, TensorSpec
+from edgec.runtime.stage import session_options
 
 
 def one_of_each():
@@ -81,7 +82,7 @@ def test_onnxruntime_takes_the_session_config():
     model = onnx.parser.parse_model('<ir_version: 8, opset_import: ["" : 13]> g (float[64,64] x) => (float[64,64] y) '
                                     '{ y = MatMul(x, x) }')
     x = np.eye(64, dtype=np.float32)
-    assert np.allclose(cpu_run(model, {"x": x}, neon.session_options(cfg))[0], x)
+    assert np.allclose(cpu_run(model, {"x": x}, session_options(cfg))[0], x)
 
 
 # -- what the board loads -------------------------------------------------------------------------

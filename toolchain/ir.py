@@ -180,6 +180,16 @@ class Program:
                           if name in last_use and produced_at.get(name, n) < boundary <= last_use[name]])
         return lives
 
+    def hand_offs(self) -> list[tuple[int, list[str], int]]:
+        """The stage boundaries where the data changes device: (boundary k as in `live_across_stages`,
+        the tensors sent, their bytes). Boundary 0 is the source to the first stage, the last one the
+        last stage to the sink."""
+        assert self.cluster is not None
+        chain = [self.cluster.source] + [s.device for s in self.stages] + [self.cluster.sink]
+        tensors = self.graph.tensors()
+        return [(k, names, sum(tensor_nbytes(tensors[t]) for t in names))
+                for k, names in enumerate(self.live_across_stages()) if names and chain[k] != chain[k + 1]]
+
     # -- dumps -----------------------------------------------------------------------
 
     def to_text(self) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 
 from edgec.backends.tensorrt import NAME as TENSORRT
 from edgec.errors import EdgecError
-from edgec.ir import Prediction, Program, Stage, tensor_nbytes
+from edgec.ir import Prediction, Program, Stage
 from edgec.passes.cost import stage_memory_bytes
 from edgec.passes.partition.build import GroupGraph, group_graph
 from edgec.passes.partition.global_partition import unit_ms
@@ -109,9 +109,11 @@ class LocalPartition:
             gpu = np.array([u.backend == TENSORRT for u in units])
             groups = sorted(board.groups, key=position.__getitem__)
             ms = np.array([[unit_ms(program, g, device, u) for u in units] for g in groups])
-            for i in np.flatnonzero(np.isinf(ms).all(axis=1)):
-                raise EdgecError(f"device '{device.name}' got fusion group '{groups[i]}', which none of its units "
-                                 f"can run: {program.unsupported.get(groups[i])}")
+            blocked = np.flatnonzero(np.isinf(ms).all(axis=1))
+            if blocked.size:
+                group = groups[int(blocked[0])]
+                raise EdgecError(f"device '{device.name}' got fusion group '{group}', which none of its units "
+                                 f"can run: {program.unsupported.get(group)}")
             nbytes, unbindable = _boundaries(gg, groups, k, board_of, dtypes)
             # a GPU run begins or ends where the tensors crossing can be engine bindings only
             ms[0, gpu] = np.inf if unbindable[0] else ms[0, gpu]
@@ -178,8 +180,6 @@ def board_prediction(program: Program) -> Prediction:
     transfers between boards (source to the first, board to board, the last to the sink)."""
     cluster = program.cluster
     assert cluster is not None
-    tensors = program.graph.tensors()
-    lives = program.live_across_stages()
     boards: list[tuple[str, float]] = []
     for stage in program.stages:
         if boards and boards[-1][0] == stage.device:
@@ -187,11 +187,7 @@ def board_prediction(program: Program) -> Prediction:
         else:
             boards.append((stage.device, stage.predicted_ms))
     chain = [cluster.source] + [s.device for s in program.stages] + [cluster.sink]
-    transfers = []
-    for k, names in enumerate(lives):
-        if chain[k] != chain[k + 1]:
-            nbytes = sum(tensor_nbytes(tensors[t]) for t in names)
-            transfers.append(cluster.transfer_ms(nbytes, chain[k], chain[k + 1]))
+    transfers = [cluster.transfer_ms(nbytes, chain[k], chain[k + 1]) for k, _, nbytes in program.hand_offs()]
     latency = sum(ms for _, ms in boards) + sum(transfers)
     bottleneck = max([ms for _, ms in boards] + transfers)
     fps = 1000.0 / bottleneck if bottleneck > 0 else float("inf")
