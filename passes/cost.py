@@ -13,6 +13,9 @@ the figures match what runs:
   which grouped convs with several channels per group do not take;
 - Dropout and Identity are removed; views (Reshape, Flatten, Squeeze, Unsqueeze)
   cost only the per-node overhead;
+- a conv the runtime runs in its blocked layout computes whole channel blocks
+  (:func:`edgec.passes.layout.channel_padding`); an op it runs in plain layout
+  reaches the profile's ``plain_efficiency`` where the profile has one;
 - where the unit's runtime runs some ops in a blocked layout (profile
   ``layout_block``), each conversion :mod:`edgec.passes.layout` finds costs
   :meth:`UnitProfile.conversion_ms`: in :func:`predict_ms` the nodes run as one
@@ -25,7 +28,7 @@ serialization at both ends) and :func:`stage_memory_bytes`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Iterable, Sequence
 
 import onnx_graphsurgeon as gs
@@ -33,7 +36,7 @@ import onnx_graphsurgeon as gs
 from edgec.errors import EdgecError
 from edgec.flops import VIEW_OPS, NodeWork, node_work, op_class
 from edgec.ir import GroupCost, Program
-from edgec.passes.layout import conversions
+from edgec.passes.layout import blocked_nodes, channel_padding, conversions
 from edgec.pipeline import PassResult
 from edgec.profile import UnitProfile, resolve_unit_profile
 
@@ -59,6 +62,7 @@ class Cost:
         nodes = list(program.graph.nodes)
         fused = fused_nodes(nodes)
         group_of = program.group_of()
+        blocked = {b: blocked_nodes(nodes, b, fused) for b in {p.layout_block for _, p in units}}
         costs: dict[str, GroupCost] = {}
         for node in nodes:
             work = node_work(node)
@@ -67,7 +71,8 @@ class Cost:
             cost.flops += work.flops
             cost.param_bytes += work.param_bytes
             for uid, profile in units:
-                cost.ms[uid] += node_ms(node, work, profile, fused=node.name in fused)
+                cost.ms[uid] += node_ms(node, work, profile, fused=node.name in fused,
+                                        blocked=node.name in blocked[profile.layout_block])
         for uid, profile in units:
             for conv in conversions(nodes, profile.layout_block, fused):
                 costs[group_of.get(conv.node, conv.node)].ms[uid] += profile.conversion_ms(conv.nbytes)
@@ -77,19 +82,25 @@ class Cost:
         return PassResult(program, changed=True)
 
 
-def node_ms(node: gs.Node, work: NodeWork, profile: UnitProfile, *, fused: bool = False) -> float:
-    """Predicted ms of one node on one unit; `fused` marks an epilogue its producer's kernel runs."""
+def node_ms(node: gs.Node, work: NodeWork, profile: UnitProfile, *, fused: bool = False,
+            blocked: bool = False) -> float:
+    """Predicted ms of one node on one unit; `fused` marks an epilogue its producer's kernel runs, `blocked`
+    a node the unit's runtime runs in its blocked layout (:func:`edgec.passes.layout.blocked_nodes`)."""
     if fused or node.op in REMOVED_OPS:
         return 0.0
     if node.op in VIEW_OPS:
         return profile.overhead_ms
-    return profile.node_ms(work)
+    if blocked:
+        padding = channel_padding(node, profile.layout_block)
+        return profile.node_ms(replace(work, flops=work.flops * padding) if padding != 1.0 else work)
+    return profile.node_ms(work, plain=True)
 
 
 def predict_ms(nodes: Sequence[gs.Node], profile: UnitProfile) -> float:
     """Predicted ms of running these nodes (a whole graph or one stage) on one unit, layout conversions included."""
     fused = fused_nodes(nodes)
-    ms = sum(node_ms(n, node_work(n), profile, fused=n.name in fused) for n in nodes)
+    blocked = blocked_nodes(nodes, profile.layout_block, fused)
+    ms = sum(node_ms(n, node_work(n), profile, fused=n.name in fused, blocked=n.name in blocked) for n in nodes)
     return ms + layout_ms(nodes, profile, fused)
 
 

@@ -137,6 +137,29 @@ def conversions(nodes: Sequence[gs.Node], block: int, fused: Iterable[str] = (),
     return out
 
 
+def channel_padding(node: gs.Node, block: int) -> float:
+    """How much more arithmetic a blocked conv does than its channels need (1.0 for any other node).
+
+    The blocked kernels work on whole blocks: output channels round up to a
+    multiple of `block`, and so do input channels read blocked (a group-1 conv
+    reading fewer than `block` channels reads them plain, unpadded); a
+    depthwise conv's channels round up once. A 24-channel 3x3 conv with
+    16-channel blocks computes 32 x 32 channel pairs, 1.78x its 24 x 24.
+    """
+    w = node.inputs[1] if node.op == "Conv" and len(node.inputs) > 1 else None
+    if block <= 0 or not isinstance(w, gs.Constant) or len(w.shape) != 4:
+        return 1.0
+    out_ch, in_per_group = int(w.shape[0]), int(w.shape[1])
+    group = int(node.attrs.get("group", 1))
+
+    def up(c: int) -> float:
+        return -(-c // block) * block / c
+
+    if group > 1:
+        return up(out_ch) if in_per_group == 1 and out_ch == group else 1.0
+    return up(out_ch) * (up(in_per_group) if in_per_group >= block else 1.0)
+
+
 def _reads_blocked(node: gs.Node, block: int) -> bool:
     """False for a group-1 conv with fewer than `block` input channels: it reads plain NCHW directly."""
     if node.op != "Conv":

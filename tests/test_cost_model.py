@@ -1,4 +1,4 @@
-"""The cost model's grouped-conv class: profiles, fitting, predictions and fusion."""
+"""The cost model's grouped-conv class (efficiency and GEMM shape): profiles, fitting, predictions and fusion."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgec.errors import EdgecError
 from edgec.flops import OP_CLASSES, NodeWork, node_work
 from edgec.board_profiles import BUILTIN_PROFILES
-from edgec.microbench import BenchResult, default_benches
+from edgec.microbench import BenchResult, _conv_shape, default_benches
 from edgec.passes.cost import fused_nodes, predict_ms
 from edgec.profile import (UnitProfile, default_grouped_efficiency, parse_profile,
                            parse_unit_profile)
@@ -90,7 +90,61 @@ def test_default_benches_measure_grouped_convs_with_several_channels_per_group()
     for bench in grouped:
         conv = next(n for n in gs.import_onnx(bench.build(1)).nodes if n.op == "Conv")
         assert node_work(conv).op_class == "grouped"
-        assert conv.inputs[1].values.shape[1] >= 16, bench.name  # channels per group, as ShuffleNet has
+        assert conv.inputs[1].values.shape[1] >= 2, bench.name  # several channels per group, as ShuffleNet has
+    shapes = [_conv_shape(b.build(2), "grouped") for b in grouped]
+    assert len({r for r, _ in shapes}) >= 3 and len({p for _, p in shapes}) >= 3  # enough to fit grouped_shape
+
+
+def test_conv_work_carries_its_gemm_shape():
+    conv = residual_block(group=4, cin_per_group=34)[0]
+    work = node_work(conv)
+    assert (work.reduction, work.pixels) == (34 * 1 * 1, 8 * 8)
+    relu = next(n for n in residual_block(group=4, cin_per_group=34) if n.op == "Relu")
+    assert (node_work(relu).reduction, node_work(relu).pixels) == (0, 0)
+
+
+def _shaped(name: str, reduction: int, pixels: int, eff: float, shape: tuple[float, float]) -> BenchResult:
+    """A grouped bench timed as the GEMM-shape law says, at peak 100 GFLOP/s."""
+    flops = 1e7
+    factor = (1 + shape[0] / reduction) * (1 + shape[1] / pixels)
+    ms = flops * factor / (100e9 * eff) * 1e3
+    return BenchResult(name, "grouped", ms, NodeWork(flops, 0, 1000, 1000, "grouped", reduction, pixels))
+
+
+def test_fit_recovers_the_grouped_gemm_shape_and_the_large_gemm_efficiency():
+    true = (9.5, 15.5)
+    results = [_result("conv", "conv", 1e8, 1.0)] + [
+        _shaped(f"g{k}x{n}", k, n, 0.9, true) for k, n in ((6, 3136), (34, 784), (68, 196), (136, 49))]
+    profile = fit_profile(results, 0.0, 1, None)
+    assert profile.grouped_shape == pytest.approx(true)
+    assert profile.efficiency["grouped"] == pytest.approx(0.9, rel=1e-3)
+    for r in results[1:]:  # each bench predicted as measured
+        assert profile.node_ms(r.work, overhead=False) == pytest.approx(r.ms, rel=1e-3)
+
+
+def test_fit_leaves_grouped_shape_out_without_benches_of_varied_shape():
+    results = [_result("conv", "conv", 1e8, 1.0), _shaped("a", 34, 784, 0.8, (9.5, 15.5)),
+               _shaped("b", 68, 784, 0.8, (9.5, 15.5))]
+    assert fit_profile(results, 0.0, 1, None).grouped_shape == (0.0, 0.0)
+    assert "grouped_shape" not in fit_profile(results, 0.0, 1, None).to_json()
+
+
+def test_grouped_conv_with_few_channels_per_group_is_predicted_slower():
+    shaped = parse_unit_profile(dict(unit_spec(), grouped_shape={"reduction": 6, "pixels": 0}), "cpu")
+    flat = parse_unit_profile(unit_spec(), "cpu")
+    work = NodeWork(1e9, 0, 1000, 1000, "grouped", 6, 3136)  # compute-bound at 100 GFLOP/s
+    assert shaped.node_ms(work, overhead=False) == pytest.approx(2 * flat.node_ms(work, overhead=False))
+    dense = NodeWork(1e9, 0, 1000, 1000, "conv", 6, 3136)  # other classes: no shape factor
+    assert shaped.node_ms(dense) == flat.node_ms(dense)
+    assert parse_unit_profile(shaped.to_json(), "cpu").grouped_shape == (6.0, 0.0)
+
+
+@pytest.mark.parametrize("bad,where", [({"reduction": -1}, "grouped_shape.reduction"),
+                                       ({"pixels": "many"}, "grouped_shape.pixels"),
+                                       ({"k": 3}, "grouped_shape.k"), ([6, 15], "grouped_shape")])
+def test_bad_grouped_shape_is_rejected_naming_the_field(bad, where):
+    with pytest.raises(EdgecError, match=rf"\$\.units\.cpu\.{where}"):
+        parse_profile({"version": 1, "host": {}, "units": {"cpu": dict(unit_spec(), grouped_shape=bad)}})
 
 
 def _result(name: str, op_class: str, flops: float, ms: float) -> BenchResult:

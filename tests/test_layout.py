@@ -27,8 +27,9 @@ def graph(text: str) -> onnx.ModelProto:
     """A model from ONNX text; the weights declared after the signature (``<float[..] w, ...>``) get values:
     random floats, or for int64 shapes the `SHAPES` entry of that name."""
     signature, body = text.split("{", 1)
-    declared = re.findall(r"(float|int64)\[([\d,]+)\] (\w+)", signature.split("<", 2)[-1])
-    model = onnx.parser.parse_model(signature.rsplit("<", 1)[0] + "{" + body)
+    has_weights = signature.rstrip().endswith(">")
+    declared = re.findall(r"(float|int64)\[([\d,]+)\] (\w+)", signature.split("<", 2)[-1]) if has_weights else []
+    model = onnx.parser.parse_model((signature.rsplit("<", 1)[0] if has_weights else signature) + "{" + body)
     for i, node in enumerate(model.graph.node):
         node.name = f"{node.op_type.lower()}{i}"
     rng = np.random.default_rng(0)
@@ -228,3 +229,107 @@ def test_conversion_benches_run_and_convert_twice_per_step():
         feeds = random_feeds(sess)
         out = sess.run(None, feeds)[0]
         np.testing.assert_array_equal(out, next(iter(feeds.values())))  # a round trip changes nothing
+
+
+# -- what blocked kernels cost: whole channel blocks; plain-layout ops -----------------------
+
+CONV24 = HEAD + """
+g (float[1,24,8,8] x) => (float[1,24,8,8] y) <float[24,24,3,3] w>
+{
+    y = Conv<pads = [1, 1, 1, 1]>(x, w)
+}
+"""
+CONV32 = CONV24.replace("24", "32")
+POOL24 = HEAD + """
+g (float[1,24,8,8] x) => (float[1,24,8,8] y)
+{
+    y = MaxPool<kernel_shape = [3, 3], pads = [1, 1, 1, 1]>(x)
+}
+"""
+
+
+def test_channel_padding_rounds_blocked_channels_up_to_whole_blocks():
+    from edgec.passes.layout import channel_padding
+
+    conv24, = nodes_of(graph(CONV24))
+    stem, _ = nodes_of(graph(RGB_STEM))   # 3 -> 32 channels: reads plain, 32 already whole
+    dw, = [n for n in nodes_of(shuffle_unit()) if n.name == "conv5"]  # 136 channels depthwise
+    grouped = nodes_of(shuffle_unit())[0]  # runs plain: no blocks
+    assert channel_padding(conv24, 16) == pytest.approx((32 / 24) ** 2)
+    assert channel_padding(conv24, 8) == 1.0
+    assert channel_padding(conv24, 0) == 1.0
+    assert channel_padding(stem, 16) == 1.0
+    assert channel_padding(dw, 16) == pytest.approx(144 / 136)
+    assert channel_padding(grouped, 16) == 1.0
+    assert channel_padding(nodes_of(graph(POOL24))[0], 16) == 1.0
+
+
+def test_blocked_conv_of_24_channels_costs_what_32_channels_cost():
+    blocked = parse_unit_profile(unit_spec(layout_block=16, peak_gflops=1.0), "cpu")  # compute-bound
+    plain = parse_unit_profile(unit_spec(peak_gflops=1.0), "cpu")
+    conv24, conv32 = nodes_of(graph(CONV24)), nodes_of(graph(CONV32))
+    assert predict_ms(conv24, blocked) - layout_ms(conv24, blocked) == pytest.approx(
+        predict_ms(conv32, blocked) - layout_ms(conv32, blocked))
+    assert predict_ms(conv24, plain) < predict_ms(conv32, plain)  # no blocks: the 24 channels it has
+
+
+def test_pool_run_in_plain_layout_takes_the_plain_efficiency():
+    pool = nodes_of(graph(POOL24))
+    assert blocked_nodes(pool, 16) == set()  # 24 channels: no whole blocks
+    plain_slow = parse_unit_profile(unit_spec(layout_block=16, peak_gflops=0.01,
+                                              plain_efficiency={"pool": 0.125}), "cpu")
+    no_blocks = parse_unit_profile(unit_spec(peak_gflops=0.01, plain_efficiency={"pool": 0.125}), "cpu")
+    without = parse_unit_profile(unit_spec(layout_block=16, peak_gflops=0.01), "cpu")
+    flops = 24 * 8 * 8 * 9
+    assert predict_ms(pool, plain_slow) == pytest.approx(flops / (0.01e9 * 0.125) * 1e3 + 0.01)
+    assert predict_ms(pool, no_blocks) == predict_ms(pool, without) == pytest.approx(
+        flops / (0.01e9 * 0.5) * 1e3 + 0.01)  # efficiency.pool: all pools of a runtime without blocks
+
+
+@pytest.mark.skipif(nchwc_block_size() != 16, reason="ONNX Runtime does not block 16 channels on this machine")
+@pytest.mark.parametrize("text,blocked", [(POOL24, False), (POOL24.replace("24", "32"), True),
+                                          (CONV24, True)])
+def test_which_ops_run_blocked_matches_onnxruntime(text, blocked):
+    import onnxruntime as ort
+
+    model = graph(text)
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        domains = [n.domain for n in onnx.load(so.optimized_model_filepath).graph.node
+                   if n.op_type in ("MaxPool", "Conv")]
+    assert domains == ["com.microsoft.nchwc" if blocked else ""]
+    assert bool(blocked_nodes(nodes_of(model), 16)) == blocked
+
+
+def test_plain_efficiency_round_trips_and_bad_entries_are_named():
+    profile = parse_unit_profile(unit_spec(layout_block=16, plain_efficiency={"pool": 0.1}), "cpu")
+    assert parse_unit_profile(profile.to_json(), "cpu").plain_efficiency == {"pool": 0.1}
+    assert "plain_efficiency" not in parse_unit_profile(unit_spec(), "cpu").to_json()
+    for bad, where in (({"pools": 0.1}, "plain_efficiency.pools"), ({"pool": 0}, "plain_efficiency.pool"),
+                       ({"pool": "slow"}, "plain_efficiency.pool"), ([0.1], "plain_efficiency")):
+        with pytest.raises(EdgecError, match=rf"\$\.units\.cpu\.{where}"):
+            parse_profile({"version": 1, "host": {}, "units": {"cpu": unit_spec(plain_efficiency=bad)}})
+
+
+def test_fit_keeps_plain_benches_out_of_the_class_efficiency():
+    work = NodeWork(1e8, 0, 1000, 1000, "pool")
+    dense = BenchResult("conv", "conv", 1.0, NodeWork(1e8, 0, 1000, 1000, "conv"))  # peak 100 GFLOP/s
+    blocked = BenchResult("pool blocked", "pool", 2.0, work)  # half of peak
+    plain = BenchResult("pool plain", "pool", 8.0, work, plain=True)  # an eighth
+    profile = fit_profile([dense, blocked, plain], 0.0, 1, None, layout_block=16)
+    assert profile.efficiency["pool"] == pytest.approx(0.5)
+    assert profile.plain_efficiency == {"pool": pytest.approx(0.125)}
+    assert fit_profile([dense, blocked, plain], 0.0, 1, None).plain_efficiency == {}  # no blocks, no plain
+
+
+@pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime runs no blocked layout on this machine")
+def test_plain_benches_run_in_plain_layout():
+    from edgec.microbench import plain_benches
+
+    block = nchwc_block_size()
+    for bench in plain_benches(block):
+        nodes = nodes_of(onnx.shape_inference.infer_shapes(bench.build(2)))
+        assert bench.plain and blocked_nodes(nodes, block) == set()

@@ -74,6 +74,8 @@ class NodeWork:
     input_bytes: int      # activations read
     output_bytes: int     # activations written
     op_class: str
+    reduction: int = 0    # a conv's multiply-adds per output value: input channels per group x kernel area
+    pixels: int = 0       # a conv's output positions per image (the GEMM's other free dimension)
 
     @property
     def activation_bytes(self) -> int:
@@ -95,7 +97,20 @@ def node_work(node: gs.Node) -> NodeWork:
         input_bytes=sum(_nbytes(t, node) for t in acts),
         output_bytes=sum(_nbytes(t, node) for t in node.outputs if t.name and (t.outputs or t.shape is not None)),
         op_class=op_class(node),
+        **_conv_gemm_shape(node),
     )
+
+
+def _conv_gemm_shape(node: gs.Node) -> dict[str, int]:
+    """`reduction` and `pixels` of a Conv with known shapes (the GEMM each group runs); {} otherwise."""
+    if node.op != "Conv":
+        return {}
+    w = _weight(node)
+    y = node.outputs[0] if node.outputs else None
+    if (w is None or w.shape is None or y is None or y.shape is None or len(w.shape) < 3
+            or not all(isinstance(d, int) for d in list(w.shape) + list(y.shape))):
+        return {}
+    return {"reduction": int(math.prod(w.shape[1:])), "pixels": int(math.prod(y.shape[2:]))}
 
 
 def total_flops(nodes: Iterable[gs.Node]) -> float:

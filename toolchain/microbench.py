@@ -41,6 +41,7 @@ class Bench:
     lengths: tuple[int, int] = (1, 5)
     conversions: int = 0          # layout conversions per step in a blocked-layout runtime
     converted_bytes: int = 0      # bytes of the tensors they convert, all of them
+    plain: bool = False           # runs in plain layout on a runtime with a blocked one
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class BenchResult:
     work: NodeWork
     conversions: int = 0
     converted_bytes: int = 0
+    plain: bool = False
 
 
 # -- model builders --------------------------------------------------------------------------
@@ -185,6 +187,17 @@ def layout_benches() -> list[Bench]:
             for c, hw in ((96, 56), (200, 28), (400, 14), (800, 7))]
 
 
+def plain_benches(block: int) -> list[Bench]:
+    """Pools over a channel count that is no multiple of the block: ONNX Runtime runs them in plain layout."""
+    c = block + block // 2
+    return [
+        Bench(f"maxpool3x3 {c}ch 56x56 (plain)", "pool",
+              _unary_chain("MaxPool", [1, c, 56, 56], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), plain=True),
+        Bench(f"avgpool3x3 {c}ch 28x28 (plain)", "pool",
+              _unary_chain("AveragePool", [1, c, 28, 28], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), plain=True),
+    ]
+
+
 def default_benches() -> list[Bench]:
     """Representative ops per class, at the sizes ImageNet CNNs run them."""
     return [
@@ -194,9 +207,12 @@ def default_benches() -> list[Bench]:
         Bench("conv1x1 512ch 14x14", "pointwise", _conv_chain(512, 14, 1)),
         Bench("dw3x3 144ch 56x56", "depthwise", _conv_chain(144, 56, 3, group=144)),
         Bench("dw3x3 576ch 14x14", "depthwise", _conv_chain(576, 14, 3, group=576)),
-        # ShuffleNet's grouped 1x1 bottlenecks: 34 and 68 channels per group, one small GEMM per group
+        # ShuffleNet's grouped 1x1 bottlenecks, one small GEMM per group: 6 to 136 channels per group
+        # and 3136 to 49 positions, so that the fit sees how the GEMM's shape sets its efficiency
+        Bench("gconv1x1 g4 24ch 56x56", "grouped", _conv_chain(24, 56, 1, group=4)),
         Bench("gconv1x1 g4 136ch 28x28", "grouped", _conv_chain(136, 28, 1, group=4)),
         Bench("gconv1x1 g4 272ch 14x14", "grouped", _conv_chain(272, 14, 1, group=4)),
+        Bench("gconv1x1 g4 544ch 7x7", "grouped", _conv_chain(544, 7, 1, group=4)),
         Bench("matmul 256x512x512", "gemm", _matmul_chain(256, 512)),
         Bench("fc 4096x4096", "gemm", _gemv_chain(4096), lengths=(1, 3)),
         Bench("add 256ch 28x28", "elementwise", _add_chain([1, 256, 28, 28])),
@@ -355,9 +371,16 @@ def run_bench(bench: Bench, threads: int, cores: Sequence[int] | None = None, ru
     ms = max((times[1] - times[0]) / (long_ - short), 1e-6)
     totals = [_sum_work(bench.build(length)) for length in (short, long_)]
     step = [(b - a) / (long_ - short) for a, b in zip(*totals)]
-    work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class)
+    work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class,
+                    *_conv_shape(bench.build(long_), bench.op_class))
     return BenchResult(bench.name, bench.op_class, ms, work, bench.conversions,
-                       bench.converted_bytes)
+                       bench.converted_bytes, bench.plain)
+
+
+def _conv_shape(model: onnx.ModelProto, op_class: str) -> tuple[int, int]:
+    """(reduction, pixels) of the last node of the bench's class in the chain: the op the bench times."""
+    works = [w for w in map(node_work, gs.import_onnx(model).nodes) if w.op_class == op_class]
+    return (works[-1].reduction, works[-1].pixels) if works else (0, 0)
 
 
 def _sum_work(model: onnx.ModelProto) -> tuple[float, int, int, int]:

@@ -40,6 +40,18 @@ their figures are calibrated against ncnn, whose packed layout is part of the
 measured per-layer times, ORT's NCHWc path needs an MLAS build with NCHWc
 kernels (x86-64; not the XU4's ARMv7), and TensorRT (the Nano's GPU) picks
 layouts inside its fused engine. ``layout_efficiency`` defaults to 1.0.
+
+``plain_efficiency`` (optional, default empty) gives, per op class, the
+efficiency of ops a runtime with a blocked layout runs in plain layout: ONNX
+Runtime's plain-layout pools (channels not a multiple of the block) reach a
+third of what its blocked pools do. A class not listed uses ``efficiency``.
+
+``grouped_shape`` (optional, default 0 and 0) ``{"reduction": R, "pixels": P}``:
+a grouped conv runs one small GEMM per group, of depth K (input channels per
+group x kernel area) over N output positions, and each output value carries a
+fixed cost beside its K multiply-adds. It reaches ``efficiency.grouped x
+K / (K + R) x N / (N + P)``: ShuffleNet's first grouped conv (6 channels per
+group) runs at 40% of the peak, its later ones (34 and 68) at 75-80%.
 """
 
 from __future__ import annotations
@@ -56,6 +68,7 @@ from edgec.errors import EdgecError
 from edgec.flops import OP_CLASSES, NodeWork
 
 PROFILE_VERSION = 1
+GROUPED_SHAPE_KEYS = ("reduction", "pixels")
 
 
 @dataclass(frozen=True)
@@ -73,28 +86,47 @@ class UnitProfile:
     activation_bandwidth_gbs: float | None = None  # activations, cache-resident where they fit; default DRAM's
     layout_block: int = 0              # channels per block of the runtime's blocked layout (NCHWc); 0: none
     layout_efficiency: float = 1.0     # fraction of the activation bandwidth a layout conversion reaches
+    plain_efficiency: Mapping[str, float] = field(default_factory=dict)  # class -> efficiency when run plain
+    grouped_shape: tuple[float, float] = (0.0, 0.0)  # (reduction, pixels) at which a grouped conv's GEMM halves
 
     @property
     def act_bandwidth_gbs(self) -> float:
         return self.activation_bandwidth_gbs or self.bandwidth_gbs
 
-    def compute_ms(self, flops: float, op_class: str) -> float:
+    def class_efficiency(self, op_class: str, *, plain: bool = False) -> float:
+        """Fraction of peak the class reaches; `plain`: run in plain layout by a runtime that has a blocked one."""
+        if plain and self.layout_block > 0 and op_class in self.plain_efficiency:
+            return self.plain_efficiency[op_class]
+        return self.efficiency[op_class]
+
+    def compute_ms(self, flops: float, op_class: str, *, plain: bool = False) -> float:
         """ms the arithmetic takes at this class's efficiency."""
         if flops <= 0:
             return 0.0
-        return flops / (self.peak_gflops * 1e9 * self.efficiency[op_class]) * 1e3
+        return flops / (self.peak_gflops * 1e9 * self.class_efficiency(op_class, plain=plain)) * 1e3
 
     def memory_ms(self, param_bytes: float, activation_bytes: float = 0.0) -> float:
         """ms to stream weights from DRAM and activations through the cache hierarchy once."""
         return (max(param_bytes, 0) / self.bandwidth_gbs + max(activation_bytes, 0) / self.act_bandwidth_gbs) / 1e6
 
-    def node_ms(self, work: NodeWork, *, overhead: bool = True) -> float:
-        """Roofline prediction for one node; layout ops reach efficiency["memory"] of the activation bandwidth."""
+    def node_ms(self, work: NodeWork, *, overhead: bool = True, plain: bool = False) -> float:
+        """Roofline prediction for one node; layout ops reach efficiency["memory"] of the activation bandwidth.
+
+        `plain`: the node runs in plain layout although the runtime has a blocked one (see ``plain_efficiency``).
+        """
         activation_bytes = work.activation_bytes
         if work.op_class == "memory":
             activation_bytes /= self.efficiency["memory"]
-        t = max(self.compute_ms(work.flops, work.op_class), self.memory_ms(work.param_bytes, activation_bytes))
+        t = max(self.compute_ms(work.flops * self.grouped_shape_factor(work), work.op_class, plain=plain),
+                self.memory_ms(work.param_bytes, activation_bytes))
         return t + (self.overhead_ms if overhead else 0.0)
+
+    def grouped_shape_factor(self, work: NodeWork) -> float:
+        """1 / the fraction of ``efficiency.grouped`` a grouped conv of this GEMM shape reaches (1.0 otherwise)."""
+        reduction, pixels = self.grouped_shape
+        if work.op_class != "grouped" or work.reduction <= 0 or work.pixels <= 0:
+            return 1.0
+        return (1 + reduction / work.reduction) * (1 + pixels / work.pixels)
 
     def conversion_ms(self, nbytes: float) -> float:
         """ms of one layout conversion of a tensor of nbytes (read once, written once, one runtime node)."""
@@ -114,6 +146,10 @@ class UnitProfile:
             "efficiency": {c: self.efficiency[c] for c in OP_CLASSES},
             "sources": dict(self.sources),
         }
+        if self.plain_efficiency:
+            out["plain_efficiency"] = dict(self.plain_efficiency)
+        if any(self.grouped_shape):
+            out["grouped_shape"] = dict(zip(GROUPED_SHAPE_KEYS, self.grouped_shape))
         if self.cores is not None:
             out["cores"] = list(self.cores)
         return out
@@ -219,10 +255,26 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
     unknown = sorted(set(eff) - set(OP_CLASSES))
     _require(not unknown, f"{where}.efficiency.{unknown[0] if unknown else ''}",
              f"unknown op class; expected: {', '.join(OP_CLASSES)}", path)
+    plain = spec.get("plain_efficiency", {})
+    _require(isinstance(plain, dict), f"{where}.plain_efficiency", "expected an object", path)
+    for cls, value in plain.items():
+        _require(cls in OP_CLASSES, f"{where}.plain_efficiency.{cls}",
+                 f"unknown op class; expected: {', '.join(OP_CLASSES)}", path)
+        _require(_is_number(value) and value > 0, f"{where}.plain_efficiency.{cls}",
+                 f"expected a number greater than 0, got {value!r}", path)
+    shape = spec.get("grouped_shape", {})
+    _require(isinstance(shape, dict), f"{where}.grouped_shape", "expected an object with reduction and pixels", path)
+    for key, value in shape.items():
+        _require(key in GROUPED_SHAPE_KEYS, f"{where}.grouped_shape.{key}",
+                 f"unknown field; expected: {', '.join(GROUPED_SHAPE_KEYS)}", path)
+        _require(_is_number(value) and value >= 0, f"{where}.grouped_shape.{key}",
+                 f"expected a number of at least 0, got {value!r}", path)
     return UnitProfile(name, numbers["peak_gflops"], numbers["bandwidth_gbs"],
                        {c: float(eff[c]) for c in OP_CLASSES}, numbers["overhead_ms"], threads,
                        tuple(cores) if cores is not None else None, sources,
-                       float(act_bw) if act_bw is not None else None, block, float(layout_eff))
+                       float(act_bw) if act_bw is not None else None, block, float(layout_eff),
+                       {c: float(v) for c, v in plain.items()},
+                       tuple(float(shape.get(k, 0.0)) for k in GROUPED_SHAPE_KEYS))
 
 
 def profile_file_json(units: Mapping[str, UnitProfile | Mapping[str, Any]], host: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,13 @@ fits the profile to them:
   bandwidth they reach;
 - ``layout_block``: ONNX Runtime's NCHWc block on this machine, read off an
   optimized graph (:func:`edgec.microbench.nchwc_block_size`);
+- ``grouped_shape``: how a grouped conv's efficiency falls with few channels
+  per group and few output positions, fitted to grouped benches of four shapes
+  (:func:`fit_grouped_shape`); ``efficiency.grouped`` is then the efficiency
+  of a large GEMM;
+- ``plain_efficiency``: as ``efficiency``, from the pools ONNX Runtime runs
+  in plain layout (channels no multiple of the block;
+  :func:`edgec.microbench.plain_benches`, run only where it has the layout);
 - ``layout_efficiency``: from chains of ONNX Runtime's own conversion ops
   (:func:`edgec.microbench.layout_benches`, run only where it has the layout):
   the geometric mean of the fraction of the activation bandwidth they reach
@@ -27,12 +34,13 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from edgec.flops import OP_CLASSES
 from edgec.microbench import (Bench, BenchResult, default_benches, layout_benches, nchwc_block_size, overhead_bench,
-                              run_bench)
+                              plain_benches, run_bench)
 from edgec.profile import UnitProfile, default_grouped_efficiency, profile_file_json
 
 
@@ -60,18 +68,10 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     sources["bandwidth_gbs"] = "measured: weight streaming in " + ", ".join(r.name for r in weights)
     probe = UnitProfile(name, peak, bandwidth, {c: 1.0 for c in OP_CLASSES}, overhead_ms, threads,
                         activation_bandwidth_gbs=act_bandwidth)
-    eff: dict[str, float] = {}
-    for cls in OP_CLASSES:
-        logs = []
-        for r in results:
-            if r.op_class != cls or r.work.flops <= 0:
-                continue
-            kernel = max(r.ms - overhead_ms, 1e-6)
-            if probe.memory_ms(r.work.param_bytes, r.work.activation_bytes) >= kernel:
-                continue  # memory-bound: says nothing about arithmetic efficiency
-            logs.append(math.log(min(r.work.flops / (peak * 1e6 * kernel), 4.0)))
-        if logs:
-            eff[cls] = math.exp(sum(logs) / len(logs))
+    grouped_shape = fit_grouped_shape([r for r in results if r.op_class == "grouped" and not r.plain], probe)
+    probe = replace(probe, grouped_shape=grouped_shape)
+    eff = _class_efficiencies([r for r in results if not r.plain], probe)
+    plain = _class_efficiencies([r for r in results if r.plain], probe) if layout_block > 0 else {}
     layout = [r for r in results if r.op_class == "memory" and r.work.activation_bytes > 0]
     if layout:  # copies with strides: the fraction of the activation bandwidth they reach
         logs = [math.log(min(probe.memory_ms(0, r.work.activation_bytes) / max(r.ms - overhead_ms, 1e-6), 1.0))
@@ -87,9 +87,53 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     layout_eff = fit_layout_efficiency(results, overhead_ms, act_bandwidth) if layout_block > 0 else 1.0
     sources["layout_block"] = (f"measured: ONNX Runtime blocks {layout_block} channels (NCHWc)" if layout_block
                                else "measured: ONNX Runtime converts no layouts here")
+    if any(grouped_shape):
+        sources["grouped_shape"] = "measured: fitted to the grouped benches' GEMM shapes"
     return UnitProfile(name, peak, bandwidth, eff, overhead_ms, threads,
                        tuple(cores) if cores is not None else None, sources, act_bandwidth,
-                       layout_block, layout_eff)
+                       layout_block, layout_eff, plain, grouped_shape)
+
+
+def fit_grouped_shape(results: Sequence[BenchResult], probe: UnitProfile) -> tuple[float, float]:
+    """(reduction, pixels) of ``grouped_shape`` that make the grouped benches' efficiencies agree best.
+
+    Least squares in log space over a grid; (0, 0) unless three or more benches vary in both dimensions.
+    """
+    shaped = [r for r in results if r.work.reduction > 0 and r.work.pixels > 0 and r.work.flops > 0]
+    if (len(shaped) < 3 or len({r.work.reduction for r in shaped}) < 2
+            or len({r.work.pixels for r in shaped}) < 2):
+        return (0.0, 0.0)
+    logs = [math.log(r.work.flops / (probe.peak_gflops * 1e6 * max(r.ms - probe.overhead_ms, 1e-6)))
+            for r in shaped]
+
+    def spread(reduction: float, pixels: float) -> float:
+        vals = [lg + math.log((1 + reduction / r.work.reduction) * (1 + pixels / r.work.pixels))
+                for lg, r in zip(logs, shaped)]
+        mean = sum(vals) / len(vals)
+        return sum((v - mean) ** 2 for v in vals)
+
+    grid = [0.5 * i for i in range(129)]  # 0 .. 64
+    best = min(((spread(k, n), k, n) for k in grid for n in grid), key=lambda t: t[0])
+    return (best[1], best[2])
+
+
+def _class_efficiencies(results: Sequence[BenchResult], probe: UnitProfile) -> dict[str, float]:
+    """Per op class: geometric mean over its compute-bound benches of flops / (peak x kernel time), each
+    bench's flops scaled by the profile's GEMM-shape factor (grouped convs)."""
+    eff: dict[str, float] = {}
+    for cls in OP_CLASSES:
+        logs = []
+        for r in results:
+            if r.op_class != cls or r.work.flops <= 0:
+                continue
+            kernel = max(r.ms - probe.overhead_ms, 1e-6)
+            if probe.memory_ms(r.work.param_bytes, r.work.activation_bytes) >= kernel:
+                continue  # memory-bound: says nothing about arithmetic efficiency
+            flops = r.work.flops * probe.grouped_shape_factor(r.work)
+            logs.append(math.log(min(flops / (probe.peak_gflops * 1e6 * kernel), 4.0)))
+        if logs:
+            eff[cls] = math.exp(sum(logs) / len(logs))
+    return eff
 
 
 def fit_layout_efficiency(results: Sequence[BenchResult], overhead_ms: float, act_bandwidth_gbs: float) -> float:
@@ -122,7 +166,7 @@ def measure_host_profile(threads: int, cores: list[int] | None = None, *,
             os.sched_setaffinity(0, set(cores or []))
         overhead = run_bench(overhead_bench(), threads, cores, runs=runs).ms
         block = nchwc_block_size()
-        benches = list(benches or default_benches()) + (layout_benches() if block else [])
+        benches = list(benches or default_benches()) + (layout_benches() + plain_benches(block) if block else [])
         results = [run_bench(b, threads, cores, runs=runs) for b in benches]
     finally:
         if saved is not None:
