@@ -23,7 +23,7 @@ the figures match what runs:
   conversions of the whole graph join the group of the blocked node they sit next to.
 
 Also here: :func:`transfer_ms` (a tensor between two devices: link time plus
-serialization at both ends) and :func:`stage_memory_bytes`.
+serialization at both ends; every transfer cost in edgec comes from it) and :func:`stage_memory_bytes`.
 """
 
 from __future__ import annotations
@@ -146,21 +146,34 @@ def fused_nodes(nodes: Iterable[gs.Node]) -> set[str]:
 
 
 def transfer_ms(program: Program, nbytes: int, src: str, dst: str) -> float:
-    """ms to move a tensor of nbytes from device src to device dst.
-
-    The link's time (``Cluster.transfer_ms``) plus one copy at each end to
-    serialize and deserialize the message, at each device's CPU memory bandwidth.
-    """
+    """ms to move a tensor of nbytes from device src to device dst (see :func:`transfer_rate`)."""
     if src == dst or nbytes <= 0:
         return 0.0
+    bytes_per_s, latency_ms = transfer_rate(program, src, dst)
+    return float("inf") if bytes_per_s <= 0 else latency_ms + nbytes * 1e3 / bytes_per_s
+
+
+def transfer_rate(program: Program, src: str, dst: str) -> tuple[float, float]:
+    """(bytes per second, latency ms) of a transfer from src to dst; (0, 0) without a link.
+
+    The link's latency and bandwidth, with one copy at each end to serialize and
+    deserialize the message at each device's CPU memory bandwidth: per byte,
+    1/link + 1/copy(src) + 1/copy(dst). The partition problem's link matrices
+    are these, so partition, manifest and prediction charge a transfer alike.
+    """
     cluster = program.cluster
     if cluster is None:
         raise EdgecError("no cluster to cost transfers against; pass a cluster file with -t cluster.json")
-    copies = sum(_copy_profile(program, name).memory_ms(nbytes) for name in (src, dst))
-    return cluster.transfer_ms(nbytes, src, dst) + copies
+    link = cluster.link(src, dst) if src != dst else None
+    if link is None:
+        return (0.0, 0.0)
+    seconds_per_byte = 8 / (link.bandwidth_mbps * 1e6) + sum(
+        1 / (_copy_profile(program, name).bandwidth_gbs * 1e9) for name in (src, dst))
+    return (1 / seconds_per_byte, link.latency_ms)
 
 
 def _copy_profile(program: Program, device_name: str) -> UnitProfile:
+    """The profile whose memory bandwidth serializes a device's messages: its first CPU unit's."""
     device = program.cluster.devices[device_name]  # type: ignore[union-attr]
     units = sorted(device.units.values(), key=lambda u: u.kind != "cpu")
     return resolve_unit_profile(device, units[0])

@@ -64,6 +64,24 @@ def test_manifest_records_passes_and_predictions(tmp_path):
     assert result.manifest.predicted == data["predicted"]
 
 
+def test_transfers_charge_link_and_serialization_at_both_ends(tmp_path):
+    from edgec.board_profiles import BUILTIN_PROFILES
+    from edgec.cluster import load_cluster
+
+    edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    cluster = load_cluster(TRIO)
+    copy_gbs = {d.name: BUILTIN_PROFILES[sorted(d.units.values(), key=lambda u: u.kind != "cpu")[0].profile]
+                .bandwidth_gbs for d in cluster.devices.values()}
+    crossing = [t for t in data["transfers"] if t["src_device"] != t["dst_device"]]
+    assert crossing
+    for t in crossing:
+        link = cluster.link(t["src_device"], t["dst_device"])
+        serialize = sum(t["bytes"] / (copy_gbs[d] * 1e9) * 1e3 for d in (t["src_device"], t["dst_device"]))
+        assert t["predicted_ms"] == pytest.approx(link.transfer_ms(t["bytes"]) + serialize, rel=1e-3)
+        assert serialize > 0
+
+
 @dataclass(frozen=True)
 class BreakGraph:
     """A faulty pass: points a node at a tensor that nothing defines."""
@@ -111,3 +129,14 @@ def test_cli_compile_then_verify_pass(tmp_path, random_zoo):
     assert "tolerance = 0.0001 x output range" in proc.stdout and proc.stdout.strip().endswith("PASS")
     proc = subprocess.run(run + ["verify", str(out), "--rtol", "1e-3"], capture_output=True, text=True)
     assert proc.returncode == 0 and "tolerance = 0.001 x output range" in proc.stdout
+
+
+def test_partition_problem_charges_transfers_as_the_manifest_does(tmp_path):
+    from edgec.passes.cost import transfer_ms
+    from edgec.passes.partition.build import build_problem, group_graph
+
+    program = edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out", keep_program=True).program
+    problem = build_problem(program, group_graph(program), lambda group, device, unit: 1.0)
+    for i, a in enumerate(problem.devices):
+        for j, b in enumerate(problem.devices):
+            assert problem.transfer_ms(10**6, i, j) == pytest.approx(transfer_ms(program, 10**6, a, b))

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from edgec.cluster import Cluster
 from edgec.ir import Program, consumed_tensors, tensor_nbytes
+from edgec.passes.cost import transfer_rate
 from edgec.passes.partition.order import order_items
 from edgec.passes.partition.problem import PartitionProblem, Tensor
 
@@ -83,7 +83,7 @@ def build_problem(program: Program, gg: GroupGraph, unit_ms) -> PartitionProblem
             consumers.append(n)
         if consumers:
             tensors.append(Tensor(name, nbytes, index[prod] if prod is not None else -1, tuple(consumers)))
-    bandwidth, latency = link_matrices(cluster)
+    bandwidth, latency = link_matrices(program)
     names = [d.name for d in devices]
     return PartitionProblem(
         items=tuple(gg.order), devices=tuple(names), compute_ms=compute, weight_bytes=weights,
@@ -92,14 +92,14 @@ def build_problem(program: Program, gg: GroupGraph, unit_ms) -> PartitionProblem
         source=names.index(cluster.source), sink=names.index(cluster.sink))
 
 
-def link_matrices(cluster: Cluster) -> tuple[np.ndarray, np.ndarray]:
-    names = list(cluster.devices)
+def link_matrices(program: Program) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes per second and latency ms of a transfer between each ordered pair of the cluster's boards
+    (:func:`edgec.passes.cost.transfer_rate`: link plus serialization); 0 where no link joins them."""
+    names = list(program.cluster.devices)  # type: ignore[union-attr]
     bandwidth = np.zeros((len(names), len(names)))
     latency = np.zeros((len(names), len(names)))
     for i, a in enumerate(names):
         for j, b in enumerate(names):
-            link = cluster.link(a, b) if a != b else None
-            if link is not None:
-                bandwidth[i, j] = link.bandwidth_mbps * 1e6 / 8
-                latency[i, j] = link.latency_ms
+            if a != b:
+                bandwidth[i, j], latency[i, j] = transfer_rate(program, a, b)
     return bandwidth, latency
