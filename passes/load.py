@@ -50,6 +50,7 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
         raise EdgecError("is a folder; pass the path of an .onnx file", where=str(path)) from None
     model = _parse(data, path)
     _check_structure(model, path)
+    _check_valid(model, path)
     if any(_uses_external_data(t) for t in model.graph.initializer):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
@@ -70,6 +71,18 @@ def _parse(data: bytes, path: Path) -> onnx.ModelProto:
         raise EdgecError(f"not an ONNX model (the protobuf does not parse: {exc}); is the file complete "
                          f"and really .onnx?", where=str(path)) from None
     return model
+
+
+def _check_valid(model: onnx.ModelProto, path: Path) -> None:
+    """The ONNX checker's verdict on the file as given (weights in external files are not read for it)."""
+    if model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF:
+        return  # too big to check in memory; the passes' own checks still apply
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "rejected"
+        raise EdgecError(f"not a valid ONNX model ({first}); fix the exporter's output or re-export it, "
+                         f"onnx.checker.check_model names the same problem", where=str(path)) from None
 
 
 def _check_structure(model: onnx.ModelProto, path: Path) -> None:

@@ -2,8 +2,10 @@
 
 Dynamic input dims are pinned by ``--input-shape NAME=1x3x224x224``; onnxsim
 then folds constants (weights built by ConstantOfShape, shape arithmetic) and
-ONNX shape inference fills every intermediate tensor. A dim that stays
-dynamic is a user error naming the tensor and the flag to use.
+ONNX shape inference fills every intermediate tensor. Tensors it cannot type
+(outputs of ONNX Runtime's contrib ops, which ONNX has no inference for) are
+read off one ONNX Runtime run on random inputs. A dim that stays dynamic is a
+user error naming the tensor and the flag to use.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class ShapeInference:
             except onnx.shape_inference.InferenceError as exc:
                 raise EdgecError(f"ONNX shape inference failed: {str(exc).strip().splitlines()[0]}") from None
             graph = gs.import_onnx(model)
+        if not _all_static(graph) and _inputs_static(graph):
+            graph = gs.import_onnx(_shapes_by_running(model))
         _require_static(graph)
         program.graph = graph
         program.input_shapes = {t.name: tuple(t.shape) for t in graph.inputs}
@@ -118,6 +122,50 @@ def _opsets(model: onnx.ModelProto) -> list[tuple[str, int]]:
 def _optional(schema: onnx.defs.OpSchema, index: int) -> bool:
     formal = schema.outputs[min(index, len(schema.outputs) - 1)]
     return formal.option == onnx.defs.OpSchema.FormalParameterOption.Optional
+
+
+def _shapes_by_running(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with value_info for every tensor ONNX inference left untyped, from one ONNX Runtime run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    typed = {v.name for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+             if v.type.tensor_type.HasField("shape") and v.type.tensor_type.elem_type}
+    typed |= {t.name for t in model.graph.initializer}
+    missing = list(dict.fromkeys(o for n in model.graph.node for o in n.output if o and o not in typed))
+    if not missing:
+        return model
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in missing)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    rng = np.random.default_rng(0)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        feeds = {}
+        for i in session.get_inputs():
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
+                next(v.type.tensor_type.elem_type for v in model.graph.input if v.name == i.name)))
+            feeds[i.name] = (rng.random(i.shape) if dtype.kind == "f" else np.zeros(i.shape)).astype(dtype)
+        values = session.run(missing, feeds)
+    except Exception as exc:  # onnxruntime raises its own exception types, and RuntimeErrors from C++
+        untyped = next(n for n in model.graph.node if missing[0] in n.output)
+        raise EdgecError(f"tensor '{missing[0]}' (output of node '{untyped.name}', "
+                         f"{untyped.domain or 'ai.onnx'}.{untyped.op_type}) has no ONNX shape inference, and "
+                         f"ONNX Runtime could not run the model to measure it: "
+                         f"{str(exc).strip().splitlines()[0][:200]}; export the model with standard ONNX ops") from None
+    for name, value in zip(missing, values):
+        value = np.asarray(value)
+        model.graph.value_info.append(onnx.helper.make_tensor_value_info(
+            name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+    return model
+
+
+def _inputs_static(graph: gs.Graph) -> bool:
+    return all(t.shape is not None and all(isinstance(d, int) for d in t.shape) for t in graph.inputs)
 
 
 def _all_static(graph: gs.Graph) -> bool:

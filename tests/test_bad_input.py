@@ -70,6 +70,52 @@ def test_unknown_op_domain(tmp_path):
     compile_fails(tmp_path, model, TRIO, "acme.vision", "Warp")
 
 
+def contrib_model(tmp_path: Path, op: str) -> Path:
+    """MatMul -> com.microsoft.<op> -> MatMul: the middle tensor has no ONNX shape inference."""
+    model = save_text_model("""
+    <ir_version: 8, opset_import: ["" : 13, "com.microsoft" : 1]>
+    g (float[1,16] x) => (float[1,16] y) <float[16,16] w>
+    { a = MatMul(x, w)
+      g = com.microsoft.Gelu(a)
+      y = MatMul(g, w) }
+    """, tmp_path / f"{op.lower()}.onnx")
+    m = onnx.load(str(model))
+    m.graph.node[1].op_type = op
+    onnx.save(m, str(model))
+    return model
+
+
+def test_contrib_op_shapes_come_from_onnxruntime_and_the_plan_verifies(tmp_path):
+    out = tmp_path / "out"
+    proc = edgec("compile", contrib_model(tmp_path, "Gelu"), "-t", TRIO, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    for stage in manifest["stages"]:  # TensorRT has no com.microsoft ops: the Gelu runs on a CPU
+        ops = {(n.domain, n.op_type) for n in onnx.load(str(out / stage["model"])).graph.node}
+        assert stage["unit"] != "gpu" or ("com.microsoft", "Gelu") not in ops
+    assert any(("com.microsoft", "Gelu") in {(n.domain, n.op_type) for n in onnx.load(str(out / s["model"])).graph.node}
+               for s in manifest["stages"])
+    proc = edgec("verify", out)
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_contrib_op_onnxruntime_cannot_run_is_a_user_error(tmp_path):
+    compile_fails(tmp_path, contrib_model(tmp_path, "NoSuchKernel"), TRIO, "tensor 'g'", "node ",
+                  "com.microsoft.NoSuchKernel", "standard ONNX ops")
+
+
+def test_model_the_onnx_checker_rejects_is_a_user_error(tmp_path):
+    model = save_text_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,4] x) => (float[1,4] y) { y = Relu(x) }
+    """, tmp_path / "m.onnx")
+    m = onnx.load(str(model))
+    m.graph.output[0].type.tensor_type.ClearField("shape")
+    m.graph.output[0].type.tensor_type.elem_type = 0  # an output without a type
+    onnx.save(m, str(model))
+    compile_fails(tmp_path, model, TRIO, str(model), "not a valid ONNX model")
+
+
 def test_dynamic_dim_without_input_shape(tmp_path):
     model = save_text_model("""
     <ir_version: 8, opset_import: ["" : 17]>
