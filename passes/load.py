@@ -50,13 +50,14 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
         raise EdgecError("is a folder; pass the path of an .onnx file", where=str(path)) from None
     model = _parse(data, path)
     _check_structure(model, path)
-    _check_valid(model, path)
     if any(_uses_external_data(t) for t in model.graph.initializer):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except (FileNotFoundError, OSError) as exc:
-            raise EdgecError(f"external data file missing: {exc.filename or exc}; keep the weights file "
+        except (OSError, onnx.checker.ValidationError) as exc:  # newer onnx checks the file and raises the latter
+            missing = getattr(exc, "filename", None) or str(exc).strip().splitlines()[0]
+            raise EdgecError(f"external data file missing: {missing}; keep the weights file "
                              f"next to the model as when it was saved", where=str(path)) from None
+    _check_valid(model, path)
     _lift_initializer_inputs(model)
     name_nodes(model)
     _check_domains(model, path)
@@ -74,11 +75,10 @@ def _parse(data: bytes, path: Path) -> onnx.ModelProto:
 
 
 def _check_valid(model: onnx.ModelProto, path: Path) -> None:
-    """The ONNX checker's verdict on the file as given (weights in external files are not read for it)."""
-    if model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF:
-        return  # too big to check in memory; the passes' own checks still apply
+    """The ONNX checker's verdict on the model as loaded (external weights read in); the file's own path for
+    a model too big to check in memory."""
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model if model.ByteSize() < onnx.checker.MAXIMUM_PROTOBUF else str(path))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "rejected"
         raise EdgecError(f"not a valid ONNX model ({first}); fix the exporter's output or re-export it, "

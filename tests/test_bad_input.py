@@ -230,3 +230,34 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _external_weights_model(tmp_path: Path) -> Path:
+    import numpy as np
+    from onnx import numpy_helper
+
+    model = save_text_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,64] x) => (float[1,64] y) <float[64,64] w>
+    { y = MatMul(x, w) }
+    """, tmp_path / "src.onnx")
+    m = onnx.load(str(model))
+    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.eye(64, dtype=np.float32), "w"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save(m, str(folder / "m.onnx"), save_as_external_data=True, location="m.weights", size_threshold=0)
+    return folder / "m.onnx"
+
+
+def test_external_weights_load_from_the_models_folder_whatever_the_cwd(tmp_path):
+    model = _external_weights_model(tmp_path)
+    out = tmp_path / "out"
+    proc = edgec("compile", model, "-t", TRIO, "-o", out)  # run from the repository root, not the model's folder
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS" in edgec("verify", out).stdout
+
+
+def test_missing_external_weights_file(tmp_path):
+    model = _external_weights_model(tmp_path)
+    (model.parent / "m.weights").unlink()
+    compile_fails(tmp_path, model, TRIO, str(model), "m.weights", "next to the model")
