@@ -37,7 +37,8 @@ from rich.console import Console
 from rich.table import Table
 
 import edgec
-from edgec.runtime.driver import Driver, random_frames, transport_table
+from edgec.runtime.driver import Driver, transport_table
+from edgec.runtime.frames import random_frames
 from edgec.runtime.local import LocalCluster
 from edgec.runtime.plan import read_plan
 from edgec.runtime.stage import StageRunner

@@ -13,7 +13,8 @@ import zmq
 from edgec.errors import EdgecError
 from edgec.runtime import wire
 from edgec.runtime.deployment import local_deployment
-from edgec.runtime.driver import Driver, _group_errors, load_frames
+from edgec.runtime.driver import Driver, _group_errors
+from edgec.runtime.frames import load_frames
 
 from test_runtime_plan import _manifest, _stage
 

@@ -15,7 +15,8 @@ import pytest
 import zmq
 
 from edgec.runtime.deployment import load_deployment
-from edgec.runtime.driver import Driver, random_frames
+from edgec.runtime.driver import Driver
+from edgec.runtime.frames import random_frames
 from edgec.runtime.local import LocalCluster
 from edgec.runtime.plan import read_plan
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import edgec
-from edgec.runtime.driver import Driver, random_frames
+from edgec.runtime.driver import Driver
+from edgec.runtime.frames import random_frames
 from edgec.runtime.local import LocalCluster, plan_cores, run_local
 from edgec.runtime.plan import read_plan
 from edgec.verification import session

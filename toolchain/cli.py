@@ -187,7 +187,8 @@ def run_cmd(
     """Feed frames to the plan's first device and collect results from the last, in order."""
     import numpy as np
 
-    from edgec.runtime.driver import Driver, cycle, load_frames, random_frames, stack_outputs, transport_table
+    from edgec.runtime.driver import Driver, stack_outputs, transport_table
+    from edgec.runtime.frames import cycle, load_frames, random_frames
     from edgec.runtime.deployment import load_deployment
     from edgec.runtime.plan import read_plan
 

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from edgec.errors import EdgecError
 from edgec.manifest import Manifest, TensorSpec, read_manifest
-from edgec.runtime.driver import random_frames
+from edgec.runtime.frames import random_frames
 
 DEFAULT_RTOL = 1e-4
 

@@ -146,7 +146,8 @@ def _signame(sig: int) -> str:
 def run_local(out_dir: str, frames, n_frames: int, keys_dir: Optional[str] = None, timeout_s: float = 10.0,
               pin: bool = True, on_result=None, on_start=None):
     """Start the plan's devices here, run the frames through them, stop them; the driver's RunResult."""
-    from edgec.runtime.driver import Driver, cycle
+    from edgec.runtime.driver import Driver
+    from edgec.runtime.frames import cycle
 
     with LocalCluster(out_dir, keys_dir=keys_dir, pin=pin) as cluster:
         if on_start is not None:
