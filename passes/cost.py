@@ -14,8 +14,9 @@ the figures match what runs:
 - Dropout and Identity are removed; views (Reshape, Flatten, Squeeze, Unsqueeze)
   cost only the per-node overhead;
 - a conv the runtime runs in its blocked layout computes whole channel blocks
-  (:func:`edgec.passes.layout.channel_padding`); an op it runs in plain layout
-  reaches the profile's ``plain_efficiency`` where the profile has one;
+  (:func:`edgec.passes.layout.channel_padding`) and, a grouped one, not as one
+  GEMM per group; a pool it runs in plain layout reaches the profile's
+  ``plain_efficiency`` where the profile has one;
 - where the unit's runtime runs some ops in a blocked layout (profile
   ``layout_block``), each conversion :mod:`edgec.passes.layout` finds costs
   :meth:`UnitProfile.conversion_ms`: in :func:`predict_ms` the nodes run as one
@@ -36,7 +37,7 @@ import onnx_graphsurgeon as gs
 from edgec.errors import EdgecError
 from edgec.flops import VIEW_OPS, NodeWork, node_work, op_class
 from edgec.ir import GroupCost, Program
-from edgec.passes.layout import blocked_nodes, channel_padding, conversions
+from edgec.passes.layout import BLOCKED_POOLS, blocked_nodes, channel_padding, conversions
 from edgec.pipeline import PassResult
 from edgec.profile import UnitProfile, resolve_unit_profile
 
@@ -92,8 +93,8 @@ def node_ms(node: gs.Node, work: NodeWork, profile: UnitProfile, *, fused: bool 
         return profile.overhead_ms
     if blocked:
         padding = channel_padding(node, profile.layout_block)
-        return profile.node_ms(replace(work, flops=work.flops * padding) if padding != 1.0 else work)
-    return profile.node_ms(work, plain=True)
+        return profile.node_ms(replace(work, flops=work.flops * padding) if padding != 1.0 else work, blocked=True)
+    return profile.node_ms(work, plain=node.op in BLOCKED_POOLS)
 
 
 def predict_ms(nodes: Sequence[gs.Node], profile: UnitProfile) -> float:

@@ -37,7 +37,7 @@ from typing import Iterable, Sequence
 
 import onnx_graphsurgeon as gs
 
-_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
+BLOCKED_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})  # have NCHWc kernels
 _FOLLOW_UNARY = frozenset({"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish",
                            "BatchNormalization", "Dropout", "Identity"})
 _FOLLOW_BINARY = frozenset({"Add", "Sum"})
@@ -77,7 +77,7 @@ def _blocked_ids(nodes: Sequence[gs.Node], block: int, fused: Iterable[str] = ()
             continue
         if node.op == "Conv":
             ok = _conv_blocked(node, block)
-        elif node.op in _POOLS:
+        elif node.op in BLOCKED_POOLS:
             ok = (len([t for t in node.outputs if t.name]) == 1 and _channels(node.inputs[0]) % block == 0
                   and len(_shape(node.inputs[0])) == 4)
         elif node.op in _FOLLOW_UNARY:

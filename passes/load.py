@@ -55,10 +55,13 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
         except (OSError, onnx.checker.ValidationError) as exc:  # newer onnx checks the file and raises the latter
             missing = getattr(exc, "filename", None) or str(exc).strip().splitlines()[0]
-            raise EdgecError(f"external data file missing: {missing}; keep the weights file "
+            raise EdgecError(f"cannot read the external weights: {missing}; keep the weights file "
                              f"next to the model as when it was saved", where=str(path)) from None
+        except ValueError as exc:  # a weights file shorter than the offsets the model records
+            raise EdgecError(f"external weights file truncated or corrupt: {str(exc).strip().splitlines()[0]}; "
+                             f"copy it again as it was saved with the model", where=str(path)) from None
+    _lift_initializer_inputs(model)  # before the checker: IR 3 wants initializers listed as inputs, ours is IR 4
     _check_valid(model, path)
-    _lift_initializer_inputs(model)
     name_nodes(model)
     _check_domains(model, path)
     return model, hashlib.sha256(data).hexdigest()
@@ -112,11 +115,13 @@ def _uses_external_data(t: onnx.TensorProto) -> bool:
 
 
 def _lift_initializer_inputs(model: onnx.ModelProto) -> None:
+    """Initializers stop being graph inputs, which makes the model IR 4 at least (IR 3 lists them as inputs)."""
     inits = {t.name for t in model.graph.initializer}
     kept = [i for i in model.graph.input if i.name not in inits]
     if len(kept) != len(model.graph.input):
         del model.graph.input[:]
         model.graph.input.extend(kept)
+    if inits:
         model.ir_version = max(model.ir_version, 4)
 
 

@@ -124,15 +124,34 @@ def _optional(schema: onnx.defs.OpSchema, index: int) -> bool:
     return formal.option == onnx.defs.OpSchema.FormalParameterOption.Optional
 
 
+# Ops whose output shapes depend on the input values: a shape from one run on random data would be wrong.
+_DATA_DEPENDENT = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "Loop", "If", "Scan",
+                             "StringSplit", "RandomNormal", "RandomUniform", "RandomNormalLike",
+                             "RandomUniformLike", "Multinomial", "Bernoulli"})
+
+
 def _shapes_by_running(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with value_info for every tensor ONNX inference left untyped, from one ONNX Runtime run."""
+    """The model with value_info for the tensors ONNX inference could not shape because they follow an op
+    outside the ONNX domain (ONNX Runtime's contrib ops), read off one ONNX Runtime run on random inputs.
+
+    Tensors downstream of an op whose output shape depends on the data are left alone (their dims stay
+    unknown and are reported as such).
+    """
     import numpy as np
     import onnxruntime as ort
 
-    typed = {v.name for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
-             if v.type.tensor_type.HasField("shape") and v.type.tensor_type.elem_type}
-    typed |= {t.name for t in model.graph.initializer}
-    missing = list(dict.fromkeys(o for n in model.graph.node for o in n.output if o and o not in typed))
+    static = {v.name for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+              if _static_type(v)} | {t.name for t in model.graph.initializer}
+    beyond_onnx: set[str] = set()   # tensors downstream of a non-ONNX op
+    data_dependent: set[str] = set()
+    for node in model.graph.node:  # topological order
+        if node.domain not in ("", "ai.onnx") or any(i in beyond_onnx for i in node.input):
+            beyond_onnx.update(o for o in node.output if o)
+        if node.op_type in _DATA_DEPENDENT or any(i in data_dependent for i in node.input):
+            data_dependent.update(o for o in node.output if o)
+    missing = [o for n in model.graph.node for o in n.output
+               if o and o not in static and o in beyond_onnx and o not in data_dependent]
+    missing = list(dict.fromkeys(missing))
     if not missing:
         return model
     probe = onnx.ModelProto()
@@ -157,11 +176,20 @@ def _shapes_by_running(model: onnx.ModelProto) -> onnx.ModelProto:
                          f"{untyped.domain or 'ai.onnx'}.{untyped.op_type}) has no ONNX shape inference, and "
                          f"ONNX Runtime could not run the model to measure it: "
                          f"{str(exc).strip().splitlines()[0][:200]}; export the model with standard ONNX ops") from None
-    for name, value in zip(missing, values):
-        value = np.asarray(value)
+    measured = {name: np.asarray(value) for name, value in zip(missing, values)
+                if isinstance(value, np.ndarray) and value.dtype != object}  # not None, not a sequence
+    kept = [v for v in model.graph.value_info if v.name not in measured]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    for name, value in measured.items():
         model.graph.value_info.append(onnx.helper.make_tensor_value_info(
             name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
     return model
+
+
+def _static_type(v: onnx.ValueInfoProto) -> bool:
+    tt = v.type.tensor_type
+    return bool(tt.elem_type) and tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)
 
 
 def _inputs_static(graph: gs.Graph) -> bool:

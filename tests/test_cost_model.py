@@ -122,6 +122,23 @@ def test_fit_recovers_the_grouped_gemm_shape_and_the_large_gemm_efficiency():
         assert profile.node_ms(r.work, overhead=False) == pytest.approx(r.ms, rel=1e-3)
 
 
+def test_fit_ignores_a_memory_bound_grouped_bench():
+    true = (9.5, 15.5)
+    clean = [_shaped(f"g{k}x{n}", k, n, 0.9, true) for k, n in ((6, 3136), (34, 784), (68, 196))]
+    slow_memory = BenchResult("g136x49", "grouped", 0.05,  # moves 10 MB at 10 GB/s: 1 ms, so memory-bound
+                              NodeWork(1e7, 10_000_000, 1000, 1000, "grouped", 136, 49))
+    results = [_result("conv", "conv", 1e8, 1.0)] + clean + [slow_memory]
+    profile = fit_profile(results, 0.0, 1, None)
+    assert profile.grouped_shape == pytest.approx(true)
+    assert profile.efficiency["grouped"] == pytest.approx(0.9, rel=1e-3)
+
+
+def test_blocked_grouped_conv_runs_no_gemm_per_group():
+    shaped = parse_unit_profile(dict(unit_spec(), grouped_shape={"reduction": 6, "pixels": 0}), "cpu")
+    work = NodeWork(1e9, 0, 1000, 1000, "grouped", 6, 3136)
+    assert shaped.node_ms(work, blocked=True) == parse_unit_profile(unit_spec(), "cpu").node_ms(work)
+
+
 def test_fit_leaves_grouped_shape_out_without_benches_of_varied_shape():
     results = [_result("conv", "conv", 1e8, 1.0), _shaped("a", 34, 784, 0.8, (9.5, 15.5)),
                _shaped("b", 68, 784, 0.8, (9.5, 15.5))]
@@ -141,7 +158,8 @@ def test_grouped_conv_with_few_channels_per_group_is_predicted_slower():
 
 @pytest.mark.parametrize("bad,where", [({"reduction": -1}, "grouped_shape.reduction"),
                                        ({"pixels": "many"}, "grouped_shape.pixels"),
-                                       ({"k": 3}, "grouped_shape.k"), ([6, 15], "grouped_shape")])
+                                       ({"k": 3}, "grouped_shape.k"), ([6, 15], "grouped_shape"),
+                                       ({"reduction": 1e300}, "grouped_shape.reduction")])
 def test_bad_grouped_shape_is_rejected_naming_the_field(bad, where):
     with pytest.raises(EdgecError, match=rf"\$\.units\.cpu\.{where}"):
         parse_profile({"version": 1, "host": {}, "units": {"cpu": dict(unit_spec(), grouped_shape=bad)}})

@@ -286,6 +286,16 @@ def test_pool_run_in_plain_layout_takes_the_plain_efficiency():
         flops / (0.01e9 * 0.5) * 1e3 + 0.01)  # efficiency.pool: all pools of a runtime without blocks
 
 
+def test_plain_efficiency_is_for_pools_only_not_reductions_of_the_pool_class():
+    reduce = nodes_of(graph(POOL24.replace("MaxPool<kernel_shape = [3, 3], pads = [1, 1, 1, 1]>(x)",
+                                           "ReduceMean<axes = [1], keepdims = 1>(x)").replace(
+        "float[1,24,8,8] y", "float[1,1,8,8] y")))
+    assert reduce[0].op == "ReduceMean"
+    slow = parse_unit_profile(unit_spec(layout_block=16, plain_efficiency={"pool": 0.01}), "cpu")
+    without = parse_unit_profile(unit_spec(layout_block=16), "cpu")
+    assert predict_ms(reduce, slow) == predict_ms(reduce, without)
+
+
 @pytest.mark.skipif(nchwc_block_size() != 16, reason="ONNX Runtime does not block 16 channels on this machine")
 @pytest.mark.parametrize("text,blocked", [(POOL24, False), (POOL24.replace("24", "32"), True),
                                           (CONV24, True)])

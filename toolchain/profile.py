@@ -69,6 +69,7 @@ from edgec.flops import OP_CLASSES, NodeWork
 
 PROFILE_VERSION = 1
 GROUPED_SHAPE_KEYS = ("reduction", "pixels")
+MAX_GROUPED_SHAPE = 1e4  # far beyond any measured value (about 10 and 16); keeps predictions finite
 
 
 @dataclass(frozen=True)
@@ -109,15 +110,18 @@ class UnitProfile:
         """ms to stream weights from DRAM and activations through the cache hierarchy once."""
         return (max(param_bytes, 0) / self.bandwidth_gbs + max(activation_bytes, 0) / self.act_bandwidth_gbs) / 1e6
 
-    def node_ms(self, work: NodeWork, *, overhead: bool = True, plain: bool = False) -> float:
+    def node_ms(self, work: NodeWork, *, overhead: bool = True, plain: bool = False, blocked: bool = False) -> float:
         """Roofline prediction for one node; layout ops reach efficiency["memory"] of the activation bandwidth.
 
-        `plain`: the node runs in plain layout although the runtime has a blocked one (see ``plain_efficiency``).
+        `plain`: an op the runtime has blocked kernels for (a pool) runs in plain layout here (see
+        ``plain_efficiency``); `blocked`: it runs in the blocked layout, a grouped conv included, so not as
+        one GEMM per group (no ``grouped_shape`` factor).
         """
         activation_bytes = work.activation_bytes
         if work.op_class == "memory":
             activation_bytes /= self.efficiency["memory"]
-        t = max(self.compute_ms(work.flops * self.grouped_shape_factor(work), work.op_class, plain=plain),
+        flops = work.flops if blocked else work.flops * self.grouped_shape_factor(work)
+        t = max(self.compute_ms(flops, work.op_class, plain=plain),
                 self.memory_ms(work.param_bytes, activation_bytes))
         return t + (self.overhead_ms if overhead else 0.0)
 
@@ -267,8 +271,8 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
     for key, value in shape.items():
         _require(key in GROUPED_SHAPE_KEYS, f"{where}.grouped_shape.{key}",
                  f"unknown field; expected: {', '.join(GROUPED_SHAPE_KEYS)}", path)
-        _require(_is_number(value) and value >= 0, f"{where}.grouped_shape.{key}",
-                 f"expected a number of at least 0, got {value!r}", path)
+        _require(_is_number(value) and 0 <= value <= MAX_GROUPED_SHAPE, f"{where}.grouped_shape.{key}",
+                 f"expected a number from 0 to {MAX_GROUPED_SHAPE:g}, got {value!r}", path)
     return UnitProfile(name, numbers["peak_gflops"], numbers["bandwidth_gbs"],
                        {c: float(eff[c]) for c in OP_CLASSES}, numbers["overhead_ms"], threads,
                        tuple(cores) if cores is not None else None, sources,

@@ -94,17 +94,24 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
                        layout_block, layout_eff, plain, grouped_shape)
 
 
+def _compute_bound(r: BenchResult, probe: UnitProfile) -> bool:
+    """The bench took longer than its node overhead plus streaming its bytes: its time is arithmetic."""
+    kernel = r.ms - probe.overhead_ms
+    return kernel > 0 and probe.memory_ms(r.work.param_bytes, r.work.activation_bytes) < kernel
+
+
 def fit_grouped_shape(results: Sequence[BenchResult], probe: UnitProfile) -> tuple[float, float]:
     """(reduction, pixels) of ``grouped_shape`` that make the grouped benches' efficiencies agree best.
 
-    Least squares in log space over a grid; (0, 0) unless three or more benches vary in both dimensions.
+    Least squares in log space over a grid, on the compute-bound benches; (0, 0) unless three or more of
+    them vary in both dimensions.
     """
-    shaped = [r for r in results if r.work.reduction > 0 and r.work.pixels > 0 and r.work.flops > 0]
+    shaped = [r for r in results if r.work.reduction > 0 and r.work.pixels > 0 and r.work.flops > 0
+              and _compute_bound(r, probe)]
     if (len(shaped) < 3 or len({r.work.reduction for r in shaped}) < 2
             or len({r.work.pixels for r in shaped}) < 2):
         return (0.0, 0.0)
-    logs = [math.log(r.work.flops / (probe.peak_gflops * 1e6 * max(r.ms - probe.overhead_ms, 1e-6)))
-            for r in shaped]
+    logs = [math.log(r.work.flops / (probe.peak_gflops * 1e6 * (r.ms - probe.overhead_ms))) for r in shaped]
 
     def spread(reduction: float, pixels: float) -> float:
         vals = [lg + math.log((1 + reduction / r.work.reduction) * (1 + pixels / r.work.pixels))
@@ -124,11 +131,9 @@ def _class_efficiencies(results: Sequence[BenchResult], probe: UnitProfile) -> d
     for cls in OP_CLASSES:
         logs = []
         for r in results:
-            if r.op_class != cls or r.work.flops <= 0:
-                continue
-            kernel = max(r.ms - probe.overhead_ms, 1e-6)
-            if probe.memory_ms(r.work.param_bytes, r.work.activation_bytes) >= kernel:
-                continue  # memory-bound: says nothing about arithmetic efficiency
+            if r.op_class != cls or r.work.flops <= 0 or not _compute_bound(r, probe):
+                continue  # memory-bound (or lost in the node overhead): says nothing about arithmetic efficiency
+            kernel = r.ms - probe.overhead_ms
             flops = r.work.flops * probe.grouped_shape_factor(r.work)
             logs.append(math.log(min(flops / (probe.peak_gflops * 1e6 * kernel), 4.0)))
         if logs:
