@@ -61,7 +61,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from edgec.cluster import ComputeUnit, Device
 from edgec.errors import EdgecError
@@ -259,26 +259,15 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
     unknown = sorted(set(eff) - set(OP_CLASSES))
     _require(not unknown, f"{where}.efficiency.{unknown[0] if unknown else ''}",
              f"unknown op class; expected: {', '.join(OP_CLASSES)}", path)
-    plain = spec.get("plain_efficiency", {})
-    _require(isinstance(plain, dict), f"{where}.plain_efficiency", "expected an object", path)
-    for cls, value in plain.items():
-        _require(cls in OP_CLASSES, f"{where}.plain_efficiency.{cls}",
-                 f"unknown op class; expected: {', '.join(OP_CLASSES)}", path)
-        _require(_is_number(value) and value > 0, f"{where}.plain_efficiency.{cls}",
-                 f"expected a number greater than 0, got {value!r}", path)
-    shape = spec.get("grouped_shape", {})
-    _require(isinstance(shape, dict), f"{where}.grouped_shape", "expected an object with reduction and pixels", path)
-    for key, value in shape.items():
-        _require(key in GROUPED_SHAPE_KEYS, f"{where}.grouped_shape.{key}",
-                 f"unknown field; expected: {', '.join(GROUPED_SHAPE_KEYS)}", path)
-        _require(_is_number(value) and 0 <= value <= MAX_GROUPED_SHAPE, f"{where}.grouped_shape.{key}",
-                 f"expected a number from 0 to {MAX_GROUPED_SHAPE:g}, got {value!r}", path)
+    plain = _number_map(spec.get("plain_efficiency", {}), OP_CLASSES, f"{where}.plain_efficiency", path,
+                        lambda v: v > 0, "a number greater than 0")
+    shape = _number_map(spec.get("grouped_shape", {}), GROUPED_SHAPE_KEYS, f"{where}.grouped_shape", path,
+                        lambda v: 0 <= v <= MAX_GROUPED_SHAPE, f"a number from 0 to {MAX_GROUPED_SHAPE:g}")
     return UnitProfile(name, numbers["peak_gflops"], numbers["bandwidth_gbs"],
                        {c: float(eff[c]) for c in OP_CLASSES}, numbers["overhead_ms"], threads,
                        tuple(cores) if cores is not None else None, sources,
                        float(act_bw) if act_bw is not None else None, block, float(layout_eff),
-                       {c: float(v) for c, v in plain.items()},
-                       tuple(float(shape.get(k, 0.0)) for k in GROUPED_SHAPE_KEYS))
+                       plain, tuple(shape.get(k, 0.0) for k in GROUPED_SHAPE_KEYS))
 
 
 def profile_file_json(units: Mapping[str, UnitProfile | Mapping[str, Any]], host: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,6 +309,16 @@ def resolve_unit_profile(device: Device, unit: ComputeUnit) -> UnitProfile:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_map(value: Any, allowed: tuple[str, ...], where: str, path: str, ok: Callable[[float], bool],
+                expected: str) -> dict[str, float]:
+    """An optional object of named numbers: every name one of `allowed`, every value passing `ok`."""
+    _require(isinstance(value, dict), where, f"expected an object with some of: {', '.join(allowed)}", path)
+    for key, number in value.items():
+        _require(key in allowed, f"{where}.{key}", f"unknown name; expected one of: {', '.join(allowed)}", path)
+        _require(_is_number(number) and ok(number), f"{where}.{key}", f"expected {expected}, got {number!r}", path)
+    return {key: float(number) for key, number in value.items()}
 
 
 def _field(obj: dict[str, Any], key: str, where: str, path: str) -> Any:
