@@ -9,9 +9,10 @@ What a user does to calibrate a board, done here for this machine:
    and once for a one-device cluster (the whole model as one stage);
 3. each stage's sub-model from out/ runs under ONNX Runtime with the stage's own
    session settings from the manifest, in a process pinned to the stage's cores
-   as the device's launcher pins it (median of --runs after warm-up; runs
-   disturbed by other processes are timed again), next to the manifest's
-   ``predicted_ms``.
+   as the device's launcher pins it, next to the manifest's ``predicted_ms``.
+   A model's stages and its whole are timed in turn, --rounds times over (the
+   median of --runs after warm-up each time; runs disturbed by other
+   processes timed again), and each gets the median of its rounds.
 
 The two devices are this machine's first two CPUs, one core each (``--cores``
 changes that). A device of one core is what this benchmark can measure
@@ -20,7 +21,7 @@ two cores of throughput together (a two-thread session of DenseNet-121 takes
 35 ms at one time and 57 ms at another, single-thread 60 +- 2 ms), and a
 profile measured in one state predicts the other badly.
 
-    python benchmarks/cost_model.py                      # measures the profile first (~30 s)
+    python benchmarks/cost_model.py                      # measures the profile first (~90 s)
     python benchmarks/cost_model.py --profile host.json  # a profile file from `edgec profile`
 
 Targets: MAPE <= 15% over all stages, whole-model error <= 10%.
@@ -33,6 +34,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -102,21 +104,31 @@ def pinned(cores: list[int] | None):
         os.sched_setaffinity(0, saved)
 
 
-def stage_rows(out: Path, runs: int) -> list[tuple[str, float, float]]:
-    """(stage, predicted ms, measured ms) for every stage of a compiled out/ folder."""
+def stage_rows(outs: list[Path], runs: int, rounds: int) -> list[list[tuple[str, float, float]]]:
+    """Per compiled out/ folder, (stage, predicted ms, measured ms) for each of its stages.
+
+    All stages of all folders are timed in turn, `rounds` times over, and each
+    stage's measurement is the median of its rounds: a slow spell of the
+    machine then does not fall on one stage (or on the whole model) alone.
+    """
     import onnxruntime as ort
 
-    manifest = json.loads((out / "manifest.json").read_text())
-    predicted = {s["name"]: float(s["predicted_ms"]) for s in manifest["stages"]}
-    rows = []
-    for stage in read_plan(str(out)).stages:
-        cores = stage.session.get("cores")
-        with pinned(cores):
-            so = session_options(runnable_settings(stage.session), len(cores or [1]))
-            sess = ort.InferenceSession(read_checked(str(out), stage), so, providers=["CPUExecutionProvider"])
-            ms = time_session(sess, random_feeds(sess), runs=runs, warmup=3, budget_s=20.0)
-        rows.append((stage.name, predicted[stage.name], ms))
-    return rows
+    sessions = []
+    for out in outs:
+        manifest = json.loads((out / "manifest.json").read_text())
+        predicted = {s["name"]: float(s["predicted_ms"]) for s in manifest["stages"]}
+        for stage in read_plan(str(out)).stages:
+            cores = stage.session.get("cores")
+            with pinned(cores):
+                so = session_options(runnable_settings(stage.session), len(cores or [1]))
+                sess = ort.InferenceSession(read_checked(str(out), stage), so, providers=["CPUExecutionProvider"])
+            sessions.append((out, stage.name, predicted[stage.name], cores, sess, random_feeds(sess), []))
+    for k in range(rounds):
+        for _, _, _, cores, sess, feeds, times in sessions:
+            with pinned(cores):
+                times.append(time_session(sess, feeds, runs=runs, warmup=3 if k == 0 else 1, budget_s=20.0))
+    return [[(name, pred, statistics.median(times)) for o, name, pred, _, _, _, times in sessions if o == out]
+            for out in outs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="profile file with a unit 'cpu' (default: measure this machine now)")
     parser.add_argument("--cores", default="0;1", help="each device's cores: '0;1' (default) is two devices "
                         "of one core each; '0,1' one device of two cores")
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all of a model's stages")
     parser.add_argument("--models", nargs="*", help="zoo model names (default: all)")
     parser.add_argument("--keep", help="keep the profile, clusters and out/ folders here")
     args = parser.parse_args(argv)
@@ -165,18 +178,17 @@ def main(argv: list[str] | None = None) -> int:
             outs[tag] = work / f"{name}-{tag}"
             edgec.compile(model, cluster, outs[tag])
         wait_until_idle(30.0)
-        for stage, pred, meas in stage_rows(outs["pair"], args.runs):
+        pair_rows, whole_rows = stage_rows([outs["pair"], outs["whole"]], args.runs, args.rounds)
+        for stage, pred, meas in pair_rows:
             err = (pred - meas) / meas * 100
             stage_errors.append(abs(err))
             print(f"{name:16s} {stage:>5s} {pred:13.2f} {meas:12.2f} {err:+8.1f}")
-        whole = stage_rows(outs["whole"], args.runs)
-        pred, meas = sum(r[1] for r in whole), sum(r[2] for r in whole)
+        pred, meas = sum(r[1] for r in whole_rows), sum(r[2] for r in whole_rows)
         err = (pred - meas) / meas * 100
         model_errors.append(abs(err))
         print(f"{name:16s} {'all':>5s} {pred:13.2f} {meas:12.2f} {err:+8.1f}")
         if not args.keep:
             for folder in outs.values():
-                import shutil
                 shutil.rmtree(folder, ignore_errors=True)
     print(f"\nstage MAPE {statistics.mean(stage_errors):.1f}% over {len(stage_errors)} stages (target <= 15%), "
           f"whole-model error mean {statistics.mean(model_errors):.1f}% max {max(model_errors):.1f}% "

@@ -139,6 +139,16 @@ def test_blocked_grouped_conv_runs_no_gemm_per_group():
     assert shaped.node_ms(work, blocked=True) == parse_unit_profile(unit_spec(), "cpu").node_ms(work)
 
 
+def test_passes_keep_each_chain_lengths_fastest_time(monkeypatch):
+    import edgec.microbench as mb
+
+    bench = next(b for b in default_benches() if b.name.startswith("relu"))  # lengths 1 and 5
+    timed = iter([(1.0, 3.0), (0.5, 2.9), (0.8, 3.5)])  # a slow spell in pass 1 (short) and pass 3 (long)
+    monkeypatch.setattr(mb, "time_bench", lambda *args, **kwargs: next(timed))
+    result, = mb.run_benches([bench], 1, passes=3)
+    assert result.ms == pytest.approx((2.9 - 0.5) / 4)
+
+
 def test_fit_leaves_grouped_shape_out_without_benches_of_varied_shape():
     results = [_result("conv", "conv", 1e8, 1.0), _shaped("a", 34, 784, 0.8, (9.5, 15.5)),
                _shaped("b", 68, 784, 0.8, (9.5, 15.5))]

@@ -1,8 +1,9 @@
 """Measuring a unit profile on the machine itself (``edgec profile -o FILE``).
 
 The micro-benchmarks (:mod:`edgec.microbench`) time one op per benchmark in
-the middle of a chain, under the backend's ONNX Runtime settings; this module
-fits the profile to them:
+the middle of a chain, under the backend's ONNX Runtime settings, three passes
+over all of them keeping each chain's fastest time (a slow spell of a shared
+machine then misses at least one pass); this module fits the profile to them:
 
 - ``overhead_ms``: per node, from a chain of tiny Relus;
 - ``bandwidth_gbs``: from streaming element-wise ops on activation-sized
@@ -40,7 +41,7 @@ from typing import Sequence
 
 from edgec.flops import OP_CLASSES
 from edgec.microbench import (Bench, BenchResult, default_benches, layout_benches, nchwc_block_size, overhead_bench,
-                              plain_benches, run_bench)
+                              plain_benches, run_benches)
 from edgec.profile import UnitProfile, default_grouped_efficiency, profile_file_json
 
 
@@ -158,25 +159,26 @@ def fit_layout_efficiency(results: Sequence[BenchResult], overhead_ms: float, ac
 
 
 def measure_host_profile(threads: int, cores: list[int] | None = None, *,
-                         benches: Sequence[Bench] | None = None, runs: int = 15,
+                         benches: Sequence[Bench] | None = None, runs: int = 15, passes: int = 3,
                          name: str = "host.cpu") -> dict:
     """Measure one compute unit of this machine; returns its profile as JSON (a file's ``units`` entry).
 
     `threads` is the unit's core count (the backend's ``intra_op_num_threads``);
-    `cores` pins the threads (and this process, while measuring) to those CPU ids.
+    `cores` pins the threads (and this process, while measuring) to those CPU ids;
+    every bench is timed `passes` times over (:func:`edgec.microbench.run_benches`).
     """
     saved = os.sched_getaffinity(0) if cores and hasattr(os, "sched_getaffinity") else None
     try:
         if saved is not None:
             os.sched_setaffinity(0, set(cores or []))
-        overhead = run_bench(overhead_bench(), threads, cores, runs=runs).ms
         block = nchwc_block_size()
-        benches = list(benches or default_benches()) + (layout_benches() + plain_benches(block) if block else [])
-        results = [run_bench(b, threads, cores, runs=runs) for b in benches]
+        benches = [overhead_bench()] + list(benches or default_benches()) + (
+            layout_benches() + plain_benches(block) if block else [])
+        overhead_result, *results = run_benches(benches, threads, cores, runs=runs, passes=passes)
     finally:
         if saved is not None:
             os.sched_setaffinity(0, saved)
-    return fit_profile(results, overhead, threads, cores, name, block).to_json()
+    return fit_profile(results, overhead_result.ms, threads, cores, name, block).to_json()
 
 
 def host_description() -> dict:
