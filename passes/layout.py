@@ -146,11 +146,10 @@ def channel_padding(node: gs.Node, block: int) -> float:
     depthwise conv's channels round up once. A 24-channel 3x3 conv with
     16-channel blocks computes 32 x 32 channel pairs, 1.78x its 24 x 24.
     """
-    w = node.inputs[1] if node.op == "Conv" and len(node.inputs) > 1 else None
-    if block <= 0 or not isinstance(w, gs.Constant) or len(w.shape) != 4:
+    dims = _conv_dims(node)
+    if block <= 0 or dims is None:
         return 1.0
-    out_ch, in_per_group = int(w.shape[0]), int(w.shape[1])
-    group = int(node.attrs.get("group", 1))
+    out_ch, in_per_group, group = dims
 
     def up(c: int) -> float:
         return -(-c // block) * block / c
@@ -164,16 +163,23 @@ def _reads_blocked(node: gs.Node, block: int) -> bool:
     """False for a group-1 conv with fewer than `block` input channels: it reads plain NCHW directly."""
     if node.op != "Conv":
         return True
-    w = node.inputs[1] if len(node.inputs) > 1 else None
-    return not (isinstance(w, gs.Constant) and int(node.attrs.get("group", 1)) == 1 and w.shape[1] < block)
+    dims = _conv_dims(node)
+    return not (dims is not None and dims[2] == 1 and dims[1] < block)
+
+
+def _conv_dims(node: gs.Node) -> tuple[int, int, int] | None:
+    """(output channels, input channels per group, group) of a 2-D Conv with constant weights; else None."""
+    w = node.inputs[1] if node.op == "Conv" and len(node.inputs) > 1 else None
+    if not isinstance(w, gs.Constant) or len(w.shape) != 4:
+        return None
+    return int(w.shape[0]), int(w.shape[1]), int(node.attrs.get("group", 1))
 
 
 def _conv_blocked(node: gs.Node, block: int) -> bool:
-    w = node.inputs[1] if len(node.inputs) > 1 else None
-    if not isinstance(w, gs.Constant) or len(w.shape) != 4:
+    dims = _conv_dims(node)
+    if dims is None:
         return False
-    out_ch, in_per_group = int(w.shape[0]), int(w.shape[1])
-    group = int(node.attrs.get("group", 1))
+    out_ch, in_per_group, group = dims
     if group > 1:
         if in_per_group == 1 and out_ch == group:  # depthwise: channels padded to whole blocks
             return True

@@ -138,7 +138,8 @@ def _shapes_by_running(model: onnx.ModelProto) -> onnx.ModelProto:
     unknown and are reported as such).
     """
     import numpy as np
-    import onnxruntime as ort
+
+    from edgec.verification import session as unoptimized_session
 
     static = {v.name for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
               if _static_type(v)} | {t.name for t in model.graph.initializer}
@@ -158,12 +159,9 @@ def _shapes_by_running(model: onnx.ModelProto) -> onnx.ModelProto:
     probe.CopyFrom(model)
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in missing)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
     rng = np.random.default_rng(0)
     try:
-        session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        session = unoptimized_session(probe.SerializeToString())
         feeds = {}
         for i in session.get_inputs():
             dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(

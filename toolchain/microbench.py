@@ -374,10 +374,11 @@ def bench_result(bench: Bench, times: tuple[float, float]) -> BenchResult:
     """One op of the bench from its chain's two times, the chain's fixed costs removed."""
     short, long_ = bench.lengths
     ms = max((times[1] - times[0]) / (long_ - short), 1e-6)
-    totals = [_sum_work(bench.build(length)) for length in (short, long_)]
+    models = [bench.build(length) for length in (short, long_)]
+    totals = [_sum_work(m) for m in models]
     step = [(b - a) / (long_ - short) for a, b in zip(*totals)]
     work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class,
-                    *_conv_shape(bench.build(long_), bench.op_class))
+                    *_conv_shape(models[1], bench.op_class))
     return BenchResult(bench.name, bench.op_class, ms, work, bench.conversions,
                        bench.converted_bytes, bench.plain)
 
