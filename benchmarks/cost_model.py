@@ -46,9 +46,9 @@ import onnx
 from onnx import numpy_helper
 
 import edgec
-from edgec.microbench import random_feeds, time_session, wait_until_idle
-from edgec.profile import load_profile
-from edgec.profiler import write_profile
+from edgec.costmodel.microbench import random_feeds, time_session, wait_until_idle
+from edgec.costmodel.profile import load_profile
+from edgec.costmodel.profiler import write_profile
 from edgec.runtime.plan import read_plan
 from edgec.runtime.stage import read_checked, runnable_settings, session_options
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
-from edgec.passes.cost import predict_ms
-from edgec.board_profiles import BUILTIN_PROFILES, PUBLISHED_MS
+from edgec.costmodel.predict import predict_ms
+from edgec.costmodel.builtin import BUILTIN_PROFILES, PUBLISHED_MS
 
 ROOT = Path(__file__).resolve().parents[1]
 

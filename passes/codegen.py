@@ -29,7 +29,7 @@ from edgec.backends.base import backend_for, device_bundle
 from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
-from edgec.passes.cost import transfer_ms
+from edgec.costmodel.transfer import transfer_ms
 from edgec.pipeline import PassResult
 
 
@@ -172,5 +172,5 @@ def _transfers(program: Program) -> list[TransferSpec]:
     names = ["source"] + [s.name for s in program.stages] + ["sink"]
     devices = [cluster.source] + [s.device for s in program.stages] + [cluster.sink]
     return [TransferSpec(names[k], names[k + 1], devices[k], devices[k + 1], live, nbytes,
-                         round(transfer_ms(program, nbytes, devices[k], devices[k + 1]), 4))
+                         round(transfer_ms(cluster, nbytes, devices[k], devices[k + 1]), 4))
             for k, live, nbytes in program.hand_offs()]

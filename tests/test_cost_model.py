@@ -11,13 +11,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.errors import EdgecError
-from edgec.flops import OP_CLASSES, NodeWork, node_work
-from edgec.board_profiles import BUILTIN_PROFILES
-from edgec.microbench import BenchResult, _conv_shape, default_benches
-from edgec.passes.cost import fused_nodes, predict_ms
-from edgec.profile import (UnitProfile, default_grouped_efficiency, parse_profile,
+from edgec.costmodel.work import OP_CLASSES, NodeWork, node_work
+from edgec.costmodel.builtin import BUILTIN_PROFILES
+from edgec.costmodel.microbench import BenchResult, _conv_shape, default_benches
+from edgec.costmodel.predict import fused_nodes, predict_ms
+from edgec.costmodel.profile import (UnitProfile, default_grouped_efficiency, parse_profile,
                            parse_unit_profile)
-from edgec.profiler import fit_profile
+from edgec.costmodel.profiler import fit_profile
 
 
 def unit_spec(**eff_overrides: float) -> dict:
@@ -140,7 +140,7 @@ def test_blocked_grouped_conv_runs_no_gemm_per_group():
 
 
 def test_passes_keep_each_chain_lengths_fastest_time(monkeypatch):
-    import edgec.microbench as mb
+    import edgec.costmodel.microbench as mb
 
     bench = next(b for b in default_benches() if b.name.startswith("relu"))  # lengths 1 and 5
     timed = iter([(1.0, 3.0), (0.5, 2.9), (0.8, 3.5)])  # a slow spell in pass 1 (short) and pass 3 (long)
@@ -245,6 +245,6 @@ def test_fit_memory_efficiency_from_layout_benches_against_elementwise_bandwidth
 def test_bench_work_leaves_out_views():
     shuffle = next(b for b in default_benches() if "shuffle" in b.name)
     result_work = [node_work(n) for n in gs.import_onnx(shuffle.build(1)).nodes if n.op == "Transpose"][0]
-    from edgec.microbench import _sum_work
+    from edgec.costmodel.microbench import _sum_work
     flops, params, inputs, outputs = _sum_work(shuffle.build(1))
     assert (inputs, outputs) == (result_work.input_bytes, result_work.output_bytes)

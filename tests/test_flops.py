@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.errors import EdgecError
-from edgec.flops import node_flops, node_work, op_class, total_flops
+from edgec.costmodel.work import node_flops, node_work, op_class, total_flops
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -14,13 +14,13 @@ import pytest
 from onnx import numpy_helper
 
 from edgec.errors import EdgecError
-from edgec.flops import NodeWork, OP_CLASSES
-from edgec.microbench import BenchResult, nchwc_block_size
-from edgec.passes.cost import fused_nodes, layout_ms, predict_ms
-from edgec.passes.layout import blocked_nodes, conversions
-from edgec.board_profiles import BUILTIN_PROFILES
-from edgec.profile import parse_profile, parse_unit_profile
-from edgec.profiler import fit_layout_efficiency, fit_profile
+from edgec.costmodel.work import NodeWork, OP_CLASSES
+from edgec.costmodel.microbench import BenchResult, nchwc_block_size
+from edgec.costmodel.predict import fused_nodes, layout_ms, predict_ms
+from edgec.costmodel.layout import blocked_nodes, conversions
+from edgec.costmodel.builtin import BUILTIN_PROFILES
+from edgec.costmodel.profile import parse_profile, parse_unit_profile
+from edgec.costmodel.profiler import fit_layout_efficiency, fit_profile
 
 
 def graph(text: str) -> onnx.ModelProto:
@@ -218,7 +218,7 @@ def test_fit_profile_records_the_block():
 
 @pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime runs no blocked layout on this machine")
 def test_conversion_benches_run_and_convert_twice_per_step():
-    from edgec.microbench import _sum_work, layout_benches, random_feeds, session
+    from edgec.costmodel.microbench import _sum_work, layout_benches, random_feeds, session
 
     for bench in layout_benches():
         assert _sum_work(bench.build(1))[2] > 0  # bytes counted: the chain's tensors have shapes
@@ -249,7 +249,7 @@ g (float[1,24,8,8] x) => (float[1,24,8,8] y)
 
 
 def test_channel_padding_rounds_blocked_channels_up_to_whole_blocks():
-    from edgec.passes.layout import channel_padding
+    from edgec.costmodel.layout import channel_padding
 
     conv24, = nodes_of(graph(CONV24))
     stem, _ = nodes_of(graph(RGB_STEM))   # 3 -> 32 channels: reads plain, 32 already whole
@@ -337,7 +337,7 @@ def test_fit_keeps_plain_benches_out_of_the_class_efficiency():
 
 @pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime runs no blocked layout on this machine")
 def test_plain_benches_run_in_plain_layout():
-    from edgec.microbench import plain_benches
+    from edgec.costmodel.microbench import plain_benches
 
     block = nchwc_block_size()
     for bench in plain_benches(block):

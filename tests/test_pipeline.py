@@ -65,7 +65,7 @@ def test_manifest_records_passes_and_predictions(tmp_path):
 
 
 def test_transfers_charge_link_and_serialization_at_both_ends(tmp_path):
-    from edgec.board_profiles import BUILTIN_PROFILES
+    from edgec.costmodel.builtin import BUILTIN_PROFILES
     from edgec.cluster import load_cluster
 
     edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out")
@@ -132,11 +132,11 @@ def test_cli_compile_then_verify_pass(tmp_path, random_zoo):
 
 
 def test_partition_problem_charges_transfers_as_the_manifest_does(tmp_path):
-    from edgec.passes.cost import transfer_ms
+    from edgec.costmodel.transfer import transfer_ms
     from edgec.passes.partition.build import build_problem, group_graph
 
     program = edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out", keep_program=True).program
     problem = build_problem(program, group_graph(program), lambda group, device, unit: 1.0)
     for i, a in enumerate(problem.devices):
         for j, b in enumerate(problem.devices):
-            assert problem.transfer_ms(10**6, i, j) == pytest.approx(transfer_ms(program, 10**6, a, b))
+            assert problem.transfer_ms(10**6, i, j) == pytest.approx(transfer_ms(program.cluster, 10**6, a, b))

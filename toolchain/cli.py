@@ -110,7 +110,7 @@ def profile_cmd(
                                    "unit 'cpu' on all cores)"),
 ) -> None:
     """Measure this machine's compute units with ONNX Runtime micro-benchmarks and write a profile."""
-    from edgec.profiler import write_profile
+    from edgec.costmodel.profiler import write_profile
 
     units = {}
     for spec in unit:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import onnx
@@ -144,6 +144,15 @@ class Program:
         if not self.groups:
             return {n.name: n.name for n in self.graph.nodes}
         return {node: g.name for g in self.groups.values() for node in g.nodes}
+
+    def nodes_of(self, groups: Iterable[str]) -> list[gs.Node]:
+        """The nodes of these groups, in graph order."""
+        wanted = set(groups)
+        group_of = self.group_of()
+        return [n for n in self.graph.nodes if group_of.get(n.name, n.name) in wanted]
+
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.graph.outputs]
 
     def stage_of(self) -> dict[str, str]:
         """Group name -> stage name."""

@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec.ir import Program, consumed_tensors, tensor_nbytes
-from edgec.passes.cost import transfer_rate
+from edgec.costmodel.transfer import transfer_rate
 from edgec.passes.partition.order import order_items
 from edgec.passes.partition.problem import PartitionProblem, Tensor
 
@@ -94,12 +94,12 @@ def build_problem(program: Program, gg: GroupGraph, unit_ms) -> PartitionProblem
 
 def link_matrices(program: Program) -> tuple[np.ndarray, np.ndarray]:
     """Bytes per second and latency ms of a transfer between each ordered pair of the cluster's boards
-    (:func:`edgec.passes.cost.transfer_rate`: link plus serialization); 0 where no link joins them."""
+    (:func:`edgec.costmodel.transfer.transfer_rate`: link plus serialization); 0 where no link joins them."""
     names = list(program.cluster.devices)  # type: ignore[union-attr]
     bandwidth = np.zeros((len(names), len(names)))
     latency = np.zeros((len(names), len(names)))
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             if a != b:
-                bandwidth[i, j], latency[i, j] = transfer_rate(program, a, b)
+                bandwidth[i, j], latency[i, j] = transfer_rate(program.cluster, a, b)
     return bandwidth, latency

@@ -30,7 +30,8 @@ import numpy as np
 from edgec.backends.tensorrt import NAME as TENSORRT
 from edgec.errors import EdgecError
 from edgec.ir import Prediction, Program, Stage
-from edgec.passes.cost import stage_memory_bytes, transfer_ms
+from edgec.costmodel.memory import stage_memory_bytes
+from edgec.costmodel.transfer import transfer_ms
 from edgec.passes.partition.build import GroupGraph, group_graph
 from edgec.passes.partition.global_partition import unit_ms
 from edgec.pipeline import PassResult
@@ -136,7 +137,7 @@ class LocalPartition:
                 stages.append(Stage(
                     "", device.name, unit.name, own,
                     predicted_ms=float(ms[r.start:r.end, r.unit].sum() + entry),
-                    memory_bytes=stage_memory_bytes(program, own), backend=unit.backend,
+                    memory_bytes=stage_memory_bytes(program.nodes_of(own), program.output_names()), backend=unit.backend,
                     variant="fp16" if unit.backend == TENSORRT else board.variant))
         for k, stage in enumerate(stages):
             stage.name = f"s{k}"
@@ -187,7 +188,7 @@ def board_prediction(program: Program) -> Prediction:
         else:
             boards.append((stage.device, stage.predicted_ms))
     chain = [cluster.source] + [s.device for s in program.stages] + [cluster.sink]
-    transfers = [transfer_ms(program, nbytes, chain[k], chain[k + 1]) for k, _, nbytes in program.hand_offs()]
+    transfers = [transfer_ms(cluster, nbytes, chain[k], chain[k + 1]) for k, _, nbytes in program.hand_offs()]
     latency = sum(ms for _, ms in boards) + sum(transfers)
     bottleneck = max([ms for _, ms in boards] + transfers)
     fps = 1000.0 / bottleneck if bottleneck > 0 else float("inf")

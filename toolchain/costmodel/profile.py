@@ -8,9 +8,10 @@ A :class:`UnitProfile` is a roofline with per-op-class efficiencies:
 Layout ops (class ``memory``) have no arithmetic; their efficiency is the
 fraction of the activation bandwidth their strided copies reach.
 
-Built-in profiles of the reference boards are in :mod:`edgec.board_profiles`.
+Built-in profiles of the reference boards are in :mod:`edgec.costmodel.builtin`;
+:mod:`edgec.costmodel.resolve` picks the one that predicts a unit.
 A profile measured on the board (``edgec profile -o FILE``, see
-:mod:`edgec.profiler`) always wins.
+:mod:`edgec.costmodel.profiler`) always wins.
 
 Profile file (JSON)::
 
@@ -30,7 +31,7 @@ small, as a depthwise conv's is), and ``sources`` says so.
 
 ``layout_block`` and ``layout_efficiency`` describe the runtime's blocked
 activation layout (ONNX Runtime's NCHWc on x86-64, see
-:mod:`edgec.passes.layout`): channels per block, and the fraction of the
+:mod:`edgec.costmodel.layout`): channels per block, and the fraction of the
 activation bandwidth a conversion between plain and blocked layout reaches.
 Each conversion costs ``2 x tensor bytes / (activation bandwidth x
 layout_efficiency) + overhead_ms``. ``layout_block`` 0 means the runtime
@@ -63,9 +64,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from edgec.cluster import ComputeUnit, Device
 from edgec.errors import EdgecError
-from edgec.flops import OP_CLASSES, NodeWork
+from edgec.costmodel.work import OP_CLASSES, NodeWork
 
 PROFILE_VERSION = 1
 GROUPED_SHAPE_KEYS = ("reduction", "pixels")
@@ -277,31 +277,6 @@ def profile_file_json(units: Mapping[str, UnitProfile | Mapping[str, Any]], host
         "host": dict(host),
         "units": {n: (u.to_json() if isinstance(u, UnitProfile) else dict(u)) for n, u in units.items()},
     }
-
-
-# -- resolution ------------------------------------------------------------------------------
-
-
-def resolve_unit_profile(device: Device, unit: ComputeUnit) -> UnitProfile:
-    """The profile that predicts `unit` of `device`.
-
-    In order: the unit's entry in the device's measured profile file, the built-in
-    profile the unit names, then a rough profile from the catalog's sustained
-    ``gflops`` (flagged in ``sources``).
-    """
-    if device.profile_path:
-        pf = load_profile(device.profile_path)
-        if unit.name in pf.units:
-            return pf.units[unit.name]
-    from edgec.board_profiles import BUILTIN_PROFILES, catalog_profile
-
-    if unit.profile:
-        if unit.profile not in BUILTIN_PROFILES:
-            known = ", ".join(sorted(BUILTIN_PROFILES))
-            raise EdgecError(f"unit '{device.name}.{unit.name}' names profile '{unit.profile}', which is not "
-                             f"built in; expected one of: {known}, or give the device a measured profile file")
-        return BUILTIN_PROFILES[unit.profile]
-    return catalog_profile(unit)
 
 
 # -- helpers ---------------------------------------------------------------------------------

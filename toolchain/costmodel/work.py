@@ -5,7 +5,7 @@ shape-inference pass). A multiply-add counts as 2 FLOPs; a bias add, a
 comparison or a simple element-wise op as 1. Layout ops (Concat, Split,
 Reshape, Transpose, Flatten, ...) are memory moves: 0 FLOP, their bytes moved.
 
-The op class picks the efficiency a :class:`edgec.profile.UnitProfile` applies:
+The op class picks the efficiency a :class:`edgec.costmodel.profile.UnitProfile` applies:
 
     conv        dense or grouped convolution with a spatial kernel, ConvTranspose
     pointwise   1x1 convolution, stride 1, group 1 (a GEMM over pixels)

@@ -4,13 +4,13 @@ Each figure cites shared/device-facts.md (``sources``). They are calibrated so
 that ResNet-50 and MobileNetV2 at 224x224 land within 25% of the ncnn
 measurements listed there (``benchmarks/published_latency.py`` prints the
 table). A profile measured on the board (``edgec profile -o FILE``) wins over
-these (edgec.profile.resolve_unit_profile).
+these (edgec.costmodel.resolve).
 """
 
 from __future__ import annotations
 
 from edgec.cluster import ComputeUnit
-from edgec.profile import UnitProfile, default_grouped_efficiency
+from edgec.costmodel.profile import UnitProfile, default_grouped_efficiency
 
 _FACTS = "device-facts.md"
 

@@ -1,4 +1,4 @@
-"""Micro-benchmarks for measuring a unit profile (see :mod:`edgec.profiler`, which fits them).
+"""Micro-benchmarks for measuring a unit profile (see :mod:`edgec.costmodel.profiler`, which fits them).
 
 Each benchmark is a chain of one op repeated, run under ONNX Runtime's CPU
 provider with the settings the backend uses: ``intra_op_num_threads`` = the
@@ -24,7 +24,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.flops import VIEW_OPS, NodeWork, node_work
+from edgec.costmodel.work import VIEW_OPS, NodeWork, node_work
 
 OPSET = 13
 _NCHWC = "com.microsoft.nchwc"

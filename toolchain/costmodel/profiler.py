@@ -1,6 +1,6 @@
 """Measuring a unit profile on the machine itself (``edgec profile -o FILE``).
 
-The micro-benchmarks (:mod:`edgec.microbench`) time one op per benchmark in
+The micro-benchmarks (:mod:`edgec.costmodel.microbench`) time one op per benchmark in
 the middle of a chain, under the backend's ONNX Runtime settings, three passes
 over all of them keeping each chain's fastest time (a slow spell of a shared
 machine then misses at least one pass); this module fits the profile to them:
@@ -14,16 +14,16 @@ machine then misses at least one pass); this module fits the profile to them:
   ``memory`` (layout ops, no arithmetic) the fraction of the activation
   bandwidth they reach;
 - ``layout_block``: ONNX Runtime's NCHWc block on this machine, read off an
-  optimized graph (:func:`edgec.microbench.nchwc_block_size`);
+  optimized graph (:func:`edgec.costmodel.microbench.nchwc_block_size`);
 - ``grouped_shape``: how a grouped conv's efficiency falls with few channels
   per group and few output positions, fitted to grouped benches of four shapes
   (:func:`fit_grouped_shape`); ``efficiency.grouped`` is then the efficiency
   of a large GEMM;
 - ``plain_efficiency``: as ``efficiency``, from the pools ONNX Runtime runs
   in plain layout (channels no multiple of the block;
-  :func:`edgec.microbench.plain_benches`, run only where it has the layout);
+  :func:`edgec.costmodel.microbench.plain_benches`, run only where it has the layout);
 - ``layout_efficiency``: from chains of ONNX Runtime's own conversion ops
-  (:func:`edgec.microbench.layout_benches`, run only where it has the layout):
+  (:func:`edgec.costmodel.microbench.layout_benches`, run only where it has the layout):
   the geometric mean of the fraction of the activation bandwidth they reach
   (read + write of the converted bytes, after one node overhead each).
 """
@@ -39,10 +39,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from edgec.flops import OP_CLASSES
-from edgec.microbench import (Bench, BenchResult, default_benches, layout_benches, nchwc_block_size, overhead_bench,
+from edgec.costmodel.work import OP_CLASSES
+from edgec.costmodel.microbench import (Bench, BenchResult, default_benches, layout_benches, nchwc_block_size, overhead_bench,
                               plain_benches, run_benches)
-from edgec.profile import UnitProfile, default_grouped_efficiency, profile_file_json
+from edgec.costmodel.profile import UnitProfile, default_grouped_efficiency, profile_file_json
 
 
 # -- fitting ---------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def measure_host_profile(threads: int, cores: list[int] | None = None, *,
 
     `threads` is the unit's core count (the backend's ``intra_op_num_threads``);
     `cores` pins the threads (and this process, while measuring) to those CPU ids;
-    every bench is timed `passes` times over (:func:`edgec.microbench.run_benches`).
+    every bench is timed `passes` times over (:func:`edgec.costmodel.microbench.run_benches`).
     """
     saved = os.sched_getaffinity(0) if cores and hasattr(os, "sched_getaffinity") else None
     try:

@@ -1,0 +1,124 @@
+"""Predicted ms of nodes on a compute unit: the roofline of its profile, with what runtimes fuse and reorder.
+
+Per node the prediction is the unit profile's roofline (:meth:`UnitProfile.node_ms`);
+a group costs the sum of its nodes. Two things every backend here does (ONNX
+Runtime's graph optimizations, TensorRT's layer fusion) are modelled, so that
+the figures match what runs:
+
+- an *epilogue* (activation, BatchNormalization, constant Mul/Add, a residual
+  Add/Sum) applied to the single-use output of a Conv/Gemm/MatMul, directly or
+  through another epilogue, runs inside that kernel: 0 ms; except that a
+  grouped conv (op class ``grouped``) takes no residual Add/Sum: ONNX Runtime
+  fuses a residual only into the convs of its blocked-layout (NCHWc) path,
+  which grouped convs with several channels per group do not take;
+- Dropout and Identity are removed; views (Reshape, Flatten, Squeeze, Unsqueeze)
+  cost only the per-node overhead;
+- a conv the runtime runs in its blocked layout computes whole channel blocks
+  (:func:`edgec.costmodel.layout.channel_padding`) and, a grouped one, not as one
+  GEMM per group; a pool it runs in plain layout reaches the profile's
+  ``plain_efficiency`` where the profile has one;
+- where the unit's runtime runs some ops in a blocked layout (profile
+  ``layout_block``), each conversion :mod:`edgec.costmodel.layout` finds costs
+  :meth:`UnitProfile.conversion_ms`: in :func:`predict_ms` the nodes run as one
+  session (inputs arrive and outputs leave plain); in :func:`group_ms` the
+  conversions of the whole graph join the group of the blocked node they sit next to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable, Mapping, Sequence
+
+import onnx_graphsurgeon as gs
+
+from edgec.costmodel.layout import BLOCKED_POOLS, blocked_nodes, channel_padding, conversions
+from edgec.costmodel.profile import UnitProfile
+from edgec.costmodel.work import VIEW_OPS, NodeWork, node_work, op_class
+
+_PRODUCERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv"})
+_EPILOGUES = frozenset({
+    "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
+    "BatchNormalization", "Add", "Sum", "Mul", "Sub", "Div",
+})
+_CONST_ONLY_EPILOGUES = frozenset({"Mul", "Sub", "Div"})  # folded only with a constant operand
+REMOVED_OPS = frozenset({"Dropout", "Identity"})
+
+
+def group_ms(nodes: Sequence[gs.Node], group_of: Mapping[str, str],
+             profiles: Mapping[str, UnitProfile]) -> dict[str, dict[str, float]]:
+    """Per group (of `group_of`, a node its own group where absent) and per unit id of `profiles`:
+    predicted ms, the graph's layout conversions included where they sit."""
+    nodes = list(nodes)
+    fused = fused_nodes(nodes)
+    blocked = {b: blocked_nodes(nodes, b, fused) for b in {p.layout_block for p in profiles.values()}}
+    out: dict[str, dict[str, float]] = {}
+    for node in nodes:
+        work = node_work(node)
+        ms = out.setdefault(group_of.get(node.name, node.name), {uid: 0.0 for uid in profiles})
+        for uid, profile in profiles.items():
+            ms[uid] += node_ms(node, work, profile, fused=node.name in fused,
+                               blocked=node.name in blocked[profile.layout_block])
+    for uid, profile in profiles.items():
+        for conv in conversions(nodes, profile.layout_block, fused):
+            out[group_of.get(conv.node, conv.node)][uid] += profile.conversion_ms(conv.nbytes)
+    return out
+
+
+def node_ms(node: gs.Node, work: NodeWork, profile: UnitProfile, *, fused: bool = False,
+            blocked: bool = False) -> float:
+    """Predicted ms of one node on one unit; `fused` marks an epilogue its producer's kernel runs, `blocked`
+    a node the unit's runtime runs in its blocked layout (:func:`edgec.costmodel.layout.blocked_nodes`)."""
+    if fused or node.op in REMOVED_OPS:
+        return 0.0
+    if node.op in VIEW_OPS:
+        return profile.overhead_ms
+    if blocked:
+        padding = channel_padding(node, profile.layout_block)
+        return profile.node_ms(replace(work, flops=work.flops * padding) if padding != 1.0 else work, blocked=True)
+    return profile.node_ms(work, plain=node.op in BLOCKED_POOLS)
+
+
+def predict_ms(nodes: Sequence[gs.Node], profile: UnitProfile) -> float:
+    """Predicted ms of running these nodes (a whole graph or one stage) on one unit, layout conversions included."""
+    fused = fused_nodes(nodes)
+    blocked = blocked_nodes(nodes, profile.layout_block, fused)
+    ms = sum(node_ms(n, node_work(n), profile, fused=n.name in fused, blocked=n.name in blocked) for n in nodes)
+    return ms + layout_ms(nodes, profile, fused)
+
+
+def layout_ms(nodes: Sequence[gs.Node], profile: UnitProfile, fused: Iterable[str] | None = None) -> float:
+    """ms the unit's runtime spends converting layouts when running these nodes as one session."""
+    if profile.layout_block <= 0:
+        return 0.0
+    fused = fused_nodes(nodes) if fused is None else fused
+    return sum(profile.conversion_ms(c.nbytes) for c in conversions(nodes, profile.layout_block, fused))
+
+
+def fused_nodes(nodes: Iterable[gs.Node]) -> set[str]:
+    """Names of the nodes that run inside their producer's kernel (see the module docstring).
+
+    Only producers among `nodes` count, so an epilogue cut away from its Conv is costed on its own.
+    """
+    nodes = list(nodes)
+    members = {id(n) for n in nodes}
+    fused: set[str] = set()
+    absorbing: dict[int, bool] = {}  # id of a node whose output an epilogue may join -> may a residual join
+    for node in nodes:  # topological order
+        if node.op in _PRODUCERS:
+            absorbing[id(node)] = op_class(node) != "grouped"
+            continue
+        if node.op not in _EPILOGUES:
+            continue
+        variables = [t for t in node.inputs if not isinstance(t, gs.Constant)]
+        constants = [t for t in node.inputs if isinstance(t, gs.Constant)]
+        if node.op in _CONST_ONLY_EPILOGUES and not constants:
+            continue
+        for t in variables:
+            producer = t.inputs[0] if len(t.inputs) == 1 else None
+            if (producer is not None and id(producer) in members and id(producer) in absorbing
+                    and len(t.outputs) == 1 and len(variables) <= 2
+                    and (len(variables) == 1 or absorbing[id(producer)])):
+                fused.add(node.name)
+                absorbing[id(node)] = absorbing[id(producer)]
+                break
+    return fused
