@@ -1,76 +1,100 @@
-"""The Backend protocol, the backend of a compute unit, and a device's bundle.
+"""The Backend base class, and a device's bundle.
 
-A backend is what runs a stage on one kind of compute unit: `neon` (ONNX
-Runtime's CPU provider on ARM cores) or `tensorrt` (the Jetson Nano's GPU).
-It answers three questions, kept apart as in torch.fx's
-`operator_support.py` (support predicate / proposer / materializer):
+A backend is everything edgec knows about one target: a kind of compute unit
+and the runtime that runs a stage there. Passes ask it; they hold no target
+names. Its questions are kept apart as in torch.fx's `operator_support.py`
+(support predicate / proposer / materializer):
 
-- `supports(node, opset)`: can this unit run this node? None = yes, else the
-  reason. The partitioner asks it per node per unit and gives an unsupported
-  (node, unit) pair an infinite cost.
-- `prepare_submodel(model, variant)`: the stage's sub-model in a form the
-  board's runtime loads (opset/IR conversion, checks), raising EdgecError
-  naming the node when it cannot.
-- `session_config(stage)`, and the module's `bundle_files(device, stages)` and
-  `readme(device, stages)`: what codegen writes into the manifest and
-  out/<device>/.
+- capability: `supports(node, opset)` (None = yes, else the reason);
+- boundaries: `bindable_dtypes` (what a stage's inputs and outputs may be;
+  None = anything) and `copy_ms(nbytes)` (moving a tensor between the
+  process's host memory and the unit, 0 for a CPU);
+- precision: `variants` (the first is the default) and `prepare_submodel(model,
+  variant)`: the stage's sub-model as the board's runtime loads it in that
+  variant, or EdgecError naming the node;
+- deployment: `session_config(stage)` (the manifest's `session`), and per
+  device `bundle_files`, `readme` and `prelaunch` lines for the launcher.
+
+A backend object is bound to one compute unit of one device;
+`edgec.backends.registry` resolves a unit's declared backend name to its class.
 
 `device_bundle(device, stages)` puts one device's files together: every
 backend's files, one launcher (run_<device>.sh) and one README.md, since a
-board such as the Jetson Nano holds stages of both backends. The runtime
-serves all of a device's stages in one process (one after another per frame,
-arrays passed in memory), so the launcher starts one process, pinned to the
-cores of the units its stages run on; each CPU stage's session pins its own
-threads inside that set.
+board such as the Jetson Nano holds stages of two backends. The runtime serves
+all of a device's stages in one process, so the launcher starts one process,
+pinned to the cores of the units its stages run on.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from edgec.cluster import ComputeUnit, Device
-from edgec.errors import EdgecError
+from edgec.backends.registry import backend_class
 from edgec.manifest import StageSpec
+
+if TYPE_CHECKING:
+    from edgec.cluster import ComputeUnit, Device
 
 BundleFiles = dict[str, "str | bytes"]  # path relative to out/<device>/ -> content
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """One backend bound to one compute unit of one device."""
+class Backend:
+    """One target, bound to one compute unit of one device. Subclasses set the class attributes."""
 
-    name: str
-    device: Device
-    unit: ComputeUnit
+    name: ClassVar[str]
+    unit_kinds: ClassVar[tuple[str, ...]]  # the kinds of compute unit it runs on ("cpu", "gpu")
+    variants: ClassVar[tuple[str, ...]] = ("fp32",)  # precisions it runs; the first is the default
+    bindable_dtypes: ClassVar[frozenset[str] | None] = None  # numpy dtype names a stage may exchange; None: any
+
+    def __init__(self, device: Device, unit: ComputeUnit) -> None:
+        self.device = device
+        self.unit = unit
+
+    @property
+    def default_variant(self) -> str:
+        return self.variants[0]
 
     def supports(self, node: gs.Node, opset: int) -> str | None:
         """None if the unit can run the node (at the model's `opset`), else why not."""
-        ...
+        raise NotImplementedError
 
-    def prepare_submodel(self, model: onnx.ModelProto, variant: str = "fp32") -> onnx.ModelProto:
-        """The stage sub-model as the board's runtime loads it; EdgecError naming the node otherwise."""
-        ...
+    def can_bind(self, dtype: Any) -> bool:
+        """Whether a tensor of `dtype` may be a stage input or output on this unit."""
+        if self.bindable_dtypes is None:
+            return True
+        import numpy as np
+
+        return np.dtype(dtype).name in self.bindable_dtypes
+
+    def copy_ms(self, nbytes: int) -> float:
+        """ms to move `nbytes` between the serving process's memory and the unit (each way)."""
+        return 0.0
+
+    def prepare_submodel(self, model: onnx.ModelProto, variant: str) -> onnx.ModelProto:
+        """The stage sub-model as the board's runtime loads it in `variant`; EdgecError naming the node otherwise."""
+        raise NotImplementedError
 
     def session_config(self, stage: StageSpec) -> dict[str, Any]:
         """What goes into the manifest's `StageSpec.session` for a stage on this unit."""
-        ...
+        return {}
 
+    @classmethod
+    def bundle_files(cls, device: Device, stages: Sequence[StageSpec]) -> dict[str, str | bytes]:
+        """Files in out/<device>/ for this backend's stages on `device` (paths relative to that folder)."""
+        return {}
 
-def backend_for(device: Device, unit: ComputeUnit | str) -> Backend:
-    """The backend object of one compute unit (`unit.backend` picks it)."""
-    from edgec.backends import neon, tensorrt
+    @classmethod
+    def readme(cls, device: Device, stages: Sequence[StageSpec]) -> str:
+        """The section of out/<device>/README.md about this backend's stages."""
+        return ""
 
-    if isinstance(unit, str):
-        unit = device.units[unit]
-    if unit.backend == "neon":
-        return neon.NeonBackend(device, unit)
-    if unit.backend == "tensorrt":
-        return tensorrt.TensorRTBackend(device, unit)
-    raise EdgecError(f"device '{device.name}' unit '{unit.name}': unknown backend '{unit.backend}'; "
-                     f"expected neon or tensorrt")
+    @classmethod
+    def prelaunch(cls, device: Device, stages: Sequence[StageSpec]) -> list[str]:
+        """Shell lines the launcher runs before serving (e.g. building engines once)."""
+        return []
 
 
 def device_bundle(device: Device, stages: Sequence[StageSpec]) -> BundleFiles:
@@ -79,31 +103,31 @@ def device_bundle(device: Device, stages: Sequence[StageSpec]) -> BundleFiles:
     Paths are relative to out/<device>/. `stages` are the device's StageSpecs
     (as codegen builds them, `session` may still be empty), in pipeline order.
     """
-    from edgec.backends import neon, tensorrt
-
-    modules = {"neon": neon, "tensorrt": tensorrt}
     mine = [s for s in stages if s.device == device.name]
     files: BundleFiles = {}
     sections: list[str] = []
-    for name, module in modules.items():
-        group = [s for s in mine if device.units[s.unit].backend == name]
-        if not group:
-            continue
-        for path, content in module.bundle_files(device, group).items():
+    prelaunch: list[str] = []
+    for cls, group in _by_backend(device, mine):
+        for path, content in cls.bundle_files(device, group).items():
             if path in files:
                 raise AssertionError(f"two backends write {device.name}/{path}")
             files[path] = content
-        sections.append(module.readme(device, group))
-    files[f"run_{device.name}.sh"] = launcher(device, mine)
+        sections.append(cls.readme(device, group))
+        prelaunch += cls.prelaunch(device, group)
+    files[f"run_{device.name}.sh"] = launcher(device, mine, prelaunch)
     files["README.md"] = _readme(device, mine, sections)
     return files
 
 
-def launcher(device: Device, stages: Sequence[StageSpec]) -> str:
-    """run_<device>.sh: the device's one serving process, pinned to its stages' cores, started from out/."""
-    from edgec.backends import tensorrt
-    from edgec.backends.neon import taskset_list
+def _by_backend(device: Device, stages: Sequence[StageSpec]) -> list[tuple[type[Backend], list[StageSpec]]]:
+    order: dict[str, list[StageSpec]] = {}
+    for s in stages:
+        order.setdefault(device.units[s.unit].backend, []).append(s)
+    return [(backend_class(name), group) for name, group in sorted(order.items())]
 
+
+def launcher(device: Device, stages: Sequence[StageSpec], prelaunch: Sequence[str] = ()) -> str:
+    """run_<device>.sh: the device's one serving process, pinned to its stages' cores, started from out/."""
     cores = sorted({c for s in stages for c in device.units[s.unit].cores})
     lines = [
         "#!/bin/sh",
@@ -112,9 +136,22 @@ def launcher(device: Device, stages: Sequence[StageSpec]) -> str:
         "set -e",
         'cd "$(dirname "$0")/.."',
     ]
-    lines += tensorrt.prelaunch(device, [s for s in stages if device.units[s.unit].backend == tensorrt.NAME])
+    lines += list(prelaunch)
     lines += [f'exec taskset -c {taskset_list(cores)} python3 -m edgec.cli serve . --device {device.name} "$@"', ""]
     return "\n".join(lines)
+
+
+def taskset_list(cores: Sequence[int]) -> str:
+    """`taskset -c` list: ranges where contiguous, [4, 5, 6, 7] -> "4-7", [0, 2, 3] -> "0,2-3"."""
+    cores = sorted(set(cores))
+    parts, start = [], None
+    for i, c in enumerate(cores):
+        if start is None:
+            start = c
+        if i + 1 == len(cores) or cores[i + 1] != c + 1:
+            parts.append(str(start) if start == c else f"{start}-{c}")
+            start = None
+    return ",".join(parts)
 
 
 def _readme(device: Device, stages: Sequence[StageSpec], sections: list[str]) -> str:

@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import onnx
 import onnx_graphsurgeon as gs
 
+from edgec.backends.base import Backend, taskset_list
 from edgec.backends.opset import convert_for_device, elem_type, model_opset, node_convertible
+from edgec.backends.registry import register
 from edgec.backends.versions import target_versions
-from edgec.cluster import ComputeUnit, Device
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec
 from edgec.runtime.stage import AFFINITY_KEY
+
+if TYPE_CHECKING:
+    from edgec.cluster import ComputeUnit, Device
 
 NAME = "neon"
 AFFINITY_SINCE = (1, 14)  # the session config key arrived in ONNX Runtime 1.14 (microsoft/onnxruntime #13778)
@@ -151,19 +154,6 @@ def affinity_string(cores: Sequence[int]) -> str:
     return ";".join(str(c + 1) for c in cores[1:])
 
 
-def taskset_list(cores: Sequence[int]) -> str:
-    """`taskset -c` list: ranges where contiguous, [4, 5, 6, 7] -> "4-7", [0, 2, 3] -> "0,2-3"."""
-    cores = sorted(set(cores))
-    parts, start = [], None
-    for i, c in enumerate(cores):
-        if start is None:
-            start = c
-        if i + 1 == len(cores) or cores[i + 1] != c + 1:
-            parts.append(str(start) if start == c else f"{start}-{c}")
-            start = None
-    return ",".join(parts)
-
-
 def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
     """ONNX Runtime session settings for a stage on `unit`: the manifest's `StageSpec.session`.
 
@@ -248,20 +238,31 @@ def readme(device: Device, stages: Sequence[StageSpec]) -> str:
     return "\n".join(lines)
 
 
-# -- the protocol object -------------------------------------------------------------------
+# -- the backend object ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NeonBackend:
-    device: Device
-    unit: ComputeUnit
-    name: str = NAME
+@register
+class NeonBackend(Backend):
+    name = NAME
+    unit_kinds = ("cpu",)
+    variants = ("fp32",)
 
     def supports(self, node: gs.Node, opset: int) -> str | None:
         return supports(node, opset, self.device)
 
-    def prepare_submodel(self, model: onnx.ModelProto, variant: str = "fp32") -> onnx.ModelProto:
+    def prepare_submodel(self, model: onnx.ModelProto, variant: str) -> onnx.ModelProto:
+        if variant not in self.variants:
+            raise EdgecError(f"variant '{variant}' is not one ONNX Runtime's CPU provider runs here; "
+                             f"use {' or '.join(self.variants)}")
         return prepare_submodel(model, self.device)
 
     def session_config(self, stage: StageSpec | None = None) -> dict[str, Any]:
         return session_config(self.device, self.unit)
+
+    @classmethod
+    def bundle_files(cls, device: Device, stages: Sequence[StageSpec]) -> dict[str, str | bytes]:
+        return dict(bundle_files(device, stages))
+
+    @classmethod
+    def readme(cls, device: Device, stages: Sequence[StageSpec]) -> str:
+        return readme(device, stages)

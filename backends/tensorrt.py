@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import onnx
@@ -36,13 +35,19 @@ from edgec.backends.fp16 import formal_at, node_schema, to_fp16
 from edgec.backends.opset import convert_for_device, elem_type, node_convertible
 from edgec.backends.trt82_operators import (MAX_IR_VERSION, MAX_OPSET, OPERATORS, RESTRICTIONS, SOURCE,
                                             const_value)
-from edgec.cluster import ComputeUnit, Device
+from edgec.backends.base import Backend
+from edgec.backends.registry import register
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec
+
+if TYPE_CHECKING:
+    from edgec.cluster import ComputeUnit, Device
 
 NAME = "tensorrt"
 DEFAULT_WORKSPACE_MIB = 1024  # the Nano's 4 GB are shared with the CPU; lower to 512 if a build runs out
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (not on PATH)
+BINDABLE_DTYPES = frozenset({"float32", "float16", "int32", "bool"})  # TensorRT 8.2 engine bindings
+HOST_COPY_GBPS = 10.0  # host <-> GPU copies through the Nano's shared LPDDR4 (25.6 GB/s peak; a copy reads and writes)
 
 
 _TRT_TYPES = {
@@ -239,12 +244,13 @@ def trtexec_command(stage: StageSpec, variant: str | None = None,
     return args
 
 
-def _check_variant(variant: str, stage: StageSpec) -> None:
+def _check_variant(variant: str, stage: StageSpec | None) -> None:
+    where = f"stage '{stage.name}': " if stage is not None else ""
     if variant == "int8":
-        raise EdgecError(f"stage '{stage.name}': int8 on the Jetson Nano's GPU gives no speed-up (Maxwell sm_53 "
+        raise EdgecError(f"{where}int8 on the Jetson Nano's GPU gives no speed-up (Maxwell sm_53 "
                          f"has no INT8 path); use fp16")
     if variant not in ("fp16", "fp32"):
-        raise EdgecError(f"stage '{stage.name}': variant '{variant}' is not one TensorRT builds here; "
+        raise EdgecError(f"{where}variant '{variant}' is not one TensorRT builds here; "
                          f"use fp16 or fp32")
 
 
@@ -329,20 +335,37 @@ def readme(device: Device, stages: Sequence[StageSpec]) -> str:
     return "\n".join(lines)
 
 
-# -- the protocol object -------------------------------------------------------------------
+# -- the backend object ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TensorRTBackend:
-    device: Device
-    unit: ComputeUnit
-    name: str = NAME
+@register
+class TensorRTBackend(Backend):
+    name = NAME
+    unit_kinds = ("gpu",)
+    variants = ("fp16", "fp32")  # fp16 by default: Maxwell runs it at twice the fp32 rate; no int8 path
+    bindable_dtypes = BINDABLE_DTYPES
 
     def supports(self, node: gs.Node, opset: int) -> str | None:
         return supports(node, opset)
 
-    def prepare_submodel(self, model: onnx.ModelProto, variant: str = "fp16") -> onnx.ModelProto:
+    def copy_ms(self, nbytes: int) -> float:
+        return nbytes / (HOST_COPY_GBPS * 1e6)
+
+    def prepare_submodel(self, model: onnx.ModelProto, variant: str) -> onnx.ModelProto:
+        _check_variant(variant, None)
         return prepare_submodel(model)
 
     def session_config(self, stage: StageSpec) -> dict[str, Any]:
         return session_config(self.device, stage)
+
+    @classmethod
+    def bundle_files(cls, device: Device, stages: Sequence[StageSpec]) -> dict[str, str | bytes]:
+        return dict(bundle_files(device, stages))
+
+    @classmethod
+    def readme(cls, device: Device, stages: Sequence[StageSpec]) -> str:
+        return readme(device, stages)
+
+    @classmethod
+    def prelaunch(cls, device: Device, stages: Sequence[StageSpec]) -> list[str]:
+        return prelaunch(device, stages)

@@ -25,7 +25,8 @@ import numpy as np
 import onnx
 
 from edgec import __version__
-from edgec.backends.base import backend_for, device_bundle
+from edgec.backends.base import device_bundle
+from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec

@@ -14,7 +14,8 @@ import pytest
 from onnx import numpy_helper
 
 from edgec.backends import neon
-from edgec.backends.base import backend_for, device_bundle
+from edgec.backends.base import device_bundle, taskset_list
+from edgec.backends.registry import backend_for
 from edgec.backends.opset import convert_for_device
 from edgec.backends.versions import ort_versions
 from edgec.cluster import CATALOG, parse_cluster
@@ -65,7 +66,7 @@ def test_affinity_strings_follow_the_catalog_cores():
 
 def test_launcher_pins_the_process_to_its_stages_clusters():
     xu4 = one_of_each().devices["odroid-xu4"]
-    assert neon.taskset_list([4, 5, 6, 7]) == "4-7" and neon.taskset_list([0, 2, 3]) == "0,2-3"
+    assert taskset_list([4, 5, 6, 7]) == "4-7" and taskset_list([0, 2, 3]) == "0,2-3"
     run = device_bundle(xu4, [stage("s0", "odroid-xu4", "big")])["run_odroid-xu4.sh"].splitlines()
     assert run[-1] == 'exec taskset -c 4-7 python3 -m edgec.cli serve . --device odroid-xu4 "$@"'
 

@@ -12,7 +12,8 @@ from onnx import numpy_helper
 
 from edgec.backends import fp16 as lower16
 from edgec.backends import tensorrt as trt
-from edgec.backends.base import backend_for, device_bundle
+from edgec.backends.base import device_bundle
+from edgec.backends.registry import backend_for
 from edgec.backends.trt82_operators import OPERATORS
 from edgec.cluster import parse_cluster
 from edgec.errors import EdgecError

@@ -20,6 +20,9 @@ from typing import Any
 
 import jsonschema
 
+from edgec.backends.registry import backend_class
+from edgec.backends.registry import names as backend_names
+from edgec.backends.versions import ort_release
 from edgec.errors import EdgecError
 
 # Board catalog. cores are 0-based Linux CPU ids; gflops is a sustained fp32
@@ -239,13 +242,9 @@ def _build_device(name: str, dtype: str, dspec: dict[str, Any], where: str, path
                   int(base["max_opset"]), units, dspec.get("host", "127.0.0.1"), profile_path)
 
 
-BACKEND_OF_KIND = {"cpu": "neon", "gpu": "tensorrt"}
-
-
 def _check_units(dtype: str, base: dict[str, Any], where: str, path: str) -> None:
-    """What the schema cannot say: a unit's backend fits its kind; CPU units name distinct cores of the board;
-    the board's ONNX Runtime is one edgec knows."""
-    from edgec.backends.versions import ort_release
+    """What the schema cannot say: a unit's backend is a registered one that runs its kind of unit; CPU units
+    name distinct cores of the board; the board's ONNX Runtime is one edgec knows."""
 
     try:
         ort_release(str(base["onnxruntime"]))
@@ -255,9 +254,15 @@ def _check_units(dtype: str, base: dict[str, Any], where: str, path: str) -> Non
     owner: dict[int, str] = {}
     for uname, u in base["units"].items():
         uwhere = f"{where}.units.{uname}"
-        if BACKEND_OF_KIND[u["kind"]] != u["backend"]:
-            raise EdgecError(f"{uwhere}.backend: a {u['kind']} unit runs the '{BACKEND_OF_KIND[u['kind']]}' "
-                             f"backend, not '{u['backend']}'", where=path)
+        try:
+            backend = backend_class(u["backend"])
+        except EdgecError as exc:
+            raise EdgecError(f"{uwhere}.backend: {exc.message}", where=path) from None
+        if u["kind"] not in backend.unit_kinds:
+            fits = ", ".join(f"'{n}'" for n in backend_names() if u["kind"] in backend_class(n).unit_kinds)
+            raise EdgecError(f"{uwhere}.backend: the '{u['backend']}' backend runs {'/'.join(backend.unit_kinds)} "
+                             f"units, not a {u['kind']} unit; a {u['kind']} unit runs {fits or 'no backend'}",
+                             where=path)
         if u["kind"] != "cpu":
             continue  # a GPU's cores are the host cores that drive it
         cores = list(u["cores"])

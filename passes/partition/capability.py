@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from edgec.backends.base import backend_for
+from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.pipeline import PassResult

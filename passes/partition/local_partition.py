@@ -8,12 +8,12 @@ least total time. `split_segment` finds it exactly by dynamic programming over
 (position, unit): O(items x units^2), with a unit allowed to appear more than
 once (GPU, CPU for the nodes TensorRT cannot take, GPU again).
 
-Costs of a change of unit at a position: a per-stage call overhead, plus, where
-a GPU is on either side, copying the bytes that cross there through the
-board's memory (CPU units of one board share the process's arrays). A GPU run
-may begin or end only where every crossing tensor can be a TensorRT 8.2
-engine binding (float32, float16, int32, bool): an int64 index tensor stays on
-one side of the engine.
+Costs of a change of unit at a position: a per-stage call overhead, plus each
+side's backend's copy of the bytes that cross there between the process's
+memory and the unit (`Backend.copy_ms`: 0 for CPU units, which share the
+process's arrays). A unit's run may begin or end only where every crossing
+tensor is of a dtype its backend can bind (`Backend.can_bind`: a TensorRT
+engine takes no int64 index tensor).
 
 The global pass costed each group at its fastest unit and ignored these
 changes, a lower bound; the program's prediction is recomputed here from the
@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from edgec.backends.tensorrt import NAME as TENSORRT
+from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
 from edgec.ir import Prediction, Program, Stage
 from edgec.costmodel.memory import stage_memory_bytes
@@ -37,8 +37,6 @@ from edgec.passes.partition.global_partition import unit_ms
 from edgec.pipeline import PassResult
 
 STAGE_CALL_MS = 0.05  # one more session run per frame: ONNX Runtime's fixed cost of a call, order of 50 us on ARM
-_BINDABLE = {np.dtype(t) for t in ("float32", "float16", "int32", "bool")}  # TensorRT 8.2 engine I/O types
-GPU_COPY_GBPS = 10.0  # host <-> GPU copies through the Nano's shared LPDDR4 (25.6 GB/s peak; a copy reads and writes)
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ class LocalPartition:
         for k, board in enumerate(program.stages):
             device = cluster.devices[board.device]
             units = list(device.units.values())
-            gpu = np.array([u.backend == TENSORRT for u in units])
+            backends = [backend_for(device, u) for u in units]
             groups = sorted(board.groups, key=position.__getitem__)
             ms = np.array([[unit_ms(program, g, device, u) for u in units] for g in groups])
             blocked = np.flatnonzero(np.isinf(ms).all(axis=1))
@@ -115,21 +113,24 @@ class LocalPartition:
                 group = groups[int(blocked[0])]
                 raise EdgecError(f"device '{device.name}' got fusion group '{group}', which none of its units "
                                  f"can run: {program.unsupported.get(group)}")
-            nbytes, unbindable = _boundaries(gg, groups, k, board_of, dtypes)
-            # a GPU run begins or ends where the tensors crossing can be engine bindings only
-            ms[0, gpu] = np.inf if unbindable[0] else ms[0, gpu]
-            ms[-1, gpu] = np.inf if unbindable[-1] else ms[-1, gpu]
-            involves_gpu = gpu[:, None] | gpu[None, :]
+            nbytes, crossing = _boundaries(gg, groups, k, board_of, dtypes)
+            # bindable[p, u]: unit u's run may begin or end at position p
+            bindable = np.array([[all(b.can_bind(dt) for dt in crossing[p]) for b in backends]
+                                 for p in range(len(groups) + 1)])
+            ms[0, ~bindable[0]] = np.inf
+            ms[-1, ~bindable[-1]] = np.inf
             switch = np.zeros((len(groups), len(units), len(units)))
             for p in range(1, len(groups)):
-                copy_ms = np.inf if unbindable[p] else nbytes[p] / (GPU_COPY_GBPS * 1e6)
-                switch[p] = STAGE_CALL_MS + np.where(involves_gpu, copy_ms, 0.0)
+                copy = np.array([b.copy_ms(int(nbytes[p])) if bindable[p, u] else np.inf
+                                 for u, b in enumerate(backends)])
+                switch[p] = STAGE_CALL_MS + copy[:, None] + copy[None, :]
             try:
                 _, runs = split_segment(ms, switch)
             except ValueError:
-                raise EdgecError(f"device '{device.name}': its GPU cannot take the int64 (or other non-binding) "
-                                 f"tensors at the edges of the groups only it can run; give the cluster a device "
-                                 f"whose CPU runs them") from None
+                raise EdgecError(f"device '{device.name}': some of its groups run on one of its units only, and "
+                                 f"that unit cannot take the tensors at their edges ("
+                                 f"{'; '.join(f'{b.unit.name} binds {sorted(b.bindable_dtypes)}' for b in backends if b.bindable_dtypes is not None)}); "
+                                 f"give the cluster a device whose units run them") from None
             for j, r in enumerate(runs):
                 unit = units[r.unit]
                 own = groups[r.start:r.end]
@@ -138,7 +139,7 @@ class LocalPartition:
                     "", device.name, unit.name, own,
                     predicted_ms=float(ms[r.start:r.end, r.unit].sum() + entry),
                     memory_bytes=stage_memory_bytes(program.nodes_of(own), program.output_names()), backend=unit.backend,
-                    variant="fp16" if unit.backend == TENSORRT else board.variant))
+                    variant=backends[r.unit].default_variant))
         for k, stage in enumerate(stages):
             stage.name = f"s{k}"
         program.stages = stages
@@ -147,9 +148,9 @@ class LocalPartition:
 
 
 def _boundaries(gg: GroupGraph, groups: list[str], board: int, board_of: dict[str, int],
-                dtypes: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
+                dtypes: dict[str, object]) -> tuple[np.ndarray, list[set[str]]]:
     """Per position p = 0..m of a board's m groups: bytes that would cross a sub-model boundary there,
-    and whether one of those tensors is of a type a TensorRT binding cannot be.
+    and the dtypes (numpy names) of those tensors.
 
     A tensor crosses p if made before p (here, or received) and read at or after p here, or made here
     before p and read by a later board or the sink. Tensors only relayed past the board stay in the
@@ -158,7 +159,7 @@ def _boundaries(gg: GroupGraph, groups: list[str], board: int, board_of: dict[st
     m = len(groups)
     index = {g: i for i, g in enumerate(groups)}
     nbytes = np.zeros(m + 1)
-    unbindable = np.zeros(m + 1, dtype=bool)
+    crossing: list[set[str]] = [set() for _ in range(m + 1)]
     for name, (producer, consumers, is_out, size) in gg.tensors.items():
         here = sorted(index[c] for c in consumers if c in index)
         later = is_out or any(board_of[c] > board for c in consumers)
@@ -171,9 +172,9 @@ def _boundaries(gg: GroupGraph, groups: list[str], board: int, board_of: dict[st
         else:
             continue
         nbytes[first:last + 1] += size
-        if np.dtype(dtypes[name]) not in _BINDABLE:
-            unbindable[first:last + 1] = True
-    return nbytes, unbindable
+        for p in range(first, last + 1):
+            crossing[p].add(np.dtype(dtypes[name]).name)
+    return nbytes, crossing
 
 
 def board_prediction(program: Program) -> Prediction:
