@@ -23,7 +23,6 @@ from rich.table import Table
 import edgec
 from edgec.passes.partition.baselines import STRATEGIES
 from edgec.passes.partition.build import build_problem, group_graph
-from edgec.passes.partition.global_partition import unit_ms
 from edgec.passes.partition.optimal import Infeasible, solve
 from edgec.zoo import ZOO, write_random_zoo_model
 
@@ -62,8 +61,7 @@ def main() -> None:
                     write_random_zoo_model(name, path)
                 for cname in args.clusters:
                     program = edgec.analyze(path, CLUSTERS / f"{cname}.json")
-                    problem = build_problem(program, group_graph(program),
-                                            lambda g, d, u: unit_ms(program, g, d, u))
+                    problem = build_problem(program, group_graph(program))
                     start = time.perf_counter()
                     ours = plan_value(problem, "optimal", objective)
                     solve_ms = (time.perf_counter() - start) * 1e3

@@ -11,7 +11,9 @@ The stage's backend then has the last word on its sub-model
 (`prepare_submodel`: the opset and IR version the board's runtime loads,
 TensorRT's limits) and its session settings; `device_bundle` adds each
 device's configs, launcher and README. out/<device>/ holds that device's files
-and nothing else, and the manifest lists every file with its sha256.
+and nothing else, and out/manifest.json lists every file with its sha256. The
+manifest is an output, written here, not IR: the pass leaves the program as it
+found it.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from typing import ClassVar
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from edgec import __version__
 from edgec.backends.base import device_bundle
 from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
-from edgec.ir import Program
+from edgec.ir import Program, node_reads
+from edgec.liveness import hand_offs, stage_boundaries
 from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
 from edgec.costmodel.transfer import transfer_ms
 from edgec.pipeline import PassResult
@@ -39,19 +43,22 @@ class Codegen:
     out_dir: str
     objective: str = "throughput"
     name: ClassVar[str] = "codegen"
+    requires: ClassVar[frozenset[str]] = frozenset({"stages", "prediction"})
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     def run(self, program: Program) -> PassResult:
         assert program.cluster is not None and program.stages and program.prediction is not None
         out = Path(self.out_dir)
         model = program.to_onnx()
         values = _value_infos(model)
-        lives = program.live_across_stages()
+        lives = stage_boundaries(program)
         node_stage = _node_stage_index(program)
+        reads = {n.name: node_reads(n) for n in program.graph.nodes}
         stage_specs: list[StageSpec] = []
         files: list[dict[str, str]] = []
         for k, stage in enumerate(program.stages):
             nodes = [n for n in model.graph.node if node_stage[n.name] == k]
-            sub = extract_submodel(model, nodes, later_needs=set(lives[k + 1]), values=values,
+            sub = extract_submodel(model, nodes, reads, later_needs=set(lives[k + 1]), values=values,
                                    name=f"{model.graph.name or 'model'}_{stage.name}")
             backend = backend_for(program.cluster.devices[stage.device], stage.unit)
             try:
@@ -74,7 +81,7 @@ class Codegen:
             if mine:
                 for path, content in sorted(device_bundle(device, mine).items()):
                     files.append(_write(out, f"{device.name}/{path}", content))
-        program.manifest = Manifest(
+        manifest = Manifest(
             source_model={"path": program.source_path, "sha256": program.source_sha256, "opset": program.opset},
             cluster=program.cluster.spec,
             objective=self.objective,
@@ -87,7 +94,8 @@ class Codegen:
             files=files,
             edgec_version=__version__,
         )
-        return PassResult(program, changed=True)
+        manifest.write(out / "manifest.json")
+        return PassResult(program, changed=False)
 
 
 def _write(out: Path, rel: str, content: str | bytes) -> dict[str, str]:
@@ -101,12 +109,13 @@ def _write(out: Path, rel: str, content: str | bytes) -> dict[str, str]:
     return {"path": rel, "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def extract_submodel(model: onnx.ModelProto, nodes: list[onnx.NodeProto], later_needs: set[str],
-                     values: dict[str, onnx.ValueInfoProto], name: str) -> onnx.ModelProto:
+def extract_submodel(model: onnx.ModelProto, nodes: list[onnx.NodeProto], reads: dict[str, list[gs.Tensor]],
+                     later_needs: set[str], values: dict[str, onnx.ValueInfoProto], name: str) -> onnx.ModelProto:
     """A model of `nodes` (in order) whose outputs are what it produces of `later_needs`.
 
-    Inputs are the variable tensors the nodes read but do not produce, in
-    first-use order; initializers are copied in as needed.
+    `reads` gives what each node reads (:func:`edgec.ir.node_reads`, by node name). Inputs are the
+    variable tensors the nodes read but do not produce, in first-use order; the initializers they
+    read are copied in.
     """
     inits = {t.name: t for t in model.graph.initializer}
     produced: list[str] = []
@@ -114,10 +123,15 @@ def extract_submodel(model: onnx.ModelProto, nodes: list[onnx.NodeProto], later_
     inputs: list[str] = []
     used_inits: list[str] = []
     for node in nodes:
-        for t in _reads(node):
-            if not t or t in produced_set or t in inputs or t in used_inits:
+        for tensor in reads[node.name]:
+            t = tensor.name
+            if t in produced_set or t in inputs or t in used_inits:
                 continue
-            (used_inits if t in inits else inputs).append(t)
+            if isinstance(tensor, gs.Constant):
+                if t in inits:  # else a constant a subgraph holds itself
+                    used_inits.append(t)
+            else:
+                inputs.append(t)
         for t in node.output:
             if t:
                 produced.append(t)
@@ -137,16 +151,6 @@ def extract_submodel(model: onnx.ModelProto, nodes: list[onnx.NodeProto], later_
     return sub
 
 
-def _reads(node: onnx.NodeProto) -> list[str]:
-    """Tensor names a node reads, outer-scope names used inside its subgraphs included."""
-    names = list(node.input)
-    for attr in node.attribute:
-        for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            inner = {i.name for i in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
-            names.extend(t for n in g.node for t in _reads(n) if t not in inner)
-    return names
-
-
 def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     out = {v.name: v for v in model.graph.value_info}
     out.update({v.name: v for v in model.graph.input})
@@ -155,10 +159,8 @@ def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
 
 
 def _node_stage_index(program: Program) -> dict[str, int]:
-    group_of = program.group_of()
-    stage_of = program.stage_of()
-    index = {s.name: k for k, s in enumerate(program.stages)}
-    return {node: index[stage_of[group]] for node, group in group_of.items()}
+    index = {g: k for k, s in enumerate(program.stages) for g in s.groups}
+    return {node: index[group] for node, group in program.group_of().items()}
 
 
 def _tensor_spec(v: onnx.ValueInfoProto) -> TensorSpec:
@@ -174,4 +176,4 @@ def _transfers(program: Program) -> list[TransferSpec]:
     devices = [cluster.source] + [s.device for s in program.stages] + [cluster.sink]
     return [TransferSpec(names[k], names[k + 1], devices[k], devices[k + 1], live, nbytes,
                          round(transfer_ms(cluster, nbytes, devices[k], devices[k + 1]), 4))
-            for k, live, nbytes in program.hand_offs()]
+            for k, live, nbytes in hand_offs(program)]

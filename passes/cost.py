@@ -24,6 +24,8 @@ class Cost:
     """Fill ``program.costs`` for every group and every unit of ``program.cluster``."""
 
     name: ClassVar[str] = "cost"
+    requires: ClassVar[frozenset[str]] = frozenset({"cluster", "shapes", "groups"})
+    provides: ClassVar[frozenset[str]] = frozenset({"costs"})
 
     def run(self, program: Program) -> PassResult:
         if program.cluster is None:

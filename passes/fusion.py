@@ -28,6 +28,8 @@ class Fusion:
     rules: tuple[str, ...] = DEFAULT_RULES
     patterns: tuple[str, ...] = PATTERNS
     name: ClassVar[str] = "fusion"
+    requires: ClassVar[frozenset[str]] = frozenset({"graph", "shapes"})
+    provides: ClassVar[frozenset[str]] = frozenset({"groups"})
 
     def __post_init__(self) -> None:
         for rule in self.rules:

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from edgec.errors import EdgecError
-from edgec.ir import Program
+from edgec.ir import Program, name_nodes
 from edgec.pipeline import PassResult
 
 KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
@@ -28,6 +28,8 @@ KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 class Load:
     path: str
     name: ClassVar[str] = "load"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    provides: ClassVar[frozenset[str]] = frozenset({"graph"})
 
     def run(self, program: Program) -> PassResult:
         model, sha = read_model(self.path)
@@ -123,22 +125,6 @@ def _lift_initializer_inputs(model: onnx.ModelProto) -> None:
         model.graph.input.extend(kept)
     if inits:
         model.ir_version = max(model.ir_version, 4)
-
-
-def name_nodes(model: onnx.ModelProto) -> None:
-    """Give unnamed or clashing nodes the name `<op>_<index>`; named nodes keep theirs."""
-    taken = {n.name for n in model.graph.node if n.name}
-    seen: set[str] = set()
-    for index, node in enumerate(model.graph.node):
-        if node.name and node.name not in seen:
-            seen.add(node.name)
-            continue
-        base = f"{node.op_type}_{index}"
-        name, k = base, 1
-        while name in taken or name in seen:
-            name, k = f"{base}_{k}", k + 1
-        node.name = name
-        seen.add(name)
 
 
 def _check_domains(model: onnx.ModelProto, path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Dynamic input dims are pinned by ``--input-shape NAME=1x3x224x224``; onnxsim
 then folds constants (weights built by ConstantOfShape, shape arithmetic) and
-ONNX shape inference fills every intermediate tensor. Tensors it cannot type
+ONNX shape inference fills every intermediate tensor. It infers and folds
+only: onnxsim's graph optimizations (BN into Conv and the rest) are off, so
+every rewrite happens in the fusion pass, in the open. Tensors it cannot type
 (outputs of ONNX Runtime's contrib ops, which ONNX has no inference for) are
 read off one ONNX Runtime run on random inputs. A dim that stays dynamic is a
 user error naming the tensor and the flag to use.
@@ -18,8 +20,7 @@ import onnx_graphsurgeon as gs
 import onnxsim
 
 from edgec.errors import EdgecError
-from edgec.ir import Program
-from edgec.passes.load import name_nodes
+from edgec.ir import Program, name_nodes
 from edgec.pipeline import PassResult
 
 
@@ -28,6 +29,8 @@ class ShapeInference:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     fold_constants: bool = True
     name: ClassVar[str] = "shape-inference"
+    requires: ClassVar[frozenset[str]] = frozenset({"graph"})
+    provides: ClassVar[frozenset[str]] = frozenset({"shapes"})
 
     def run(self, program: Program) -> PassResult:
         model = program.to_onnx()
@@ -47,7 +50,6 @@ class ShapeInference:
             graph = gs.import_onnx(_shapes_by_running(model))
         _require_static(graph)
         program.graph = graph
-        program.input_shapes = {t.name: tuple(t.shape) for t in graph.inputs}
         return PassResult(program, changed=True)
 
 
@@ -90,7 +92,7 @@ def _pin_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
 
 def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        simplified, _ = onnxsim.simplify(model, check_n=0, perform_optimization=True)
+        simplified, _ = onnxsim.simplify(model, check_n=0, perform_optimization=False)
     except Exception as exc:  # onnxsim raises bare RuntimeErrors from C++
         raise EdgecError(f"constant folding (onnxsim) failed: {str(exc).strip().splitlines()[0]}") from None
     return simplified

@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from edgec.ir import Program
-from edgec.passes.load import name_nodes
+from edgec.ir import name_nodes
 from edgec.passes.fusion import Fusion
 
 OPSET = 17

@@ -10,6 +10,7 @@ import pytest
 import edgec
 from edgec.cluster import parse_cluster
 from edgec.ir import Prediction, Program, Stage
+from edgec.manifest import read_manifest
 from edgec.passes.codegen import Codegen
 from edgec.passes.load import Load
 from edgec.passes.shape_inference import ShapeInference
@@ -47,14 +48,13 @@ def _compile_with_stages(model_path, tmp_path, cuts: list):
     cuts = [starts[c] if isinstance(c, str) else c for c in cuts]
     bounds = [0, *cuts, len(names)]
     devices = list(cluster.devices)
-    program.stages = [Stage(f"s{k}", devices[k], "cpu", names[bounds[k]:bounds[k + 1]])
+    program.stages = [Stage(f"s{k}", devices[k], "cpu", names[bounds[k]:bounds[k + 1]], 0.0, 0, "neon", "fp32")
                       for k in range(len(bounds) - 1)]
     program.prediction = Prediction(latency_ms=1.0, bottleneck_ms=1.0, throughput_fps=1000.0)
     out = tmp_path / "out"
     out.mkdir()
     Codegen(str(out)).run(program)
-    program.manifest.write(out / "manifest.json")
-    return program.manifest, out
+    return read_manifest(out), out
 
 
 def test_boundary_carries_three_tensors_and_outputs_feed_later_nodes(tmp_path):

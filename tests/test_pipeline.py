@@ -28,7 +28,7 @@ def test_dump_ir_writes_text_and_json_after_each_pass(tmp_path):
     boards = (tmp_path / "ir" / "06-partition.txt").read_text().splitlines()
     conv = next(line for line in boards if "= Conv(" in line)
     # %out: f32[...] = Conv(%in, %w:const, ...) {attrs}  # node  group ...  -> stage@device
-    assert conv.startswith("%") and ": f32[1," in conv and "-> s0@" in conv and "nano.gpu " in conv
+    assert conv.startswith("%") and ": f32[1," in conv and "-> seg0@" in conv and "nano.gpu " in conv
     text = (tmp_path / "ir" / "07-local-partition.txt").read_text().splitlines()
     conv = next(line for line in text if "= Conv(" in line)
     assert "-> s0@" in conv and conv.split("-> s0@")[1].count(".") == 1  # now on device.unit
@@ -87,6 +87,8 @@ class BreakGraph:
     """A faulty pass: points a node at a tensor that nothing defines."""
 
     name: ClassVar[str] = "break-graph"
+    requires: ClassVar[frozenset[str]] = frozenset({"graph"})
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     def run(self, program: Program) -> PassResult:
         node = program.graph.nodes[0]
@@ -99,7 +101,70 @@ def test_invariant_check_names_the_faulty_pass(tmp_path):
 
     program = Program.empty()
     with pytest.raises(AssertionError, match="after break-graph"):
-        PassManager([Load(str(zoo_models()["squeezenet"])), BreakGraph()], [VerifyInvariants()]).run(program)
+        PassManager([Load(str(zoo_models()["squeezenet"])), BreakGraph()], [VerifyInvariants()],
+                    given=frozenset()).run(program)
+
+
+@dataclass(frozen=True)
+class DropGroup:
+    """A faulty placement: declares stages, leaves one group out of them."""
+
+    name: ClassVar[str] = "drop-group"
+    requires: ClassVar[frozenset[str]] = frozenset({"segments"})
+    provides: ClassVar[frozenset[str]] = frozenset({"stages"})
+
+    def run(self, program: Program) -> PassResult:
+        from edgec.ir import Stage
+
+        seg = program.segments[0]
+        program.stages = [Stage("s0", seg.device, "cpu", seg.groups[1:], 0.0, 0, "neon", "fp32")]
+        return PassResult(program, changed=True)
+
+
+def analysis(model) -> list:
+    from edgec.passes.cost import Cost
+    from edgec.passes.fusion import Fusion
+    from edgec.passes.load import Load
+    from edgec.passes.partition.capability import Capability
+    from edgec.passes.partition.global_partition import GlobalPartition
+    from edgec.passes.shape_inference import ShapeInference
+
+    return [Load(str(model)), ShapeInference(), Fusion(), Cost(), Capability(), GlobalPartition()]
+
+
+def test_a_pass_that_breaks_a_fact_it_provides_is_caught_after_it(tmp_path):
+    from edgec.cluster import load_cluster
+
+    program = Program.empty()
+    program.cluster = load_cluster(TRIO)
+    with pytest.raises(AssertionError, match="after drop-group: stages: not every group is placed"):
+        PassManager([*analysis(zoo_models()["squeezenet"]), DropGroup()], [VerifyInvariants()]).run(program)
+
+
+@pytest.mark.parametrize("order, message", [
+    (lambda p: [p[0], p[2], p[1]], r"pass 2 \(fusion\) requires shapes, which no earlier pass provides "
+                                   r"\('shapes' is provided by shape-inference\)"),
+    (lambda p: p[:3] + [p[4], p[5], p[3]], r"pass 5 \(partition\) requires costs"),
+    (lambda p: p[1:], r"pass 1 \(shape-inference\) requires graph, which no earlier pass provides "
+                      r"\('graph' is provided by no pass here\)"),
+])
+def test_the_pass_manager_refuses_an_order_the_declarations_break(order, message):
+    from edgec.pipeline import PipelineError
+
+    with pytest.raises(PipelineError, match=message):
+        PassManager(order(analysis("model.onnx")))
+
+
+def test_every_pass_of_the_default_pipeline_declares_known_facts(tmp_path):
+    from edgec.api import build_passes
+    from edgec.pipeline import FACTS, check_order
+
+    passes = build_passes("model.onnx", str(tmp_path))
+    check_order(passes)
+    for p in passes:
+        assert set(p.requires) | set(p.provides) <= set(FACTS), p.name
+    provided = [f for p in passes for f in p.provides]
+    assert len(provided) == len(set(provided))  # each fact has one provider: one meaning through the pipeline
 
 
 def test_unnamed_nodes_get_unique_stable_names(tmp_path):
@@ -136,7 +201,7 @@ def test_partition_problem_charges_transfers_as_the_manifest_does(tmp_path):
     from edgec.passes.partition.build import build_problem, group_graph
 
     program = edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out", keep_program=True).program
-    problem = build_problem(program, group_graph(program), lambda group, device, unit: 1.0)
+    problem = build_problem(program, group_graph(program))
     for i, a in enumerate(problem.devices):
         for j, b in enumerate(problem.devices):
             assert problem.transfer_ms(10**6, i, j) == pytest.approx(transfer_ms(program.cluster, 10**6, a, b))

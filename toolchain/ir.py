@@ -17,7 +17,6 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from edgec.cluster import Cluster
-from edgec.manifest import Manifest
 
 _DTYPE_SHORT = {
     "float32": "f32", "float16": "f16", "float64": "f64", "bfloat16": "bf16",
@@ -46,21 +45,32 @@ class GroupCost:
 
 
 @dataclass
+class DeviceSegment:
+    """The global partition's answer: a contiguous run of groups placed on one device (no unit yet)."""
+
+    name: str
+    device: str
+    groups: list[str]
+    predicted_ms: float = 0.0  # on the device's fastest unit per group, a lower bound
+    memory_bytes: int = 0
+
+
+@dataclass
 class Stage:
-    """A contiguous run of groups placed on one compute unit of one device."""
+    """A contiguous run of groups placed on one compute unit of one device: one sub-model in out/."""
 
     name: str
     device: str
     unit: str
     groups: list[str]
-    predicted_ms: float = 0.0
-    memory_bytes: int = 0
-    backend: str = "onnxruntime-cpu"
-    variant: str = "fp32"
+    predicted_ms: float
+    memory_bytes: int
+    backend: str
+    variant: str
 
     @property
     def unit_id(self) -> str:
-        return f"{self.device}.{self.unit}" if self.unit else self.device
+        return f"{self.device}.{self.unit}"
 
 
 @dataclass
@@ -72,7 +82,12 @@ class Prediction:
 
 @dataclass
 class Program:
-    """One model being compiled: the graph and everything the passes learned about it."""
+    """One model being compiled: the graph and everything the passes learned about it.
+
+    Each field has one meaning from the pass that provides it on (the passes
+    declare which, see edgec.pipeline.FACTS): `segments` is the partition
+    across devices, `stages` the split of each segment over the device's units.
+    """
 
     graph: gs.Graph
     opsets: dict[str, int]  # domain -> version, as the source model imports them
@@ -80,13 +95,12 @@ class Program:
     source_path: str
     source_sha256: str
     cluster: Cluster | None = None
-    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     groups: dict[str, FusionGroup] = field(default_factory=dict)
     costs: dict[str, GroupCost] = field(default_factory=dict)
     unsupported: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> unit id -> why it cannot run there
+    segments: list[DeviceSegment] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     prediction: Prediction | None = None
-    manifest: Manifest | None = None  # written by codegen
 
     @classmethod
     def empty(cls) -> "Program":
@@ -145,6 +159,12 @@ class Program:
             return {n.name: n.name for n in self.graph.nodes}
         return {node: g.name for g in self.groups.values() for node in g.nodes}
 
+    def group_ms(self, group: str, unit_id: str) -> float:
+        """Predicted ms of one group on one unit (`device.unit`); inf where capability says it cannot run there."""
+        if unit_id in self.unsupported.get(group, {}):
+            return float("inf")
+        return self.costs[group].ms[unit_id]
+
     def nodes_of(self, groups: Iterable[str]) -> list[gs.Node]:
         """The nodes of these groups, in graph order."""
         wanted = set(groups)
@@ -154,58 +174,18 @@ class Program:
     def output_names(self) -> list[str]:
         return [t.name for t in self.graph.outputs]
 
-    def stage_of(self) -> dict[str, str]:
-        """Group name -> stage name."""
-        return {grp: s.name for s in self.stages for grp in s.groups}
-
-    def live_across_stages(self) -> list[list[str]]:
-        """Tensor names that cross each stage boundary, in execution order.
-
-        Entry k lists what stage k receives (entry 0: from the source, i.e. the
-        graph inputs the stages read); the last entry is what the sink receives
-        (the graph outputs). A tensor produced before boundary k and read at or
-        after it is live there, so skip connections are relayed stage to stage.
-        """
-        stage_of_group = self.stage_of()
-        group_of = self.group_of()
-        index = {s.name: k for k, s in enumerate(self.stages)}
-        n = len(self.stages)
-        produced_at: dict[str, int] = {t.name: -1 for t in self.graph.inputs}
-        last_use: dict[str, int] = {}
-        for node in self.graph.nodes:
-            k = index[stage_of_group[group_of[node.name]]]
-            for t in node.outputs:
-                produced_at[t.name] = k
-            for t in consumed_tensors(node):
-                if t.name in produced_at:
-                    last_use[t.name] = max(last_use.get(t.name, -1), k)
-        for t in self.graph.outputs:
-            last_use[t.name] = n
-        ordered = list(dict.fromkeys([t.name for t in self.graph.inputs] + [
-            t.name for node in self.graph.nodes for t in node.outputs]))
-        lives = []
-        for boundary in range(n + 1):
-            lives.append([name for name in ordered
-                          if name in last_use and produced_at.get(name, n) < boundary <= last_use[name]])
-        return lives
-
-    def hand_offs(self) -> list[tuple[int, list[str], int]]:
-        """The stage boundaries where the data changes device: (boundary k as in `live_across_stages`,
-        the tensors sent, their bytes). Boundary 0 is the source to the first stage, the last one the
-        last stage to the sink."""
-        assert self.cluster is not None
-        chain = [self.cluster.source] + [s.device for s in self.stages] + [self.cluster.sink]
-        tensors = self.graph.tensors()
-        return [(k, names, sum(tensor_nbytes(tensors[t]) for t in names))
-                for k, names in enumerate(self.live_across_stages()) if names and chain[k] != chain[k + 1]]
+    def placement(self) -> dict[str, tuple[str, str]]:
+        """Group name -> (stage or segment name, where: `device.unit`, or `device` before local-partition)."""
+        if self.stages:
+            return {g: (s.name, s.unit_id) for s in self.stages for g in s.groups}
+        return {g: (s.name, s.device) for s in self.segments for g in s.groups}
 
     # -- dumps -----------------------------------------------------------------------
 
     def to_text(self) -> str:
         """One line per node, readable without a viewer."""
         group_of = self.group_of()
-        stage_of = self.stage_of()
-        stages = {s.name: s for s in self.stages}
+        placed = self.placement()
         lines = [f"# edgec IR  opset {self.opset}  source {self.source_path}"]
         for t in self.graph.inputs:
             lines.append(f"input  %{t.name}: {type_str(t)}")
@@ -214,7 +194,7 @@ class Program:
             args = ", ".join(_arg_str(t) for t in node.inputs)
             attrs = _attrs_str(node)
             line = f"{outs} = {node.op}({args}){(' {' + attrs + '}') if attrs else ''}"
-            notes = _node_notes(node.name, group_of, self.groups, self.costs, stage_of, stages, self.unsupported)
+            notes = _node_notes(node.name, group_of, self.groups, self.costs, placed, self.unsupported)
             lines.append(f"{line}  # {node.name}{notes}")
         for t in self.graph.outputs:
             lines.append(f"output %{t.name}: {type_str(t)}")
@@ -240,6 +220,7 @@ class Program:
             "groups": [asdict(g) for g in self.groups.values()],
             "costs": {k: asdict(v) for k, v in self.costs.items()},
             "unsupported": self.unsupported,
+            "segments": [asdict(s) for s in self.segments],
             "stages": [asdict(s) for s in self.stages],
             "prediction": asdict(self.prediction) if self.prediction else None,
         }
@@ -248,16 +229,38 @@ class Program:
         return json.dumps(self.to_json(), indent=1, default=_json_default)
 
 
-def consumed_tensors(node: gs.Node) -> list[gs.Tensor]:
-    """Variable tensors a node reads, including outer-scope ones read inside its subgraphs."""
-    out = [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
+def node_reads(node: gs.Node) -> list[gs.Tensor]:
+    """Named tensors a node reads: its inputs, and what nodes of its subgraphs read that the subgraph does not
+    make or take as inputs (outer-scope tensors; constants read in a body count, whichever scope holds them)."""
+    out = [t for t in node.inputs if t.name]
     for value in node.attrs.values():
         if isinstance(value, gs.Graph):
             # names the subgraph defines itself; an outer tensor keeps its outer producer in graphsurgeon
             inner = {t.name for sub in value.nodes for t in sub.outputs} | {t.name for t in value.inputs}
             for sub in value.nodes:
-                out.extend(t for t in consumed_tensors(sub) if t.name not in inner)
+                out.extend(t for t in node_reads(sub) if t.name not in inner)
     return out
+
+
+def consumed_tensors(node: gs.Node) -> list[gs.Tensor]:
+    """Variable tensors a node reads (:func:`node_reads` less constants)."""
+    return [t for t in node_reads(node) if not isinstance(t, gs.Constant)]
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give unnamed or clashing nodes the name `<op>_<index>`; named nodes keep theirs."""
+    taken = {n.name for n in model.graph.node if n.name}
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if node.name and node.name not in seen:
+            seen.add(node.name)
+            continue
+        base = f"{node.op_type}_{index}"
+        name, k = base, 1
+        while name in taken or name in seen:
+            name, k = f"{base}_{k}", k + 1
+        node.name = name
+        seen.add(name)
 
 
 def type_str(t: gs.Tensor) -> str:
@@ -314,7 +317,7 @@ def _attrs_str(node: gs.Node) -> str:
     return " ".join(parts)
 
 
-def _node_notes(node_name, group_of, groups, costs, stage_of, stages, unsupported) -> str:
+def _node_notes(node_name, group_of, groups, costs, placed, unsupported) -> str:
     group = group_of.get(node_name)
     out = ""
     if groups and group is not None:
@@ -326,9 +329,9 @@ def _node_notes(node_name, group_of, groups, costs, stage_of, stages, unsupporte
         out += "".join(f"  {unit} {'cannot' if unit in refused else f'{ms:.3g}ms'}" for unit, ms in cost.ms.items())
     elif cost is not None and not groups:
         out += f"  {cost.flops / 1e6:.1f} MFLOP"
-    stage_name = stage_of.get(group) if group is not None else None
-    if stage_name is not None:
-        out += f"  -> {stage_name}@{stages[stage_name].unit_id}"
+    where = placed.get(group) if group is not None else None
+    if where is not None:
+        out += f"  -> {where[0]}@{where[1]}"
     return out
 
 

@@ -1,10 +1,13 @@
 """The pass contract and the pass manager.
 
 A pass is a small class with a kebab-case ``name``, options fixed at
-construction (a frozen dataclass) and one method, ``run(program) ->
-PassResult``. It keeps no state between runs. The :class:`PassManager` runs a
-list of passes and calls each :class:`Instrument` before and after every pass:
-IR dumps, timings and invariant checks are instruments, not pass code.
+construction (a frozen dataclass), the facts about the Program it
+``requires`` and ``provides`` (names from :data:`FACTS`), and one method,
+``run(program) -> PassResult``. It keeps no state between runs. The
+:class:`PassManager` refuses a pipeline whose order breaks the declarations,
+runs the passes and calls each :class:`Instrument` before and after every
+pass: IR dumps, timings and invariant checks are instruments, not pass code,
+and they know facts, never pass names.
 """
 
 from __future__ import annotations
@@ -20,6 +23,20 @@ from edgec.errors import EdgecError
 from edgec.ir import Program
 
 
+# What a pass may require or provide: Program fields, and `shapes`, a property of `graph`.
+FACTS: dict[str, str] = {
+    "cluster": "program.cluster: the cluster to compile for (given by the caller)",
+    "graph": "program.graph: a valid ONNX graph with unique node names",
+    "shapes": "every tensor of program.graph has a dtype and a static shape",
+    "groups": "program.groups: every node in exactly one fusion group",
+    "costs": "program.costs: every group costed on every compute unit",
+    "unsupported": "program.unsupported: per group, the units that cannot run it and why",
+    "segments": "program.segments: every group in exactly one device segment",
+    "stages": "program.stages: every group in exactly one stage, on a unit that can run it",
+    "prediction": "program.prediction: latency and bottleneck of the placed program",
+}
+
+
 @dataclass
 class PassResult:
     program: Program
@@ -28,12 +45,38 @@ class PassResult:
 
 class Pass(Protocol):
     name: ClassVar[str]
+    requires: ClassVar[frozenset[str]]
+    provides: ClassVar[frozenset[str]]
 
     def run(self, program: Program) -> PassResult: ...
 
 
+class PipelineError(ValueError):
+    """A pipeline whose passes are in an order their declarations do not allow (a programming error)."""
+
+
+def check_order(passes: Sequence[Pass], given: frozenset[str] = frozenset({"cluster"})) -> None:
+    """Refuse a pipeline in which a pass runs before what it requires is provided."""
+    available = set(given)
+    for index, pass_ in enumerate(passes, start=1):
+        unknown = (set(pass_.requires) | set(pass_.provides)) - set(FACTS)
+        if unknown:
+            raise PipelineError(f"pass {index} ({pass_.name}) declares unknown facts {sorted(unknown)}; "
+                                f"known: {', '.join(FACTS)}")
+        missing = set(pass_.requires) - available
+        if missing:
+            providers = {f: [p.name for p in passes if f in p.provides] for f in sorted(missing)}
+            hint = "; ".join(f"'{f}' is provided by {', '.join(ps) or 'no pass here'}" for f, ps in providers.items())
+            raise PipelineError(f"pass {index} ({pass_.name}) requires {', '.join(sorted(missing))}, which no "
+                                f"earlier pass provides ({hint})")
+        available |= set(pass_.provides)
+
+
 class Instrument:
-    """Hooks around each pass. Subclasses override what they need."""
+    """Hooks around the pipeline and each pass. Subclasses override what they need."""
+
+    def begin(self, passes: Sequence[Pass], given: frozenset[str]) -> None:  # noqa: B027
+        """Before the first pass: the pipeline, and the facts the program holds before it runs."""
 
     def before_pass(self, pass_: Pass, program: Program, index: int) -> None:  # noqa: B027
         pass
@@ -89,53 +132,120 @@ class PrintIRAfter(Instrument):
 
 
 class VerifyInvariants(Instrument):
-    """Checks between passes that each pass left the program in a state the next can trust.
+    """Checks after every pass that each fact provided so far holds (:data:`FACTS`), the pass's own first.
 
-    - the graph is a valid ONNX model (``onnx.checker``, full check once shapes are known);
-    - after ``shape-inference``: every tensor has a dtype and a static shape;
-    - after ``partition``: every group is placed in exactly one stage;
-    - after ``local-partition``: every stage names a unit that can run all of its groups.
-    A violation is a bug in the pass, so it raises ``AssertionError`` naming the pass.
+    A pass that breaks a fact an earlier pass provided (a rewrite that loses
+    shapes, a partition that drops a group) is caught where it happens. A
+    violation is a bug in the pass, so it raises ``AssertionError`` naming the
+    pass and the fact.
     """
 
     def __init__(self) -> None:
-        self._seen: set[str] = set()
+        self._facts: list[str] = []
+
+    def begin(self, passes: Sequence[Pass], given: frozenset[str]) -> None:
+        self._facts = [f for f in FACTS if f in given]
 
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
-        self._seen.add(pass_.name)
-        program = result.program
-        if not result.changed and pass_.name not in ("shape-inference", "partition"):
-            return
-        model = program.to_onnx_structure()
-        try:
-            onnx.checker.check_model(model, full_check=False)
-        except onnx.checker.ValidationError as exc:
-            raise AssertionError(f"after {pass_.name}: graph is not valid ONNX: {exc}") from exc
-        if "shape-inference" in self._seen:
-            for tensor in program.graph.tensors().values():
-                if not tensor.name:
-                    continue
-                if tensor.dtype is None or tensor.shape is None or any(not isinstance(d, int) for d in tensor.shape):
-                    raise AssertionError(f"after {pass_.name}: tensor '{tensor.name}' has no static type/shape")
-        if "partition" in self._seen:
-            placed = [g for s in program.stages for g in s.groups]
-            expected = set(program.group_of().values())
-            if len(placed) != len(set(placed)) or set(placed) != expected:
-                raise AssertionError(f"after {pass_.name}: not every group is placed in exactly one stage")
-        if "local-partition" in self._seen:
-            for stage in program.stages:
-                refused = [g for g in stage.groups if stage.unit_id in program.unsupported.get(g, {})]
-                if not stage.unit or refused:
-                    raise AssertionError(f"after {pass_.name}: stage {stage.name} is on '{stage.unit_id}', which "
-                                         f"cannot run {refused or 'it (no unit)'}")
+        self._facts += [f for f in FACTS if f in pass_.provides and f not in self._facts]
+        for fact in sorted(self._facts, key=lambda f: f not in pass_.provides):
+            problem = _CHECKS[fact](result.program)
+            if problem is not None:
+                raise AssertionError(f"after {pass_.name}: {fact}: {problem}")
+
+
+def _check_cluster(program: Program) -> str | None:
+    return None if program.cluster is not None else "no cluster"
+
+
+def _check_graph(program: Program) -> str | None:
+    try:
+        onnx.checker.check_model(program.to_onnx_structure(), full_check=False)
+    except onnx.checker.ValidationError as exc:
+        return f"graph is not valid ONNX: {exc}"
+    names = [n.name for n in program.graph.nodes]
+    if len(set(names)) != len(names) or not all(names):
+        return "node names are not unique and non-empty"
+    return None
+
+
+def _check_shapes(program: Program) -> str | None:
+    for tensor in program.graph.tensors().values():
+        if tensor.name and (tensor.dtype is None or tensor.shape is None
+                            or any(not isinstance(d, int) for d in tensor.shape)):
+            return f"tensor '{tensor.name}' has no static type/shape"
+    return None
+
+
+def _check_groups(program: Program) -> str | None:
+    members = [n for g in program.groups.values() for n in g.nodes]
+    if not program.groups or sorted(members) != sorted(n.name for n in program.graph.nodes):
+        return "not every node is in exactly one fusion group"
+    return None
+
+
+def _check_costs(program: Program) -> str | None:
+    assert program.cluster is not None
+    units = {f"{d.name}.{u.name}" for d, u in program.cluster.units()}
+    for group in program.group_of().values():
+        if group not in program.costs or set(program.costs[group].ms) != units:
+            return f"group '{group}' is not costed on every unit"
+    return None
+
+
+def _check_unsupported(program: Program) -> str | None:
+    groups = set(program.group_of().values())
+    stray = set(program.unsupported) - groups
+    return f"refusals name groups that do not exist: {sorted(stray)[:3]}" if stray else None
+
+
+def _placed_once(program: Program, placed: list[str]) -> bool:
+    return len(placed) == len(set(placed)) and set(placed) == set(program.group_of().values())
+
+
+def _check_segments(program: Program) -> str | None:
+    assert program.cluster is not None
+    if not _placed_once(program, [g for s in program.segments for g in s.groups]):
+        return "not every group is placed in exactly one segment"
+    stray = [s.device for s in program.segments if s.device not in program.cluster.devices]
+    return f"segments name devices not in the cluster: {stray}" if stray else None
+
+
+def _check_stages(program: Program) -> str | None:
+    if not _placed_once(program, [g for s in program.stages for g in s.groups]):
+        return "not every group is placed in exactly one stage"
+    for stage in program.stages:
+        refused = [g for g in stage.groups if stage.unit_id in program.unsupported.get(g, {})]
+        if refused:
+            return f"stage {stage.name} is on '{stage.unit_id}', which cannot run {refused}"
+    return None
+
+
+def _check_prediction(program: Program) -> str | None:
+    return None if program.prediction is not None else "no prediction"
+
+
+_CHECKS = {"cluster": _check_cluster, "graph": _check_graph, "shapes": _check_shapes, "groups": _check_groups,
+           "costs": _check_costs, "unsupported": _check_unsupported, "segments": _check_segments,
+           "stages": _check_stages, "prediction": _check_prediction}
+assert set(_CHECKS) == set(FACTS)
 
 
 @dataclass
 class PassManager:
+    """Runs `passes` in order; refuses (PipelineError) an order their declarations do not allow, given the
+    facts the caller's program already holds."""
+
     passes: list[Pass]
     instruments: list[Instrument] = field(default_factory=list)
+    given: frozenset[str] = frozenset({"cluster"})
+
+    def __post_init__(self) -> None:
+        check_order(self.passes, self.given)
 
     def run(self, program: Program) -> Program:
+        for inst in self.instruments:
+            inst.begin(self.passes, self.given)
         for index, pass_ in enumerate(self.passes, start=1):
             for inst in self.instruments:
                 inst.before_pass(pass_, program, index)

@@ -13,19 +13,20 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from edgec.ir import Program, consumed_tensors, tensor_nbytes
 from edgec.costmodel.transfer import transfer_rate
+from edgec.ir import Program, tensor_nbytes
+from edgec.liveness import TensorUse, tensor_uses
 from edgec.passes.partition.order import order_items
 from edgec.passes.partition.problem import PartitionProblem, Tensor
 
 
 @dataclass
 class GroupGraph:
-    """The groups of a program as a DAG: members, weights, and the tensors between groups."""
+    """The groups of a program as a DAG: members in a partition-friendly order, and the tensors between groups."""
 
     order: list[str]
     members: dict[str, list[gs.Node]]
-    tensors: dict[str, tuple[str | None, set[str], bool, int]]  # name -> (producer group, consumer groups, is output, bytes)
+    tensors: dict[str, TensorUse]
 
 
 def group_graph(program: Program) -> GroupGraph:
@@ -33,27 +34,14 @@ def group_graph(program: Program) -> GroupGraph:
     members: dict[str, list[gs.Node]] = {}
     for node in program.graph.nodes:
         members.setdefault(group_of[node.name], []).append(node)
-    outputs = {t.name for t in program.graph.outputs}
-    tensors: dict[str, tuple[str | None, set[str], bool, int]] = {}
-    for t in program.graph.inputs:
-        tensors[t.name] = (None, set(), t.name in outputs, tensor_nbytes(t))
-    for g, nodes in members.items():
-        for node in nodes:
-            for t in node.outputs:
-                if t.name:
-                    tensors[t.name] = (g, set(), t.name in outputs, tensor_nbytes(t))
-    for g, nodes in members.items():
-        for node in nodes:
-            for t in consumed_tensors(node):
-                if t.name in tensors and tensors[t.name][0] != g:
-                    tensors[t.name][1].add(g)
-    edges = [(p, c, nbytes) for p, cons, _, nbytes in tensors.values() if p is not None for c in cons]
+    tensors = tensor_uses(program.graph, group_of)
+    edges = [(u.producer, c, u.nbytes) for u in tensors.values() if u.producer is not None for c in u.consumers]
     order = order_items(list(members), edges)
     return GroupGraph(order, members, tensors)
 
 
-def build_problem(program: Program, gg: GroupGraph, unit_ms) -> PartitionProblem:
-    """`unit_ms(group, device, unit) -> ms` gives each group's cost on one compute unit."""
+def build_problem(program: Program, gg: GroupGraph) -> PartitionProblem:
+    """The problem of cutting the program's groups across its cluster's boards (costs from the cost pass)."""
     cluster = program.cluster
     assert cluster is not None
     devices = list(cluster.devices.values())
@@ -62,7 +50,7 @@ def build_problem(program: Program, gg: GroupGraph, unit_ms) -> PartitionProblem
     compute = np.full((n, len(devices)), np.inf)
     for i, g in enumerate(gg.order):
         for d, dev in enumerate(devices):
-            compute[i, d] = min(unit_ms(g, dev, u) for u in dev.units.values())
+            compute[i, d] = min(program.group_ms(g, f"{dev.name}.{u}") for u in dev.units)
     weights = np.zeros(n, dtype=np.int64)
     workspace = np.zeros(n, dtype=np.int64)
     for i, g in enumerate(gg.order):
@@ -77,12 +65,13 @@ def build_problem(program: Program, gg: GroupGraph, unit_ms) -> PartitionProblem
         weights[i] = sum(consts.values())
         workspace[i] = sum(io.values())
     tensors = []
-    for name, (prod, cons, is_out, nbytes) in gg.tensors.items():
-        consumers = sorted(index[c] for c in cons)
-        if is_out:
+    for name, use in gg.tensors.items():
+        consumers = sorted(index[c] for c in use.consumers)
+        if use.is_output:
             consumers.append(n)
         if consumers:
-            tensors.append(Tensor(name, nbytes, index[prod] if prod is not None else -1, tuple(consumers)))
+            producer = index[use.producer] if use.producer is not None else -1
+            tensors.append(Tensor(name, use.nbytes, producer, tuple(consumers)))
     bandwidth, latency = link_matrices(program)
     names = [d.name for d in devices]
     return PartitionProblem(

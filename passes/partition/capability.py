@@ -23,6 +23,8 @@ from edgec.pipeline import PassResult
 @dataclass(frozen=True)
 class Capability:
     name: ClassVar[str] = "capability"
+    requires: ClassVar[frozenset[str]] = frozenset({"cluster", "shapes", "groups"})
+    provides: ClassVar[frozenset[str]] = frozenset({"unsupported"})
 
     def run(self, program: Program) -> PassResult:
         if program.cluster is None:
@@ -46,4 +48,4 @@ class Capability:
                                  f"'{group}': {lines}. Add a device that can, or rewrite the model so that "
                                  f"the node has a form these runtimes take")
         program.unsupported = unsupported
-        return PassResult(program, changed=False)
+        return PassResult(program, changed=True)

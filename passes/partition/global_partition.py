@@ -5,8 +5,8 @@ cut into contiguous stages, one board per stage. The default strategy is the
 exact optimum (`optimal.solve`); the research baselines are selectable for
 comparison. A group costs a board what its fastest unit able to run it takes
 (the `capability` pass says which can); the `local-partition` pass then
-splits each board's stage over the board's units, so the stages made here name
-a device and no unit yet.
+splits each board's stage over the board's units: this pass writes ``program.segments`` (a device each, no
+unit yet), the local pass ``program.stages``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from edgec.cluster import ComputeUnit, Device
 from edgec.errors import EdgecError
-from edgec.ir import Prediction, Program, Stage
+from edgec.ir import DeviceSegment, Program
 from edgec.passes.partition.baselines import STRATEGIES
 from edgec.passes.partition.build import build_problem, group_graph
 from edgec.passes.partition.optimal import solve
-from edgec.passes.partition.problem import Plan
 from edgec.pipeline import PassResult
 
 STRATEGY_NAMES = ("optimal", *STRATEGIES)
@@ -32,6 +30,8 @@ class GlobalPartition:
     strategy: str = "optimal"
     seed: int = 0
     name: ClassVar[str] = "partition"
+    requires: ClassVar[frozenset[str]] = frozenset({"cluster", "groups", "costs", "unsupported"})
+    provides: ClassVar[frozenset[str]] = frozenset({"segments"})
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -41,29 +41,15 @@ class GlobalPartition:
         if program.cluster is None:
             raise EdgecError("no cluster given; pass one with -t cluster.json")
         gg = group_graph(program)
-        problem = build_problem(program, gg, lambda g, dev, unit: unit_ms(program, g, dev, unit))
+        problem = build_problem(program, gg)
         if self.strategy == "optimal":
             plan = solve(problem, self.objective)
         else:
             plan = STRATEGIES[self.strategy](problem, self.objective, seed=self.seed)
         devices = list(program.cluster.devices.values())
-        program.stages = [
-            Stage(f"s{k}", devices[seg.device].name, "", list(gg.order[seg.start:seg.end]),
-                  predicted_ms=plan.stage_ms[k], memory_bytes=plan.memory_bytes[k], backend="")
+        program.segments = [
+            DeviceSegment(f"seg{k}", devices[seg.device].name, list(gg.order[seg.start:seg.end]),
+                          predicted_ms=plan.stage_ms[k], memory_bytes=plan.memory_bytes[k])
             for k, seg in enumerate(plan.segments)]
-        program.prediction = prediction(plan)
         program.graph.nodes = [n for g in gg.order for n in gg.members[g]]
         return PassResult(program, changed=True)
-
-
-def unit_ms(program: Program, group: str, device: Device, unit: ComputeUnit) -> float:
-    """Predicted ms of one group on one unit, from the cost pass; inf where the unit cannot run it."""
-    unit_id = f"{device.name}.{unit.name}"
-    if unit_id in program.unsupported.get(group, {}):
-        return float("inf")
-    return program.costs[group].ms[unit_id]
-
-
-def prediction(plan: Plan) -> Prediction:
-    fps = 1000.0 / plan.bottleneck_ms if plan.bottleneck_ms > 0 else float("inf")
-    return Prediction(plan.latency_ms, plan.bottleneck_ms, fps)

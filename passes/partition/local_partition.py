@@ -1,6 +1,7 @@
 """The `local-partition` pass: which compute unit of a board runs each group of the board's stage.
 
-The global pass cuts the model into one contiguous segment per board. Inside a
+The global pass cuts the model into one contiguous segment per board
+(``program.segments``); this pass writes ``program.stages`` and the prediction. Inside a
 board, the runtime runs the board's stages one after another in one process
 (edgec.runtime.device), so the board's time per frame is the sum of its unit
 stages plus the copies between them, and the best split is the one with the
@@ -32,8 +33,8 @@ from edgec.errors import EdgecError
 from edgec.ir import Prediction, Program, Stage
 from edgec.costmodel.memory import stage_memory_bytes
 from edgec.costmodel.transfer import transfer_ms
+from edgec.liveness import hand_offs
 from edgec.passes.partition.build import GroupGraph, group_graph
-from edgec.passes.partition.global_partition import unit_ms
 from edgec.pipeline import PassResult
 
 STAGE_CALL_MS = 0.05  # one more session run per frame: ONNX Runtime's fixed cost of a call, order of 50 us on ARM
@@ -92,28 +93,29 @@ def split_segment(ms: np.ndarray, switch_ms: np.ndarray) -> tuple[float, list[Ru
 @dataclass(frozen=True)
 class LocalPartition:
     name: ClassVar[str] = "local-partition"
+    requires: ClassVar[frozenset[str]] = frozenset({"segments", "costs", "unsupported"})
+    provides: ClassVar[frozenset[str]] = frozenset({"stages", "prediction"})
 
     def run(self, program: Program) -> PassResult:
         cluster = program.cluster
-        if cluster is None or not program.stages:
+        if cluster is None or not program.segments:
             raise EdgecError("local-partition runs after the global partition pass")
         gg = group_graph(program)
         position = {g: i for i, g in enumerate(gg.order)}
-        board_of = {g: k for k, board in enumerate(program.stages) for g in board.groups}
-        dtypes = {name: t.dtype for name, t in program.graph.tensors().items()}
+        board_of = {g: k for k, board in enumerate(program.segments) for g in board.groups}
         stages: list[Stage] = []
-        for k, board in enumerate(program.stages):
+        for k, board in enumerate(program.segments):
             device = cluster.devices[board.device]
             units = list(device.units.values())
             backends = [backend_for(device, u) for u in units]
             groups = sorted(board.groups, key=position.__getitem__)
-            ms = np.array([[unit_ms(program, g, device, u) for u in units] for g in groups])
+            ms = np.array([[program.group_ms(g, f"{device.name}.{u.name}") for u in units] for g in groups])
             blocked = np.flatnonzero(np.isinf(ms).all(axis=1))
             if blocked.size:
                 group = groups[int(blocked[0])]
                 raise EdgecError(f"device '{device.name}' got fusion group '{group}', which none of its units "
                                  f"can run: {program.unsupported.get(group)}")
-            nbytes, crossing = _boundaries(gg, groups, k, board_of, dtypes)
+            nbytes, crossing = _boundaries(gg, groups, k, board_of)
             # bindable[p, u]: unit u's run may begin or end at position p
             bindable = np.array([[all(b.can_bind(dt) for dt in crossing[p]) for b in backends]
                                  for p in range(len(groups) + 1)])
@@ -147,8 +149,8 @@ class LocalPartition:
         return PassResult(program, changed=True)
 
 
-def _boundaries(gg: GroupGraph, groups: list[str], board: int, board_of: dict[str, int],
-                dtypes: dict[str, object]) -> tuple[np.ndarray, list[set[str]]]:
+def _boundaries(gg: GroupGraph, groups: list[str], board: int,
+                board_of: dict[str, int]) -> tuple[np.ndarray, list[set[str]]]:
     """Per position p = 0..m of a board's m groups: bytes that would cross a sub-model boundary there,
     and the dtypes (numpy names) of those tensors.
 
@@ -160,9 +162,10 @@ def _boundaries(gg: GroupGraph, groups: list[str], board: int, board_of: dict[st
     index = {g: i for i, g in enumerate(groups)}
     nbytes = np.zeros(m + 1)
     crossing: list[set[str]] = [set() for _ in range(m + 1)]
-    for name, (producer, consumers, is_out, size) in gg.tensors.items():
-        here = sorted(index[c] for c in consumers if c in index)
-        later = is_out or any(board_of[c] > board for c in consumers)
+    for use in gg.tensors.values():
+        producer = use.producer
+        here = sorted(index[c] for c in use.consumers if c in index)
+        later = use.is_output or any(board_of[c] > board for c in use.consumers)
         if producer in index:
             first, last = index[producer] + 1, (m if later else max(here, default=index[producer]))
         elif producer is None or board_of[producer] < board:
@@ -171,9 +174,9 @@ def _boundaries(gg: GroupGraph, groups: list[str], board: int, board_of: dict[st
             first, last = 0, here[-1]
         else:
             continue
-        nbytes[first:last + 1] += size
+        nbytes[first:last + 1] += use.nbytes
         for p in range(first, last + 1):
-            crossing[p].add(np.dtype(dtypes[name]).name)
+            crossing[p].add(use.dtype)
     return nbytes, crossing
 
 
@@ -189,7 +192,7 @@ def board_prediction(program: Program) -> Prediction:
         else:
             boards.append((stage.device, stage.predicted_ms))
     chain = [cluster.source] + [s.device for s in program.stages] + [cluster.sink]
-    transfers = [transfer_ms(cluster, nbytes, chain[k], chain[k + 1]) for k, _, nbytes in program.hand_offs()]
+    transfers = [transfer_ms(cluster, nbytes, chain[k], chain[k + 1]) for k, _, nbytes in hand_offs(program)]
     latency = sum(ms for _, ms in boards) + sum(transfers)
     bottleneck = max([ms for _, ms in boards] + transfers)
     fps = 1000.0 / bottleneck if bottleneck > 0 else float("inf")
