@@ -259,10 +259,5 @@ class NeonBackend(Backend):
     def session_config(self, stage: StageSpec | None = None) -> dict[str, Any]:
         return session_config(self.device, self.unit)
 
-    @classmethod
-    def bundle_files(cls, device: Device, stages: Sequence[StageSpec]) -> dict[str, str | bytes]:
-        return dict(bundle_files(device, stages))
-
-    @classmethod
-    def readme(cls, device: Device, stages: Sequence[StageSpec]) -> str:
-        return readme(device, stages)
+    bundle_files = staticmethod(bundle_files)
+    readme = staticmethod(readme)

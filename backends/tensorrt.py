@@ -358,14 +358,6 @@ class TensorRTBackend(Backend):
     def session_config(self, stage: StageSpec) -> dict[str, Any]:
         return session_config(self.device, stage)
 
-    @classmethod
-    def bundle_files(cls, device: Device, stages: Sequence[StageSpec]) -> dict[str, str | bytes]:
-        return dict(bundle_files(device, stages))
-
-    @classmethod
-    def readme(cls, device: Device, stages: Sequence[StageSpec]) -> str:
-        return readme(device, stages)
-
-    @classmethod
-    def prelaunch(cls, device: Device, stages: Sequence[StageSpec]) -> list[str]:
-        return prelaunch(device, stages)
+    bundle_files = staticmethod(bundle_files)
+    readme = staticmethod(readme)
+    prelaunch = staticmethod(prelaunch)

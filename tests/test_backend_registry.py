@@ -121,3 +121,21 @@ def test_registering_a_second_class_under_a_taken_name_is_refused():
 
     with pytest.raises(ValueError, match="registered twice"):
         register(Impostor)
+
+
+@pytest.mark.parametrize("device, unit, good, bad, message", [
+    ("rpi4", "cpu", "fp32", "fp16", "variant 'fp16' is not one ONNX Runtime's CPU provider runs here; use fp32"),
+    ("nano", "gpu", "fp16", "int8", "int8 on the Jetson Nano's GPU gives no speed-up"),
+])
+def test_prepare_submodel_honours_the_variant(tmp_path, device, unit, good, bad, message):
+    """A backend lowers the variants it runs and refuses the others by name; each names its default first."""
+    from conftest import TRIO
+    from edgec.backends import backend_for
+    from edgec.cluster import load_cluster
+
+    backend = backend_for(load_cluster(TRIO).devices[device], unit)
+    assert backend.default_variant == good
+    model = onnx.load(str(save_text_model(MODEL, tmp_path / "net.onnx")))
+    assert backend.prepare_submodel(model, good).graph.node
+    with pytest.raises(edgec.EdgecError, match=message):
+        backend.prepare_submodel(model, bad)

@@ -34,7 +34,7 @@ def test_reference_trio_units_come_from_the_catalog():
     assert set(trio.devices["nano"].units) == {"cpu", "gpu"}
     assert trio.devices["nano"].units["gpu"].backend == "tensorrt"
     wifi = load_cluster(TRIO_WIFI)
-    assert wifi.transfer_ms(10**6, "xu4", "nano") > 10 * trio.transfer_ms(10**6, "xu4", "nano")
+    assert wifi.link_ms(10**6, "xu4", "nano") > 10 * trio.link_ms(10**6, "xu4", "nano")
 
 
 def test_fields_override_the_catalog_one_by_one():
@@ -51,14 +51,14 @@ def test_fields_override_the_catalog_one_by_one():
 def test_explicit_link_overrides_network_and_transfer_time():
     spec = base(links=[{"between": ["xu4", "pi"], "bandwidth_mbps": 8, "latency_ms": 1.0}])
     cluster = parse_cluster(spec)
-    assert cluster.transfer_ms(10**6, "pi", "xu4") == pytest.approx(1.0 + 1000.0)
-    assert cluster.transfer_ms(10**6, "pi", "pi") == 0.0
+    assert cluster.link_ms(10**6, "pi", "xu4") == pytest.approx(1.0 + 1000.0)
+    assert cluster.link_ms(10**6, "pi", "pi") == 0.0
 
 
 def test_missing_link_is_infinite():
     spec = base()
     del spec["network"]
-    assert parse_cluster(spec).transfer_ms(1, "pi", "xu4") == float("inf")
+    assert parse_cluster(spec).link_ms(1, "pi", "xu4") == float("inf")
 
 
 @pytest.mark.parametrize("mutate, needle", [

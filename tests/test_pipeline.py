@@ -78,7 +78,7 @@ def test_transfers_charge_link_and_serialization_at_both_ends(tmp_path):
     for t in crossing:
         link = cluster.link(t["src_device"], t["dst_device"])
         serialize = sum(t["bytes"] / (copy_gbs[d] * 1e9) * 1e3 for d in (t["src_device"], t["dst_device"]))
-        assert t["predicted_ms"] == pytest.approx(link.transfer_ms(t["bytes"]) + serialize, rel=1e-3)
+        assert t["predicted_ms"] == pytest.approx(link.link_ms(t["bytes"]) + serialize, rel=1e-3)
         assert serialize > 0
 
 
@@ -205,3 +205,20 @@ def test_partition_problem_charges_transfers_as_the_manifest_does(tmp_path):
     for i, a in enumerate(problem.devices):
         for j, b in enumerate(problem.devices):
             assert problem.transfer_ms(10**6, i, j) == pytest.approx(transfer_ms(program.cluster, 10**6, a, b))
+
+
+def test_bn_folding_is_the_fusion_pass_s_and_shows_in_the_dumps(tmp_path):
+    """Shape inference keeps every BatchNormalization (it infers and folds constants only); fusion folds
+    each into its Conv, and the two dumps show it; the compiled plan still verifies."""
+    import onnx
+
+    import fusion_graphs as fg
+
+    path = tmp_path / "resnet_block.onnx"
+    onnx.save(fg.parse(fg.RESNET_BLOCK), str(path))
+    edgec.compile(path, TRIO, tmp_path / "out", dump_ir=tmp_path / "ir")
+    inferred = (tmp_path / "ir" / "02-shape-inference.txt").read_text()
+    fused = (tmp_path / "ir" / "03-fusion.txt").read_text()
+    assert inferred.count("= BatchNormalization(") == 3 and inferred.count("= Pad(") == 1
+    assert "BatchNormalization" not in fused and "= Pad(" not in fused and "Dropout" not in fused
+    assert edgec.verify(tmp_path / "out").passed

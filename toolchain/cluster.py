@@ -112,7 +112,9 @@ class Link:
     bandwidth_mbps: float
     latency_ms: float
 
-    def transfer_ms(self, nbytes: int) -> float:
+    def link_ms(self, nbytes: int) -> float:
+        """The link's share of a transfer (latency + bytes / bandwidth); edgec.costmodel.transfer adds the
+        serialization at both ends that every transfer cost in edgec charges."""
         if nbytes <= 0:
             return 0.0
         return self.latency_ms + nbytes * 8 / (self.bandwidth_mbps * 1e6) * 1e3
@@ -131,12 +133,12 @@ class Cluster:
     def link(self, a: str, b: str) -> Link | None:
         return self.links.get(frozenset((a, b)))
 
-    def transfer_ms(self, nbytes: int, a: str, b: str) -> float:
-        """ms to move nbytes from device a to device b (0 on the same device, inf without a link)."""
+    def link_ms(self, nbytes: int, a: str, b: str) -> float:
+        """ms nbytes spend on the link from device a to device b (0 on the same device, inf without a link)."""
         if a == b or nbytes <= 0:
             return 0.0
         link = self.link(a, b)
-        return float("inf") if link is None else link.transfer_ms(nbytes)
+        return float("inf") if link is None else link.link_ms(nbytes)
 
     def units(self) -> list[tuple[Device, ComputeUnit]]:
         return [(d, u) for d in self.devices.values() for u in d.units.values()]
