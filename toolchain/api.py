@@ -13,6 +13,7 @@ from edgec.cluster import Cluster, load_cluster
 from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.manifest import Manifest
+from edgec.manifest_schema import check_against_schema
 from edgec.passes.codegen import Codegen
 from edgec.passes.cost import Cost
 from edgec.passes.fusion import Fusion
@@ -97,6 +98,7 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         manifest = program.manifest
         assert manifest is not None
         manifest.passes = [{"name": t.name, "ms": round(t.ms, 3)} for t in timer.timings]
+        check_against_schema(manifest)
         manifest.write(staging / "manifest.json")
         _move_into_place(staging, out)
     except BaseException:
