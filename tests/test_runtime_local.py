@@ -191,7 +191,7 @@ def test_cores_a_machine_lacks_are_folded_onto_its_own(tmp_path):
 
 def test_serving_a_board_does_not_load_the_compiler(squeezenet_plan):
     """A board runs `edgec serve` with numpy, pyzmq and onnxruntime; onnx, onnxsim and graphsurgeon stay out,
-    through reading the plan, checking its cluster spec and loading the device's stages."""
+    through reading the plan, taking its cores from the manifest and loading the device's stages."""
     out = str(squeezenet_plan[1])
     code = ("import sys; from edgec.runtime.pipeline import read_pipeline; from edgec.runtime.local import plan_cores; "
             "from edgec.runtime.device import DeviceWorker; import edgec.cli; "
