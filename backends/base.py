@@ -137,7 +137,7 @@ def launcher(device: Device, stages: Sequence[StageSpec], prelaunch: Sequence[st
         'cd "$(dirname "$0")/.."',
     ]
     lines += list(prelaunch)
-    lines += [f'exec taskset -c {taskset_list(cores)} python3 -m edgec.cli serve . --device {device.name} "$@"', ""]
+    lines += [f'exec taskset -c {taskset_list(cores)} python3 -m edgec.runtime serve . --device {device.name} "$@"', ""]
     return "\n".join(lines)
 
 
@@ -165,7 +165,7 @@ def _readme(device: Device, stages: Sequence[StageSpec], sections: list[str]) ->
         "checks its sub-model against the sha256 in manifest.json before it loads it), then, in that folder:",
         "",
         "    python3 -m pip install --no-deps <edgec source or wheel>  # serving never imports the compiler side",
-        "    python3 -m pip install numpy pyzmq typer rich  # plus ONNX Runtime, below",
+        "    python3 -m pip install numpy pyzmq 'dataclasses; python_version < \"3.7\"'  # plus ONNX Runtime, below",
         f"    sh {device.name}/run_{device.name}.sh",
         "",
     ]

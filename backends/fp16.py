@@ -225,12 +225,9 @@ def check_fp16(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
 
 
 def _cpu_session(model: onnx.ModelProto):
-    import onnxruntime as ort
+    from edgec.runtime.session import inference_session
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return inference_session(model.SerializeToString(), {"graph_optimization_level": "disable_all"})
 
 
 def _depths(model: onnx.ModelProto) -> dict[str, int]:

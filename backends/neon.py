@@ -35,7 +35,7 @@ from edgec.backends.registry import register
 from edgec.backends.versions import target_versions
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec
-from edgec.runtime.stage import AFFINITY_KEY
+from edgec.runtime.session import AFFINITY_KEY
 
 if TYPE_CHECKING:
     from edgec.cluster import ComputeUnit, Device
@@ -161,7 +161,7 @@ def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
     execution_mode, graph_optimization_level, config_entries (session config
     entries, with the thread affinities where the board's ORT has the key),
     cores (0-based, what the launcher's taskset uses), main_thread_core.
-    `edgec.runtime.stage.session_options(config)` turns it into onnxruntime.SessionOptions.
+    `edgec.runtime.session.session_options(config)` turns it into onnxruntime.SessionOptions.
     """
     if unit.kind != "cpu":
         raise EdgecError(f"unit '{device.name}.{unit.name}' is a {unit.kind}; the neon backend runs on CPU units")

@@ -49,8 +49,9 @@ import edgec
 from edgec.costmodel.microbench import random_feeds, time_session, wait_until_idle
 from edgec.costmodel.profile import load_profile
 from edgec.costmodel.profiler import write_profile
-from edgec.runtime.plan import read_plan
-from edgec.runtime.stage import read_checked, runnable_settings, session_options
+from edgec.runtime.pipeline import read_pipeline
+from edgec.runtime.session import inference_session, runnable_settings
+from edgec.runtime.stage import read_checked
 
 ZOO = Path(onnx.__file__).parent / "backend/test/data/light"
 CACHE = Path(tempfile.gettempdir()) / f"edgec-zoo-{onnx.__version__}"
@@ -111,17 +112,15 @@ def stage_rows(outs: list[Path], runs: int, rounds: int) -> list[list[tuple[str,
     stage's measurement is the median of its rounds: a slow spell of the
     machine then does not fall on one stage (or on the whole model) alone.
     """
-    import onnxruntime as ort
-
     sessions = []
     for out in outs:
         manifest = json.loads((out / "manifest.json").read_text())
         predicted = {s["name"]: float(s["predicted_ms"]) for s in manifest["stages"]}
-        for stage in read_plan(str(out)).stages:
+        for stage in read_pipeline(str(out)).stages:
             cores = stage.session.get("cores")
             with pinned(cores):
-                so = session_options(runnable_settings(stage.session), len(cores or [1]))
-                sess = ort.InferenceSession(read_checked(str(out), stage), so, providers=["CPUExecutionProvider"])
+                sess = inference_session(read_checked(str(out), stage), runnable_settings(stage.session),
+                                         len(cores or [1]), providers=["CPUExecutionProvider"])
             sessions.append((out, stage.name, predicted[stage.name], cores, sess, random_feeds(sess), []))
     for k in range(rounds):
         for _, _, _, cores, sess, feeds, times in sessions:

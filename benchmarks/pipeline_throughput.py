@@ -40,7 +40,7 @@ import edgec
 from edgec.runtime.driver import Driver, transport_table
 from edgec.runtime.frames import random_frames
 from edgec.runtime.local import LocalCluster
-from edgec.runtime.plan import read_plan
+from edgec.runtime.pipeline import read_pipeline
 from edgec.runtime.stage import StageRunner
 from edgec.zoo import write_random_zoo_model
 
@@ -69,7 +69,7 @@ def compile_plan(model: Path, folder: Path, name: str, cores: List[int], gflops:
 
 def bare_loop(out: Path, frames: List[Dict[str, np.ndarray]], n: int, warmup: int, core: int):
     """The one-stage plan's model in this process, pinned to `core`: no transport at all."""
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     assert len(plan.stages) == 1
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {core})
@@ -113,7 +113,7 @@ def main() -> None:
         model = args.model or write_random_zoo_model("resnet50", folder / "resnet50.onnx")
         two = compile_plan(model, folder, "two", [0, 1], gflops)
         one = compile_plan(model, folder, "one", [0], gflops[:1])
-        plan = read_plan(str(two))
+        plan = read_pipeline(str(two))
         frames = random_frames(plan.inputs, 8, seed=0)
 
         bare_wall, bare_out = bare_loop(one, frames, args.frames, args.warmup, core=0)

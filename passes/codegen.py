@@ -11,7 +11,8 @@ The stage's backend then has the last word on its sub-model
 (`prepare_submodel`: the opset and IR version the board's runtime loads,
 TensorRT's limits) and its session settings; `device_bundle` adds each
 device's configs, launcher and README. out/<device>/ holds that device's files
-and nothing else, and out/manifest.json lists every file with its sha256. The
+and nothing else, and out/manifest.json lists every file with its sha256 and each
+stage's compute-unit cores (the runtime pins to them without the cluster catalog). The
 manifest is an output, written here, not IR: the pass leaves the program as it
 found it.
 """
@@ -73,7 +74,8 @@ class Codegen:
                 inputs=[_tensor_spec(i) for i in sub.graph.input],
                 outputs=[_tensor_spec(o) for o in sub.graph.output],
                 receives=lives[k], sends=lives[k + 1], predicted_ms=round(stage.predicted_ms, 4),
-                memory_bytes=int(stage.memory_bytes))
+                memory_bytes=int(stage.memory_bytes),
+                cores=list(program.cluster.devices[stage.device].units[stage.unit].cores))
             spec.session = backend.session_config(spec)
             stage_specs.append(spec)
         for device in program.cluster.devices.values():

@@ -21,7 +21,7 @@ from edgec.backends.versions import ort_versions
 from edgec.cluster import CATALOG, parse_cluster
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec, TensorSpec
-from edgec.runtime.stage import session_options
+from edgec.runtime.session import session_options
 
 
 def one_of_each():
@@ -68,7 +68,7 @@ def test_launcher_pins_the_process_to_its_stages_clusters():
     xu4 = one_of_each().devices["odroid-xu4"]
     assert taskset_list([4, 5, 6, 7]) == "4-7" and taskset_list([0, 2, 3]) == "0,2-3"
     run = device_bundle(xu4, [stage("s0", "odroid-xu4", "big")])["run_odroid-xu4.sh"].splitlines()
-    assert run[-1] == 'exec taskset -c 4-7 python3 -m edgec.cli serve . --device odroid-xu4 "$@"'
+    assert run[-1] == 'exec taskset -c 4-7 python3 -m edgec.runtime serve . --device odroid-xu4 "$@"'
 
 
 def test_onnxruntime_takes_the_session_config():
@@ -250,6 +250,6 @@ def test_xu4_bundle_runs_one_process_on_both_clusters_each_stage_on_its_own():
     assert json.loads(files["s2.session.json"])["config_entries"] == {neon.AFFINITY_KEY: "2;3;4"}
     run = files["run_odroid-xu4.sh"].splitlines()
     assert run[0] == "#!/bin/sh"
-    assert run[-1] == 'exec taskset -c 0-7 python3 -m edgec.cli serve . --device odroid-xu4 "$@"'
+    assert run[-1] == 'exec taskset -c 0-7 python3 -m edgec.runtime serve . --device odroid-xu4 "$@"'
     readme = files["README.md"]
     assert "sh odroid-xu4/run_odroid-xu4.sh" in readme and "onnxruntime 1.16" in readme and "armv7" in readme

@@ -351,7 +351,7 @@ def test_nano_bundle_holds_both_backends():
     assert {"build_engine.sh", "s1.trt_ep.json", "s2.session.json", "run_nano.sh", "README.md"} == set(files)
     run = files["run_nano.sh"]
     assert "if [ ! -f nano/s1.engine ]; then sh nano/build_engine.sh; fi" in run
-    assert run.endswith('exec taskset -c 0-3 python3 -m edgec.cli serve . --device nano "$@"\n')
+    assert run.endswith('exec taskset -c 0-3 python3 -m edgec.runtime serve . --device nano "$@"\n')
     assert run.index("build_engine.sh") < run.index("serve")
     assert "## GPU stages (TensorRT 8.2)" in files["README.md"] and "## CPU stages" in files["README.md"]
     session = backend_for(nano, "gpu").session_config(gpu_stage())

@@ -19,7 +19,7 @@ from edgec.runtime.driver import Driver
 from edgec.runtime.frames import random_frames
 from edgec.runtime.keys import load_keys
 from edgec.runtime.local import LocalCluster
-from edgec.runtime.plan import read_plan
+from edgec.runtime.pipeline import read_pipeline
 
 from conftest import save_text_model
 from test_runtime_local import MULTI, compile_for_hosts
@@ -90,7 +90,7 @@ def _frames_computed(cluster, device, keys=None):
 
 def test_without_the_keys_a_client_cannot_inject_a_frame(plan2):
     keys = _make_keys(plan2)
-    plan = read_plan(str(plan2))
+    plan = read_pipeline(str(plan2))
     frame = random_frames(plan.inputs, 1)[0]
     with LocalCluster(str(plan2), keys_dir=str(keys)) as cluster:
         driver = Driver(str(plan2), cluster.deployment, str(keys), watch=cluster.problems)
@@ -118,7 +118,7 @@ def test_without_the_keys_a_client_cannot_inject_a_frame(plan2):
 
 def test_without_curve_the_same_injection_is_computed(plan2):
     """The control for the test above: the injected frame is well-formed."""
-    plan = read_plan(str(plan2))
+    plan = read_pipeline(str(plan2))
     frame = random_frames(plan.inputs, 1)[0]
     with LocalCluster(str(plan2)) as cluster:
         assert Driver(str(plan2), cluster.deployment, watch=cluster.problems).run(lambda k: frame, 0).ok
@@ -128,7 +128,7 @@ def test_without_curve_the_same_injection_is_computed(plan2):
 
 def test_a_driver_without_the_cluster_keys_gets_nowhere(plan2, tmp_path):
     keys = _make_keys(plan2)
-    plan = read_plan(str(plan2))
+    plan = read_pipeline(str(plan2))
     with LocalCluster(str(plan2), keys_dir=str(keys)) as cluster:
         stranger = plan2 / "stranger-keys"
         subprocess.run([sys.executable, "-m", "edgec.cli", "keys", str(plan2), "--folder", str(stranger)],
@@ -143,7 +143,7 @@ def test_a_driver_without_the_cluster_keys_gets_nowhere(plan2, tmp_path):
 
 def test_serve_and_run_by_hand_with_a_deployment_file_and_keys(plan2, tmp_path):
     keys = _make_keys(plan2)
-    plan = read_plan(str(plan2))
+    plan = read_pipeline(str(plan2))
     deployment = tmp_path / "deployment.json"
     local_deployment(plan).write(str(deployment))
     servers = [subprocess.Popen([sys.executable, "-m", "edgec.cli", "serve", str(plan2), "--device", d,

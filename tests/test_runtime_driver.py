@@ -16,7 +16,7 @@ from edgec.runtime.deployment import local_deployment
 from edgec.runtime.driver import Driver, _group_errors
 from edgec.runtime.frames import load_frames
 
-from test_runtime_plan import _manifest, _stage
+from test_runtime_pipeline import _manifest, _stage
 
 ONE_STAGE = [_stage("s0", "a", ["x"], ["z"], ["x"], ["z"])]
 
@@ -25,9 +25,9 @@ class FakeDevice:
     """Binds device a's sockets; answers the frames it gets in the order `answer(seqs)` gives."""
 
     def __init__(self, plan_dir, batch, answer, beat=None):
-        from edgec.runtime.plan import read_plan
+        from edgec.runtime.pipeline import read_pipeline
 
-        self.plan = read_plan(plan_dir)
+        self.plan = read_pipeline(plan_dir)
         self.deployment = local_deployment(self.plan)
         self.batch, self.answer = batch, answer
         self.beat = beat or (lambda held: {})
@@ -135,9 +135,9 @@ def test_a_timeout_shorter_than_two_heartbeats_is_refused(tmp_path):
 
 
 def test_inputs_from_npz_single_frame_or_stack(tmp_path):
-    from edgec.runtime.plan import read_plan
+    from edgec.runtime.pipeline import read_pipeline
 
-    plan = read_plan(_manifest(tmp_path, ONE_STAGE))
+    plan = read_pipeline(_manifest(tmp_path, ONE_STAGE))
     np.savez(tmp_path / "one.npz", x=np.ones((1, 4), np.float32))
     np.savez(tmp_path / "stack.npz", x=np.ones((5, 1, 4), np.float32))
     assert len(load_frames(str(tmp_path / "one.npz"), plan)) == 1

@@ -18,7 +18,7 @@ from edgec.runtime.deployment import load_deployment
 from edgec.runtime.driver import Driver
 from edgec.runtime.frames import random_frames
 from edgec.runtime.local import LocalCluster
-from edgec.runtime.plan import read_plan
+from edgec.runtime.pipeline import read_pipeline
 
 from conftest import save_text_model
 from test_runtime_local import MULTI, compile_for_hosts
@@ -40,7 +40,7 @@ def _check_accounting(result, n):
 
 def test_a_killed_device_is_named_and_no_frame_is_lost_silently(plan3):
     n = 3000
-    frames = random_frames(read_plan(str(plan3)).inputs, 4)
+    frames = random_frames(read_pipeline(str(plan3)).inputs, 4)
     with LocalCluster(str(plan3)) as cluster:
         victim = cluster.procs["d1"]
 
@@ -61,7 +61,7 @@ def test_a_killed_device_is_named_and_no_frame_is_lost_silently(plan3):
 
 
 def test_a_hung_device_is_reported_silent_past_the_timeout(plan3):
-    frames = random_frames(read_plan(str(plan3)).inputs, 4)
+    frames = random_frames(read_pipeline(str(plan3)).inputs, 4)
     with LocalCluster(str(plan3)) as cluster:
         victim = cluster.procs["d1"]
         stopped = []
@@ -125,7 +125,7 @@ def test_cli_run_exits_non_zero_naming_the_killed_device_and_stage(plan3):
 
 
 def _wait_frames(out, deployment, device, count):
-    plan = read_plan(out)
+    plan = read_pipeline(out)
     ctx = zmq.Context()
     try:
         sub = ctx.socket(zmq.SUB)

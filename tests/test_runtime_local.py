@@ -13,7 +13,7 @@ import edgec
 from edgec.runtime.driver import Driver
 from edgec.runtime.frames import random_frames
 from edgec.runtime.local import LocalCluster, plan_cores, run_local
-from edgec.runtime.plan import read_plan
+from edgec.runtime.pipeline import read_pipeline
 from edgec.verification import session
 
 from conftest import MULTI, save_text_model
@@ -55,7 +55,7 @@ def squeezenet_plan(random_zoo, tmp_path_factory):
 
 def test_squeezenet_over_three_devices_matches_the_original_in_order(squeezenet_plan):
     model, out = squeezenet_plan
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     assert len(plan.segments) == 3
     assert max(len(s.receives) for s in plan.segments) >= 2  # Concat branches cross a cut
     frames = random_frames(plan.inputs, 120, seed=1)  # every frame different: order shows
@@ -72,7 +72,7 @@ def test_squeezenet_over_three_devices_matches_the_original_in_order(squeezenet_
 def test_inception_with_boundaries_of_three_or_more_tensors(random_zoo, tmp_path):
     model = random_zoo("inception_v1")
     out = compile_for_hosts(model, tmp_path, [0, 1, 0])
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     assert len(plan.segments) == 3
     assert max(len(s.receives) for s in plan.segments[1:]) >= 3  # branches of an inception block cross a cut
     frames = random_frames(plan.inputs, 10, seed=5)
@@ -86,7 +86,7 @@ def test_inception_with_boundaries_of_three_or_more_tensors(random_zoo, tmp_path
 def test_multi_tensor_boundaries_relays_and_two_outputs(tmp_path):
     model = save_text_model(MULTI, tmp_path / "multi.onnx")
     out = compile_for_hosts(model, tmp_path, [0, 1, 0])
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     assert len(plan.segments) == 3
     assert max(len(s.receives) for s in plan.segments[1:]) >= 2
     relayed = [set(seg.receives) - {t.name for st in seg.stages for t in st.inputs} for seg in plan.segments]
@@ -113,7 +113,7 @@ sc (float[1,16] x, float s) => (float[1,16] y) <float[16,16] w>
 def test_scalar_inputs_travel_as_0_d_arrays(tmp_path):
     model = save_text_model(SCALAR_INPUT, tmp_path / "scalar.onnx")
     out = compile_for_hosts(model, tmp_path, [0, 1])
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     frames = random_frames(plan.inputs, 4, seed=3)
     assert frames[0]["s"].shape == () and isinstance(frames[0]["s"], np.ndarray)
     result = run_local(str(out), frames, 4)
@@ -125,7 +125,7 @@ def test_scalar_inputs_travel_as_0_d_arrays(tmp_path):
 def test_a_bad_frame_gets_an_explicit_error_and_the_rest_go_through(tmp_path):
     model = save_text_model(MULTI, tmp_path / "multi.onnx")
     out = compile_for_hosts(model, tmp_path, [0, 1])
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     frames = random_frames(plan.inputs, 40, seed=3)
     frames[7] = dict(frames[7], y=np.zeros((1, 9), np.float32))  # the first stage expects [1, 8]
     frames[8] = dict(frames[8], y=frames[8]["y"].astype(np.float64))
@@ -146,7 +146,7 @@ def test_a_bad_frame_gets_an_explicit_error_and_the_rest_go_through(tmp_path):
 def test_cli_run_local_writes_outputs_in_order(tmp_path):
     model = save_text_model(MULTI, tmp_path / "multi.onnx")
     out = compile_for_hosts(model, tmp_path, [0, 1])
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     frames = random_frames(plan.inputs, 5, seed=4)
     np.savez(tmp_path / "x.npz", **{s.name: np.stack([f[s.name] for f in frames]) for s in plan.inputs})
     proc = subprocess.run([sys.executable, "-m", "edgec.cli", "run", str(out), "--local", "--inputs",
@@ -164,7 +164,7 @@ def test_cli_run_local_writes_outputs_in_order(tmp_path):
 def test_device_processes_pin_to_their_units_cores(tmp_path):
     model = save_text_model(MULTI, tmp_path / "multi.onnx")
     out = compile_for_hosts(model, tmp_path, [1, 0])
-    cores, notes = plan_cores(read_plan(str(out)))
+    cores, notes = plan_cores(read_pipeline(str(out)))
     assert cores == {"d0": [1], "d1": [0]} and notes == []
     with LocalCluster(str(out)) as cluster:
         assert "--cores" in cluster.command("d0") and cluster.command("d0")[-1] == "1"
@@ -181,7 +181,7 @@ def test_device_processes_pin_to_their_units_cores(tmp_path):
 def test_cores_a_machine_lacks_are_folded_onto_its_own(tmp_path):
     model = save_text_model(MULTI, tmp_path / "multi.onnx")
     out = compile_for_hosts(model, tmp_path, [0, 517])
-    cores, notes = plan_cores(read_plan(str(out)))
+    cores, notes = plan_cores(read_pipeline(str(out)))
     import os
 
     available = sorted(os.sched_getaffinity(0))
@@ -191,11 +191,11 @@ def test_cores_a_machine_lacks_are_folded_onto_its_own(tmp_path):
 
 def test_serving_a_board_does_not_load_the_compiler(squeezenet_plan):
     """A board runs `edgec serve` with numpy, pyzmq and onnxruntime; onnx, onnxsim and graphsurgeon stay out,
-    through reading the plan, checking its cluster spec and loading the device's stages."""
+    through reading the plan, taking its cores from the manifest and loading the device's stages."""
     out = str(squeezenet_plan[1])
-    code = ("import sys; from edgec.runtime.plan import read_plan; from edgec.runtime.local import plan_cores; "
+    code = ("import sys; from edgec.runtime.pipeline import read_pipeline; from edgec.runtime.local import plan_cores; "
             "from edgec.runtime.device import DeviceWorker; import edgec.cli; "
-            f"plan = read_plan({out!r}); plan_cores(plan); DeviceWorker({out!r}, plan.devices[0]); "
+            f"plan = read_pipeline({out!r}); plan_cores(plan); DeviceWorker({out!r}, plan.devices[0]); "
             "print(sorted(m for m in ('onnx', 'onnxsim', 'onnx_graphsurgeon', 'edgec.api') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

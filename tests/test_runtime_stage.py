@@ -11,9 +11,9 @@ import pytest
 
 import edgec
 from edgec.errors import EdgecError
-from edgec.runtime.plan import read_plan
-from edgec.runtime.stage import (AFFINITY_KEY, ModelMismatch, StageRunner, providers_for, read_checked,
-                                 runnable_settings, session_options)
+from edgec.runtime.pipeline import read_pipeline
+from edgec.runtime.session import AFFINITY_KEY, providers_for, runnable_settings, session_options
+from edgec.runtime.stage import ModelMismatch, StageRunner, read_checked
 
 from conftest import save_text_model
 
@@ -42,7 +42,7 @@ def out(tmp_path):
 
 
 def test_a_tampered_sub_model_is_refused(out):
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     stage = plan.stages[0]
     assert read_checked(str(out), stage)  # as written: accepted
     path = out / stage.model
@@ -55,7 +55,7 @@ def test_a_tampered_sub_model_is_refused(out):
 
 
 def test_a_missing_sub_model_is_a_user_error(out):
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     (out / plan.stages[1].model).unlink()
     with pytest.raises(EdgecError, match="stage s1: cannot read its sub-model"):
         StageRunner(str(out), plan.stages[1])
@@ -69,7 +69,7 @@ def test_session_settings_in_the_manifest_are_applied(out):
         "config": {"session.disable_prepacking": "1"}, "enable_mem_pattern": False,
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     runner = StageRunner(str(out), plan.stages[0])
     so = runner.session.get_session_options()
     assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
@@ -84,7 +84,7 @@ def test_session_settings_in_the_manifest_are_applied(out):
 
 
 def test_threads_default_to_the_pinned_cores_unless_the_manifest_says(out):
-    plan = read_plan(str(out))
+    plan = read_pipeline(str(out))
     assert StageRunner(str(out), plan.stages[0], threads=1).session.get_session_options().intra_op_num_threads == 1
     assert session_options({"intra_op_num_threads": 3}, threads=1).intra_op_num_threads == 3
 
@@ -118,7 +118,7 @@ def test_backend_sessions_load_where_the_process_holds_other_cores(out):
         "execution_mode": "ORT_SEQUENTIAL", "graph_optimization_level": "ORT_ENABLE_ALL",
         "config_entries": {AFFINITY_KEY: f"{foreign[1] + 1}"}, "cores": foreign, "main_thread_core": foreign[0]}
     (out / "manifest.json").write_text(json.dumps(manifest))
-    runner = StageRunner(str(out), read_plan(str(out)).stages[0])
+    runner = StageRunner(str(out), read_pipeline(str(out)).stages[0])
     so = runner.session.get_session_options()
     with pytest.raises(Exception, match="does not have configuration"):
         so.get_session_config_entry(AFFINITY_KEY)

@@ -6,10 +6,8 @@
 
 The compiler side (onnx, onnxsim, graphsurgeon) loads on first use of these
 names, so a board that only serves stages (edgec.runtime) imports numpy,
-pyzmq and onnxruntime alone.
+pyzmq and onnxruntime alone. Python 3.6 syntax, as the runtime is.
 """
-
-from __future__ import annotations
 
 import importlib
 from typing import Any
@@ -19,7 +17,7 @@ from edgec.errors import EdgecError
 __version__ = "0.1.0"
 
 _API = ("compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck")
-__all__ = [*_API, "EdgecError", "__version__"]
+__all__ = list(_API) + ["EdgecError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ from edgec.cluster import Cluster, load_cluster
 from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.manifest import Manifest, read_manifest
+from edgec.manifest_schema import check_against_schema
 from edgec.passes.codegen import Codegen
 from edgec.passes.cost import Cost
 from edgec.passes.fusion import Fusion
@@ -96,6 +97,7 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         program = PassManager(passes, instruments).run(program)
         manifest = read_manifest(staging)  # codegen wrote it; the pass timings go in now that all have run
         manifest.passes = [{"name": t.name, "ms": round(t.ms, 3)} for t in timer.timings]
+        check_against_schema(manifest)
         manifest.write(staging / "manifest.json")
         _move_into_place(staging, out)
     except BaseException:

@@ -132,15 +132,15 @@ def profile_cmd(
 @app.command("schema")
 def schema_cmd(which: str = typer.Argument(..., help="cluster or manifest")) -> None:
     """Print the published JSON Schema of cluster.json or manifest.json."""
-    from edgec import cluster, manifest
+    from edgec import cluster, manifest_schema
 
-    schemas = {"cluster": cluster.schema, "manifest": manifest.schema}
+    schemas = {"cluster": cluster.schema, "manifest": manifest_schema.schema}
     if which not in schemas:
         raise EdgecError(f"no schema '{which}'; expected cluster or manifest")
     print(json.dumps(schemas[which](), indent=2))
 
 
-# --- runtime: serve a device, run frames through a plan, make CURVE keys ---------------------------------
+# --- runtime: serve a device, run frames through a plan, make CURVE keys (edgec.runtime.cli does the work) ---
 
 
 @app.command("serve")
@@ -154,21 +154,9 @@ def serve_cmd(
     hwm: int = typer.Option(2, "--hwm", help="high-water mark of each queue, in messages"),
 ) -> None:
     """Run DEVICE's stages: receive frames, compute, send the results on (until Ctrl-C)."""
-    from edgec.runtime.device import parse_cores, serve_device
-    from edgec.runtime.local import plan_cores
-    from edgec.runtime.plan import read_plan
+    from edgec.runtime import cli as runtime_cli
 
-    pinned = parse_cores(cores)
-    if pinned is None and not no_pin:
-        plan = read_plan(str(out))
-        if device in plan.devices:
-            by_device, notes = plan_cores(plan)
-            pinned = by_device.get(device) or None
-            for note in notes:
-                if note.startswith(f"device {device}:"):
-                    err_console.print(f"edgec: {note}", markup=False, highlight=False)
-    serve_device(str(out), device, str(deployment) if deployment else None, pinned,
-                 str(keys) if keys else None, hwm)
+    runtime_cli.serve(str(out), device, _opt(deployment), cores, no_pin, _opt(keys), hwm)
 
 
 @app.command("run")
@@ -185,52 +173,12 @@ def run_cmd(
     seed: int = typer.Option(0, help="seed for random inputs"),
 ) -> None:
     """Feed frames to the plan's first device and collect results from the last, in order."""
-    import numpy as np
+    from edgec.runtime import cli as runtime_cli
 
-    from edgec.runtime.driver import Driver, stack_outputs, transport_table
-    from edgec.runtime.frames import cycle, load_frames, random_frames
-    from edgec.runtime.deployment import load_deployment
-    from edgec.runtime.plan import read_plan
-
-    plan = read_plan(str(out))
-    data = load_frames(str(inputs), plan) if inputs else random_frames(plan.inputs, 1, seed)
-    n = frames if frames is not None else len(data)
-    if n < 1:
-        raise EdgecError(f"--frames {n}: send at least one frame")
-    keys_dir = str(keys) if keys else None
-    if local:
-        if deployment is not None:
-            raise EdgecError("--local picks its own ports; leave out --deployment")
-        from edgec.runtime.local import LocalCluster
-
-        with LocalCluster(str(out), keys_dir=keys_dir, pin=not no_pin) as cluster:
-            for note in cluster.notes:
-                err_console.print(f"edgec: {note}", markup=False, highlight=False)
-            driver = Driver(str(out), cluster.deployment, keys_dir, timeout_s=timeout, watch=cluster.problems)
-            result = driver.run(cycle(data), n)
-    else:
-        driver = Driver(str(out), load_deployment(str(deployment) if deployment else None, plan), keys_dir,
-                        timeout_s=timeout)
-        result = driver.run(cycle(data), n)
-    if output is not None:
-        np.savez(output, **stack_outputs(result, driver.output_names))
-    lat = sorted(result.latencies_s)
-    p50 = lat[len(lat) // 2] * 1e3 if lat else 0.0
-    console.print(f"{result.delivered} of {result.frames} frames in {result.wall_s:.2f} s: {result.fps:.1f} fps, "
-                  f"latency p50 {p50:.1f} ms", highlight=False)
-    rows = transport_table(result.stats)
-    if rows:
-        table = Table("device", "stages", "frames", "compute ms", "transport ms", "transport share", "blocked ms",
-                      title="per frame, measured in the device processes")
-        for r in rows:
-            table.add_row(str(r["device"]), r["stages"], str(r["frames"]), f"{r['compute_ms']:.2f}",
-                          f"{r['transport_ms']:.3f}", f"{100 * r['transport_share']:.2f}%", f"{r['blocked_ms']:.2f}")
-        console.print(table)
-    for note in result.notes:
-        err_console.print(f"edgec: note: {note}", markup=False, highlight=False)
-    if not result.ok:
-        err_console.print(f"edgec: run failed: {result.summary()}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+    code = runtime_cli.run(str(out), _opt(inputs), frames, local, _opt(deployment), _opt(keys), timeout, _opt(output),
+                           no_pin, seed)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("keys")
@@ -240,14 +188,13 @@ def keys_cmd(
     force: bool = typer.Option(False, "--force", help="replace existing keys"),
 ) -> None:
     """Make a CurveZMQ keypair per device and one for the driver (public/ shareable, private/ per board)."""
-    from edgec.runtime.keys import DRIVER, make_keys
-    from edgec.runtime.plan import read_plan
+    from edgec.runtime import cli as runtime_cli
 
-    plan = read_plan(str(out))
-    target = folder if folder is not None else out / "keys"
-    names = make_keys(str(target), list(plan.devices) + [DRIVER], overwrite=force)
-    console.print(f"wrote keys for {', '.join(names)} to {target}/ (public/*.key: copy to every board; "
-                  f"private/NAME.key_secret: only to board NAME)", highlight=False)
+    runtime_cli.keys(str(out), _opt(folder), force)
+
+
+def _opt(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path is not None else None
 
 
 def main() -> None:

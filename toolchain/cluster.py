@@ -24,6 +24,7 @@ from edgec.backends.registry import backend_class
 from edgec.backends.registry import names as backend_names
 from edgec.backends.versions import ort_release
 from edgec.errors import EdgecError
+from edgec.jsonfile import read_json
 
 # Board catalog. cores are 0-based Linux CPU ids; gflops is a sustained fp32
 # figure for whole-model inference, used until the cost pass's profiles apply.
@@ -153,12 +154,7 @@ def schema() -> dict[str, Any]:
 def load_cluster(path: str | Path) -> Cluster:
     """Read and validate a cluster.json; every error names the file and the JSON path."""
     path = Path(path)
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgecError("cluster file not found; pass an existing cluster.json with -t", where=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise EdgecError(f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}", where=str(path)) from None
+    spec = read_json(path, missing="cluster file not found; pass an existing cluster.json with -t")
     return parse_cluster(spec, str(path))
 
 

@@ -1,32 +1,36 @@
-"""manifest.json: the artefact schema that ties out/ together.
+"""manifest.json: the artefact model that ties out/ together, shared by the compiler and the board runtime.
 
-The manifest is what a runtime, `verify` and `inspect` read: the stages in
-execution order with their sub-models (path relative to out/ and sha256),
-the tensors each one reads and writes, what crosses each boundary, and the
-predictions. Its JSON Schema is published in ``schemas/manifest.schema.json``
-and checked whenever a manifest is read.
+The manifest is what `verify`, `inspect` and the runtime read: the stages in
+execution order with their sub-models (path relative to out/ and sha256), the
+cores of each stage's compute unit, the tensors each one reads and writes,
+what crosses each boundary, and the predictions.
+
+This module is the one model of that file on both sides, so it needs only the
+standard library and keeps to Python 3.6 syntax (the Jetson Nano's JetPack 4.6;
+there `dataclasses` is the PyPI backport). Reading checks the structure by hand
+and names the file and the JSON path of the first problem. The published JSON
+Schema (schemas/manifest.schema.json) is checked on the compiler side
+(edgec.manifest_schema) when a compile writes a manifest.
 """
 
-from __future__ import annotations
-
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from edgec.errors import EdgecError
+from edgec.jsonfile import PathLike, json_path, read_json
 
 SCHEMA_VERSION = 1
+OBJECTIVES = ("throughput", "latency")
 
 
 @dataclass
 class TensorSpec:
     name: str
     dtype: str  # numpy dtype name, e.g. "float32"
-    shape: list[int]
+    shape: List[int]
 
 
 @dataclass
@@ -38,13 +42,14 @@ class StageSpec:
     variant: str
     model: str  # path relative to out/
     sha256: str
-    inputs: list[TensorSpec]  # what the sub-model reads
-    outputs: list[TensorSpec]  # what the sub-model writes
-    receives: list[str]  # everything live at the boundary before this stage
-    sends: list[str]  # everything live at the boundary after it (relayed tensors included)
+    inputs: List[TensorSpec]  # what the sub-model reads
+    outputs: List[TensorSpec]  # what the sub-model writes
+    receives: List[str]  # everything live at the boundary before this stage
+    sends: List[str]  # everything live at the boundary after it (relayed tensors included)
     predicted_ms: float
     memory_bytes: int
-    session: dict[str, Any] = field(default_factory=dict)
+    session: Dict[str, Any] = field(default_factory=dict)
+    cores: List[int] = field(default_factory=list)  # the compute unit's 0-based Linux CPU ids (a GPU's: its host's)
 
 
 @dataclass
@@ -53,56 +58,56 @@ class TransferSpec:
     dst: str  # stage name, or "sink"
     src_device: str
     dst_device: str
-    tensors: list[str]
+    tensors: List[str]
     bytes: int
     predicted_ms: float
 
 
 @dataclass
 class Manifest:
-    source_model: dict[str, Any]
-    cluster: dict[str, Any]
+    source_model: Dict[str, Any]
+    cluster: Dict[str, Any]
     objective: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    stages: list[StageSpec]
-    transfers: list[TransferSpec]
-    predicted: dict[str, Any]
-    passes: list[dict[str, Any]] = field(default_factory=list)
-    files: list[dict[str, str]] = field(default_factory=list)
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    stages: List[StageSpec]
+    transfers: List[TransferSpec]
+    predicted: Dict[str, Any]
+    passes: List[Dict[str, Any]] = field(default_factory=list)
+    files: List[Dict[str, str]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     edgec_version: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         for t in data["transfers"]:
             t["from"], t["to"] = t.pop("src"), t.pop("dst")
         return data
 
-    def write(self, path: Path) -> None:
-        data = self.to_json()
-        jsonschema.validate(data, schema())  # a bug if this fails: we wrote something off-schema
-        path.write_text(json.dumps(data, indent=2) + "\n")
+    def write(self, path: PathLike) -> None:
+        with open(os.fspath(path), "w", encoding="utf-8") as f:
+            f.write(json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
-        data = dict(data)
-        data["inputs"] = [TensorSpec(**t) for t in data["inputs"]]
-        data["outputs"] = [TensorSpec(**t) for t in data["outputs"]]
+    def from_json(cls, data: Any, where: str = "manifest.json") -> "Manifest":
+        """The manifest in decoded JSON, checked first; an error names `where` and the JSON path."""
+        check_manifest(data, where)
+
+        def tensors(items: Sequence[Mapping[str, Any]]) -> List[TensorSpec]:
+            return [TensorSpec(t["name"], t["dtype"], list(t["shape"])) for t in items]
+
         stages = []
         for s in data["stages"]:
-            s = dict(s)
-            s["inputs"] = [TensorSpec(**t) for t in s["inputs"]]
-            s["outputs"] = [TensorSpec(**t) for t in s["outputs"]]
-            stages.append(StageSpec(**s))
-        data["stages"] = stages
-        transfers = []
-        for t in data["transfers"]:
-            t = dict(t)
-            t["src"], t["dst"] = t.pop("from"), t.pop("to")
-            transfers.append(TransferSpec(**t))
-        data["transfers"] = transfers
-        return cls(**data)
+            kw = {k: s[k] for k in _STAGE if k not in ("inputs", "outputs")}
+            kw.update({k: s[k] for k in _STAGE_OPTIONAL if k in s})
+            stages.append(StageSpec(inputs=tensors(s["inputs"]), outputs=tensors(s["outputs"]), **kw))
+        transfers = [TransferSpec(t["from"], t["to"], t["src_device"], t["dst_device"], list(t["tensors"]),
+                                  t["bytes"], t["predicted_ms"]) for t in data["transfers"]]
+        return cls(source_model=data["source_model"], cluster=data["cluster"], objective=data["objective"],
+                   inputs=tensors(data["inputs"]), outputs=tensors(data["outputs"]), stages=stages,
+                   transfers=transfers, predicted=data["predicted"], passes=list(data.get("passes", [])),
+                   files=list(data.get("files", [])), schema_version=data["schema_version"],
+                   edgec_version=data.get("edgec_version", ""))
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -111,26 +116,157 @@ class Manifest:
         raise KeyError(name)
 
 
-def schema() -> dict[str, Any]:
-    """The published JSON Schema of manifest.json."""
-    return json.loads(resources.files("edgec").joinpath("schemas/manifest.schema.json").read_text())
+def read_manifest(out_dir: PathLike) -> Manifest:
+    """Read and check out/manifest.json; an error names the file and the JSON path."""
+    folder = os.fspath(out_dir)
+    if not os.path.isdir(folder):
+        raise EdgecError("no such folder; pass the folder `edgec compile -o` wrote", where=folder)
+    path = os.path.join(folder, "manifest.json")
+    data = read_json(path, missing="no manifest.json here; pass the folder `edgec compile -o` wrote")
+    return Manifest.from_json(data, path)
 
 
-def read_manifest(out_dir: str | Path) -> Manifest:
-    """Read and validate out/manifest.json, naming the file and the JSON path on error."""
-    path = Path(out_dir) / "manifest.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgecError("no manifest.json here; pass the folder `edgec compile -o` wrote", where=str(out_dir)) from None
-    except json.JSONDecodeError as exc:
-        raise EdgecError(f"not valid JSON (line {exc.lineno}): {exc.msg}", where=str(path)) from None
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(data), key=lambda e: list(map(str, e.path)))
-    if errors:
-        err = errors[0]
-        where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
-        raise EdgecError(f"{where}: {err.message}", where=str(path))
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise EdgecError(f"schema_version {data['schema_version']} is not {SCHEMA_VERSION}; "
-                         f"recompile with this edgec", where=str(path))
-    return Manifest.from_json(data)
+# --- checking decoded JSON by hand (the runtime has no jsonschema) ----------------------------------------
+
+JsonPath = List[Union[str, int]]
+Check = Callable[[Any, JsonPath, str], None]
+
+
+def _fail(path: JsonPath, what: str, where: str) -> None:
+    raise EdgecError("{}: {}".format(json_path(path), what), where=where)
+
+
+def _got(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _string(v: Any, path: JsonPath, where: str) -> None:
+    if not isinstance(v, str):
+        _fail(path, "expected a string, got {}".format(_got(v)), where)
+
+
+def _sha256(v: Any, path: JsonPath, where: str) -> None:
+    if not isinstance(v, str) or not re.match(r"^[0-9a-f]{64}$", v):
+        _fail(path, "expected a sha256 (64 hex digits), got {}".format(_got(v)), where)
+
+
+def _integer(v: Any, path: JsonPath, where: str) -> None:
+    if not isinstance(v, int) or isinstance(v, bool):
+        _fail(path, "expected an integer, got {}".format(_got(v)), where)
+
+
+def _count(v: Any, path: JsonPath, where: str) -> None:
+    _integer(v, path, where)
+    if v < 0:
+        _fail(path, "must be at least 0, got {}".format(v), where)
+
+
+def _number(v: Any, path: JsonPath, where: str) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        _fail(path, "expected a number, got {}".format(_got(v)), where)
+
+
+def _ms(v: Any, path: JsonPath, where: str) -> None:
+    _number(v, path, where)
+    if v < 0:
+        _fail(path, "must be at least 0, got {}".format(v), where)
+
+
+def _object(v: Any, path: JsonPath, where: str) -> None:
+    if not isinstance(v, dict):
+        _fail(path, "expected an object, got {}".format(_got(v)), where)
+
+
+def _list_of(item: Check, what: str) -> Check:
+    def check(v: Any, path: JsonPath, where: str) -> None:
+        if not isinstance(v, list):
+            _fail(path, "expected a list of {}, got {}".format(what, _got(v)), where)
+        for i, x in enumerate(v):
+            item(x, path + [i], where)
+    return check
+
+
+def _ints(v: Any, path: JsonPath, where: str) -> None:
+    if not isinstance(v, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in v):
+        _fail(path, "expected a list of ints, got {}".format(_got(v)), where)
+    for i, d in enumerate(v):
+        _count(d, path + [i], where)
+
+
+def _fields(required: Mapping[str, Check], optional: Optional[Mapping[str, Check]] = None,
+            closed: bool = True) -> Check:
+    """An object with these fields (and, when closed, no others)."""
+    optional = optional or {}
+
+    def check(v: Any, path: JsonPath, where: str) -> None:
+        _object(v, path, where)
+        for key in required:
+            if key not in v:
+                _fail(path, "missing field '{}'".format(key), where)
+        for key, value in v.items():
+            sub = required.get(key) or optional.get(key)
+            if sub is not None:
+                sub(value, path + [key], where)
+            elif closed:
+                _fail(path + [key], "unknown field; is this manifest from another edgec version?", where)
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(v: Any, path: JsonPath, where: str) -> None:
+        if v not in choices:
+            _fail(path, "expected one of {}, got {}".format(", ".join(choices), _got(v)), where)
+    return check
+
+
+def _nullable(sub: Check) -> Check:
+    def check(v: Any, path: JsonPath, where: str) -> None:
+        if v is not None:
+            sub(v, path, where)
+    return check
+
+
+_TENSOR = _fields({"name": _string, "dtype": _string, "shape": _ints})
+_TENSORS = _list_of(_TENSOR, "tensors")
+_STRINGS = _list_of(_string, "strings")
+_STAGE = {"name": _string, "device": _string, "unit": _string, "backend": _string, "variant": _string,
+          "model": _string, "sha256": _sha256, "inputs": _TENSORS, "outputs": _TENSORS, "receives": _STRINGS,
+          "sends": _STRINGS, "predicted_ms": _ms, "memory_bytes": _count}
+_STAGE_OPTIONAL = {"session": _object, "cores": _ints}
+_TRANSFER = _fields({"from": _string, "to": _string, "src_device": _string, "dst_device": _string,
+                     "tensors": _STRINGS, "bytes": _count, "predicted_ms": _ms})
+_MANIFEST = _fields(
+    {"schema_version": _integer,
+     "source_model": _fields({"path": _string, "sha256": _sha256, "opset": _integer}, closed=False),
+     "cluster": _object, "objective": _one_of(*OBJECTIVES), "inputs": _TENSORS, "outputs": _TENSORS,
+     "stages": _list_of(_fields(_STAGE, _STAGE_OPTIONAL), "stages"),
+     "transfers": _list_of(_TRANSFER, "transfers"),
+     "predicted": _fields({"latency_ms": _number, "bottleneck_ms": _number, "throughput_fps": _number},
+                          {"accuracy": _nullable(_number)}, closed=False)},
+    {"edgec_version": _string,
+     "passes": _list_of(_fields({"name": _string, "ms": _number}, closed=False), "objects"),
+     "files": _list_of(_fields({"path": _string, "sha256": _sha256}, closed=False), "objects")},
+    closed=False)
+
+
+def check_manifest(data: Any, where: str = "manifest.json") -> None:
+    """Raise an EdgecError naming `where` and the JSON path unless `data` is a manifest this edgec reads."""
+    _object(data, [], where)
+    if "schema_version" not in data:
+        _fail([], "missing field 'schema_version'; is this an edgec manifest?", where)
+    version = data["schema_version"]
+    _integer(version, ["schema_version"], where)
+    if version != SCHEMA_VERSION:
+        _fail(["schema_version"], "{}, but this edgec reads version {}; recompile with this edgec".format(
+            version, SCHEMA_VERSION), where)
+    _MANIFEST(data, [], where)
+    if not data["stages"]:
+        _fail(["stages"], "expected at least one stage", where)
+    made = {t["name"] for t in data["inputs"]} | {t["name"] for s in data["stages"] for t in s["outputs"]}
+    for i, s in enumerate(data["stages"]):
+        for key in ("receives", "sends"):
+            for j, name in enumerate(s[key]):
+                if name not in made:
+                    _fail(["stages", i, key, j], "tensor '{}' crosses a boundary but is neither a graph input "
+                          "nor made by a stage".format(name), where)

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from edgec.errors import EdgecError
 from edgec.manifest import Manifest, TensorSpec, read_manifest
 from edgec.runtime.frames import random_frames
+from edgec.runtime.session import inference_session
 
 DEFAULT_RTOL = 1e-4
 
@@ -70,13 +71,8 @@ def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarra
 
 
 def session(model: str | bytes, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    """A CPU session, graph optimizations off unless `optimize`, so the model runs as written."""
+    return inference_session(model, {} if optimize else {"graph_optimization_level": "disable_all"}, threads or None)
 
 
 def run_original(path: Path, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:

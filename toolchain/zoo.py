@@ -57,7 +57,7 @@ def _calibrate_batchnorm(model: onnx.ModelProto, rng: np.random.Generator) -> No
     momentum 0) gives exactly these statistics, each BN already seeing the
     normalised output of the ones before it.
     """
-    import onnxruntime as ort
+    from edgec.runtime.session import inference_session
 
     if not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         return
@@ -73,9 +73,7 @@ def _calibrate_batchnorm(model: onnx.ModelProto, rng: np.random.Generator) -> No
         node.output.extend([f"__bn{i}_mean", f"__bn{i}_var"])
         stats.append((node.input[3], node.input[4]))
     probe.graph.output.extend(onnx.ValueInfoProto(name=f"__bn{i}_{k}") for i in range(len(bns)) for k in ("mean", "var"))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = inference_session(probe.SerializeToString())
     feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
              for i in sess.get_inputs()}
     values = sess.run([f"__bn{i}_{k}" for i in range(len(bns)) for k in ("mean", "var")], feeds)

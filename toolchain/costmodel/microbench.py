@@ -239,17 +239,15 @@ def nchwc_block_size() -> int:
     """
     import tempfile
 
-    import onnxruntime as ort
+    from edgec.runtime.session import inference_session
 
     def blocked(channels: int, group: int = 1) -> bool:
         model = _conv_chain(channels, 8, 1, group)(1)
         with tempfile.TemporaryDirectory() as tmp:
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-            so.log_severity_level = 3
-            ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            optimized = onnx.load(so.optimized_model_filepath)
+            path = str(Path(tmp) / "opt.onnx")
+            inference_session(model.SerializeToString(), {"graph_optimization_level": "all",
+                                                          "optimized_model_filepath": path})
+            optimized = onnx.load(path)
         return any(n.op_type == "ReorderInput" for n in optimized.graph.node)
 
     if not blocked(16):
@@ -305,20 +303,15 @@ def wait_until_idle(max_wait_s: float = 60.0, threshold: float = 0.1) -> float:
 
 def session(model: onnx.ModelProto | str | Path, threads: int, cores: Sequence[int] | None = None):
     """An ONNX Runtime CPU session with the backend's settings."""
-    import onnxruntime as ort
+    from edgec.runtime.session import AFFINITY_KEY, inference_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
+    settings: dict = {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "sequential",
+                      "graph_optimization_level": "all"}
     if cores and threads > 1:
         # one entry per thread except the caller's; processor ids are 1-based
-        so.add_session_config_entry("session.intra_op_thread_affinities",
-                                    ";".join(str(c + 1) for c in list(cores)[1:threads]))
+        settings[AFFINITY_KEY] = ";".join(str(c + 1) for c in list(cores)[1:threads])
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return inference_session(data, settings)
 
 
 def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int = 3,

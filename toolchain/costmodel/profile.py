@@ -57,7 +57,6 @@ group) runs at 40% of the peak, its later ones (34 and 68) at 75-80%.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -66,6 +65,7 @@ from typing import Any, Callable, Mapping
 
 from edgec.errors import EdgecError
 from edgec.costmodel.work import OP_CLASSES, NodeWork
+from edgec.jsonfile import read_json
 
 PROFILE_VERSION = 1
 GROUPED_SHAPE_KEYS = ("reduction", "pixels")
@@ -190,10 +190,7 @@ def load_profile(path: str | Path) -> ProfileFile:
 
 @lru_cache(maxsize=32)
 def _load_cached(path: str, mtime_ns: int) -> ProfileFile:
-    try:
-        spec = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise EdgecError(f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}", where=path) from None
+    spec = read_json(path, missing="profile file not found; write one with `edgec profile -o FILE` on the board")
     return parse_profile(spec, path)
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from edgec.errors import EdgecError
-from edgec.runtime.plan import Plan, Segment
+from edgec.jsonfile import read_json
+from edgec.runtime.pipeline import Pipeline, Segment
 
 DEFAULT_PORT = 5550
 
@@ -44,10 +45,10 @@ class Deployment:
     transport: str = "tcp"
 
     # ports ---------------------------------------------------------------
-    def ports_needed(self, plan: Plan, device: str) -> int:
+    def ports_needed(self, plan: Pipeline, device: str) -> int:
         return 1 + len(plan.segments_of(device)) + (1 if plan.segments[-1].device == device else 0)
 
-    def _port(self, plan: Plan, device: str, offset: int) -> int:
+    def _port(self, plan: Pipeline, device: str, offset: int) -> int:
         return self._endpoint(device).port + offset
 
     def _endpoint(self, device: str) -> DeviceEndpoint:
@@ -65,14 +66,14 @@ class Deployment:
         return f"{self.transport}://{host}:{port}"
 
     # endpoints -----------------------------------------------------------
-    def status(self, plan: Plan, device: str, bind: bool = False) -> str:
+    def status(self, plan: Pipeline, device: str, bind: bool = False) -> str:
         return self._addr(device, self._port(plan, device, 0), bind)
 
-    def segment_input(self, plan: Plan, segment: Segment, bind: bool = False) -> str:
+    def segment_input(self, plan: Pipeline, segment: Segment, bind: bool = False) -> str:
         i = [s.index for s in plan.segments_of(segment.device)].index(segment.index)
         return self._addr(segment.device, self._port(plan, segment.device, 1 + i), bind)
 
-    def results(self, plan: Plan, bind: bool = False) -> str:
+    def results(self, plan: Pipeline, bind: bool = False) -> str:
         device = plan.segments[-1].device
         return self._addr(device, self._port(plan, device, 1 + len(plan.segments_of(device))), bind)
 
@@ -91,21 +92,16 @@ class Deployment:
             f.write("\n")
 
 
-def load_deployment(path: Optional[str], plan: Plan) -> Deployment:
+def load_deployment(path: Optional[str], plan: Pipeline) -> Deployment:
     """The deployment file at `path`, or the default one from the manifest."""
     if path is None:
         return default_deployment(plan)
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise EdgecError("deployment file not found", where=path) from None
-    except ValueError as exc:
-        raise EdgecError(f"not valid JSON: {exc}", where=path) from None
+    data = read_json(path, missing="deployment file not found; pass the deployment JSON with --deployment, or "
+                                   "leave it out for the hosts in the manifest's cluster spec")
     return parse_deployment(data, plan, path)
 
 
-def parse_deployment(data: Any, plan: Plan, where: str = "deployment") -> Deployment:
+def parse_deployment(data: Any, plan: Pipeline, where: str = "deployment") -> Deployment:
     if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
         raise EdgecError('expected {"devices": {"<device>": {"host": ..., "port": ...}}}', where=where)
     transport = data.get("transport", "tcp")
@@ -130,7 +126,7 @@ def parse_deployment(data: Any, plan: Plan, where: str = "deployment") -> Deploy
     return dep
 
 
-def default_deployment(plan: Plan) -> Deployment:
+def default_deployment(plan: Pipeline) -> Deployment:
     devices = {}
     for k, name in enumerate(plan.devices):
         host = plan.device_spec(name).get("host", "127.0.0.1")
@@ -138,7 +134,7 @@ def default_deployment(plan: Plan) -> Deployment:
     return Deployment(devices)
 
 
-def local_deployment(plan: Plan, host: str = "127.0.0.1") -> Deployment:
+def local_deployment(plan: Pipeline, host: str = "127.0.0.1") -> Deployment:
     """Every device on this machine, each on a run of free ports."""
     devices: Dict[str, DeviceEndpoint] = {}
     taken: List[int] = []
@@ -172,7 +168,7 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _check_overlaps(dep: Deployment, plan: Plan, where: str) -> None:
+def _check_overlaps(dep: Deployment, plan: Pipeline, where: str) -> None:
     used: Dict[Any, str] = {}
     for name in plan.devices:
         ep = dep.devices[name]

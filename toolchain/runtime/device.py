@@ -10,12 +10,11 @@ marks bound every queue, so a slow device holds back the ones before it.
 A heartbeat thread publishes the device's state on its status socket: the
 driver tells a dead or hung device from a slow one by it.
 
-    python -m edgec.runtime.device OUT --device NAME [--deployment FILE] [--cores 0,1] [--keys DIR]
+    python -m edgec.runtime serve OUT --device NAME [--deployment FILE] [--cores 0,1] [--keys DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -31,7 +30,7 @@ from edgec.errors import EdgecError
 from edgec.runtime import wire
 from edgec.runtime.deployment import Deployment, load_deployment
 from edgec.runtime.keys import DRIVER, Keys, load_keys
-from edgec.runtime.plan import Plan, Segment, read_plan
+from edgec.runtime.pipeline import Pipeline, Segment, read_pipeline
 from edgec.runtime.stage import StageRunner
 
 DEFAULT_HWM = 2
@@ -51,7 +50,7 @@ class _Counters:
 
 
 class _SegmentWorker:
-    def __init__(self, plan: Plan, segment: Segment, runners: List[StageRunner]) -> None:
+    def __init__(self, plan: Pipeline, segment: Segment, runners: List[StageRunner]) -> None:
         self.segment = segment
         self.runners = runners
         self.expect = plan.expect(segment.receives)
@@ -98,7 +97,7 @@ class DeviceWorker:
     def __init__(self, out_dir: str, device: str, deployment: Optional[Deployment] = None,
                  cores: Optional[Sequence[int]] = None, keys_dir: Optional[str] = None,
                  hwm: int = DEFAULT_HWM, heartbeat_s: float = HEARTBEAT_S) -> None:
-        self.plan = read_plan(out_dir)
+        self.plan = read_pipeline(out_dir)
         if device not in self.plan.devices:
             raise EdgecError(f"device '{device}' runs no stage of this plan; devices with stages: "
                              f"{', '.join(self.plan.devices)}", where=out_dir)
@@ -335,7 +334,7 @@ def _bind(sock: zmq.Socket, addr: str) -> None:
 def serve_device(out_dir: str, device: str, deployment: Optional[str] = None, cores: Optional[Sequence[int]] = None,
                  keys_dir: Optional[str] = None, hwm: int = DEFAULT_HWM, log: Any = sys.stderr) -> None:
     """Serve `device` until SIGINT or SIGTERM."""
-    plan = read_plan(out_dir)
+    plan = read_pipeline(out_dir)
     dep = load_deployment(deployment, plan)
     worker = DeviceWorker(out_dir, device, dep, cores=cores, keys_dir=keys_dir, hwm=hwm)
     worker.bind()
@@ -360,23 +359,3 @@ def parse_cores(text: Optional[str]) -> Optional[List[int]]:
         return [int(c) for c in text.replace(" ", "").split(",") if c]
     except ValueError:
         raise EdgecError(f"--cores {text}: expected core ids like 0,1") from None
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m edgec.runtime.device", description="Serve one device of a plan.")
-    ap.add_argument("out", help="folder written by edgec compile")
-    ap.add_argument("--device", required=True)
-    ap.add_argument("--deployment", help="deployment JSON: device -> host/port")
-    ap.add_argument("--cores", help="pin to these core ids, e.g. 0,1")
-    ap.add_argument("--keys", help="keys folder written by `edgec keys` (turns CURVE on)")
-    ap.add_argument("--hwm", type=int, default=DEFAULT_HWM, help="high-water mark of each queue, in messages")
-    args = ap.parse_args(argv)
-    try:
-        serve_device(args.out, args.device, args.deployment, parse_cores(args.cores), args.keys, args.hwm)
-    except EdgecError as exc:
-        print(f"edgec: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

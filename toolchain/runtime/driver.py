@@ -24,7 +24,7 @@ from edgec.runtime import wire
 from edgec.runtime.deployment import Deployment, load_deployment
 from edgec.runtime.keys import DRIVER, Keys, load_keys
 from edgec.runtime.frames import Frame, cycle
-from edgec.runtime.plan import Plan, read_plan
+from edgec.runtime.pipeline import Pipeline, read_pipeline
 
 DEFAULT_TIMEOUT_S = 10.0
 HEARTBEAT_S = 0.5  # as the device workers send them
@@ -94,7 +94,7 @@ class Driver:
     def __init__(self, out_dir: str, deployment: Optional[Deployment] = None, keys_dir: Optional[str] = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, startup_timeout_s: float = STARTUP_TIMEOUT_S,
                  hwm: int = 2, max_in_flight: Optional[int] = None, watch: Optional[Watch] = None) -> None:
-        self.plan: Plan = read_plan(out_dir)
+        self.plan: Pipeline = read_pipeline(out_dir)
         self.deployment = deployment if deployment is not None else load_deployment(None, self.plan)
         self.keys: Optional[Keys] = None
         if keys_dir is not None:
@@ -382,7 +382,7 @@ def run_plan(out_dir: str, frames: Sequence[Frame], n_frames: int, deployment: O
              keys_dir: Optional[str] = None, timeout_s: float = DEFAULT_TIMEOUT_S,
              on_result: Optional[OnResult] = None) -> RunResult:
     """Run frames through a plan whose devices are already serving."""
-    plan = read_plan(out_dir)
+    plan = read_pipeline(out_dir)
     driver = Driver(out_dir, load_deployment(deployment, plan), keys_dir, timeout_s=timeout_s)
     return driver.run(cycle(frames), n_frames, on_result)
 

@@ -8,12 +8,13 @@ import numpy as np
 
 from edgec.errors import EdgecError
 from edgec.runtime import wire
-from edgec.runtime.plan import Plan, Tensor
+from edgec.manifest import TensorSpec
+from edgec.runtime.pipeline import Pipeline
 
 Frame = Dict[str, np.ndarray]
 
 
-def load_frames(path: str, plan: Plan) -> List[Frame]:
+def load_frames(path: str, plan: Pipeline) -> List[Frame]:
     """Frames from an .npz: per graph input, one array of the input's shape, or a stack of them."""
     try:
         with np.load(path) as npz:
@@ -28,9 +29,9 @@ def load_frames(path: str, plan: Plan) -> List[Frame]:
         arr = arrays[spec.name]
         if arr.dtype != np.dtype(spec.dtype):
             raise EdgecError(f"'{spec.name}' is {arr.dtype}, the plan expects {spec.dtype}", where=path)
-        if tuple(arr.shape) == spec.shape:
+        if tuple(arr.shape) == tuple(spec.shape):
             arrays[spec.name] = arr[None]
-        elif tuple(arr.shape[1:]) != spec.shape:
+        elif tuple(arr.shape[1:]) != tuple(spec.shape):
             raise EdgecError(f"'{spec.name}' is {list(arr.shape)}; expected {list(spec.shape)} or "
                              f"[frames, {', '.join(map(str, spec.shape))}]", where=path)
         counts.add(arrays[spec.name].shape[0])
@@ -40,7 +41,7 @@ def load_frames(path: str, plan: Plan) -> List[Frame]:
     return [{s.name: wire.contiguous(arrays[s.name][k]) for s in plan.inputs} for k in range(n)]
 
 
-def random_frames(inputs: Sequence[Tensor], count: int, seed: int = 0) -> List[Frame]:
+def random_frames(inputs: Sequence[TensorSpec], count: int, seed: int = 0) -> List[Frame]:
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(count):

@@ -1,10 +1,10 @@
 """`edgec run --local`: every device of a plan as its own process on this machine.
 
-Each device process listens on 127.0.0.1 (free ports) and is pinned to the
-cores its compute units declare in the cluster spec. Cores this machine does
-not have are folded onto the ones it has (core c -> available[c mod n]), with
-a note. This launcher reads the cluster spec with the compiler-side
-`edgec.cluster`; the device processes get their cores on the command line.
+Each device process (`python -m edgec.runtime serve`) listens on 127.0.0.1
+(free ports) and is pinned to the cores of its stages' compute units, as the
+manifest names them. Cores this machine does not have are folded onto the ones
+it has (core c -> available[c mod n]), with a note; the device processes get
+their cores on the command line. `edgec serve` on a board pins the same way.
 """
 
 from __future__ import annotations
@@ -19,26 +19,26 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from edgec.runtime.deployment import Deployment, local_deployment
-from edgec.runtime.plan import Plan, read_plan
+from edgec.runtime.pipeline import Pipeline, read_pipeline
 
 
-def plan_cores(plan: Plan) -> Tuple[Dict[str, List[int]], List[str]]:
-    """Device -> the cores of the units its stages run on, mapped onto this machine's cores; and notes."""
-    from edgec.cluster import parse_cluster
+def plan_cores(plan: Pipeline) -> Tuple[Dict[str, List[int]], List[str]]:
+    """Device -> the cores of the units its stages run on, mapped onto this machine's cores; and notes.
 
-    cluster = parse_cluster(plan.cluster, "manifest.json: cluster")
+    A device gets [] (unpinned) where this system cannot pin, or where the manifest names no cores for
+    one of its stages (written by an edgec before stages carried their cores).
+    """
     available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     cores: Dict[str, List[int]] = {}
     notes: List[str] = []
     for device in plan.devices:
-        dev = cluster.devices[device]
-        wanted: List[int] = []
-        for seg in plan.segments_of(device):
-            for st in seg.stages:
-                for c in dev.units[st.unit].cores:
-                    if c not in wanted:
-                        wanted.append(c)
+        wanted = plan.cores(device)
         if not available:
+            cores[device] = []
+            continue
+        if wanted is None:
+            notes.append(f"device {device}: the manifest names no cores for its stages; running unpinned "
+                         f"(recompile with this edgec to pin)")
             cores[device] = []
             continue
         mapped = sorted({c if c in available else available[c % len(available)] for c in wanted})
@@ -55,7 +55,7 @@ class LocalCluster:
                  cores: Optional[Dict[str, Sequence[int]]] = None, hwm: int = 2,
                  python: str = sys.executable) -> None:
         self.out_dir = out_dir
-        self.plan = read_plan(out_dir)
+        self.plan = read_pipeline(out_dir)
         self.keys_dir = keys_dir
         self.hwm = hwm
         self.python = python
@@ -74,10 +74,12 @@ class LocalCluster:
         self._logs: Dict[str, str] = {}
 
     def command(self, device: str) -> List[str]:
-        cmd = [self.python, "-m", "edgec.runtime.device", self.out_dir, "--device", device,
+        cmd = [self.python, "-m", "edgec.runtime", "serve", self.out_dir, "--device", device,
                "--deployment", self.deployment_path, "--hwm", str(self.hwm)]
         if self.cores.get(device):
             cmd += ["--cores", ",".join(map(str, self.cores[device]))]
+        else:
+            cmd += ["--no-pin"]
         if self.keys_dir is not None:
             cmd += ["--keys", self.keys_dir]
         return cmd
