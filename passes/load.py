@@ -2,6 +2,8 @@
 
 What it normalises, so later passes can rely on it:
 - initializers listed as graph inputs (IR 3 models) become plain constants;
+- Constant nodes become initializers, and opsets older than 7 are upgraded
+  (:mod:`edgec.passes.conventions`);
 - every node has a unique, stable name (``<op>_<index>`` for unnamed or clashing ones);
 - every op is in a domain a backend can run (the ONNX domains, or ONNX Runtime's contrib ops).
 """
@@ -19,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from edgec.errors import EdgecError
 from edgec.ir import Program, name_nodes
+from edgec.passes.conventions import check_opset, constants_to_initializers
 from edgec.pipeline import PassResult
 
 KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
@@ -64,6 +67,8 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
                              f"copy it again as it was saved with the model", where=str(path)) from None
     _lift_initializer_inputs(model)  # before the checker: IR 3 wants initializers listed as inputs, ours is IR 4
     _check_valid(model, path)
+    model = check_opset(model, path)
+    constants_to_initializers(model)
     name_nodes(model)
     _check_domains(model, path)
     return model, hashlib.sha256(data).hexdigest()

@@ -67,7 +67,11 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def _pin_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Pin dynamic input dims. A dim is dynamic when it has a dim_param, no value, or a value <= 0 (exporters
+    write -1 or 0 for "any"); a dim_param pinned on one input takes the same value on every input that shares
+    it. An input left dynamic is a user error naming the flag to use."""
     inputs = {i.name: i for i in model.graph.input}
+    params: dict[str, tuple[int, str]] = {}  # dim_param -> (value, the flag that pinned it)
     for name, shape in shapes.items():
         if name not in inputs:
             raise EdgecError(f"--input-shape names '{name}', which is not a graph input; "
@@ -76,18 +80,32 @@ def _pin_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
         if len(dims) != len(shape):
             raise EdgecError(f"--input-shape {name}: model declares rank {len(dims)}, got {len(shape)} dims")
         for dim, value in zip(dims, shape):
-            if dim.HasField("dim_value") and dim.dim_value != value:
+            if _fixed(dim) and dim.dim_value != value:
                 raise EdgecError(f"--input-shape {name}: dim {dim.dim_value} is fixed by the model, got {value}")
+            if dim.dim_param:
+                pinned = params.setdefault(dim.dim_param, (value, name))
+                if pinned[0] != value:
+                    raise EdgecError(f"--input-shape {name}: dim '{dim.dim_param}' is {value} here but "
+                                     f"{pinned[0]} in --input-shape {pinned[1]}; inputs that share a dim name "
+                                     f"share its value")
             dim.Clear()
             dim.dim_value = value
     for inp in model.graph.input:
+        for dim in inp.type.tensor_type.shape.dim:
+            if not _fixed(dim) and dim.dim_param in params:
+                dim.Clear()
+                dim.dim_value = params[dim.dim_param][0]
+    for inp in model.graph.input:
         for axis, dim in enumerate(inp.type.tensor_type.shape.dim):
-            if not dim.HasField("dim_value") or dim.dim_value <= 0:
-                label = dim.dim_param or "?"
-                example = "x".join(str(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else "1"
-                                   for d in inp.type.tensor_type.shape.dim)
+            if not _fixed(dim):
+                label = dim.dim_param or (str(dim.dim_value) if dim.HasField("dim_value") else "?")
+                example = "x".join(str(d.dim_value) if _fixed(d) else "1" for d in inp.type.tensor_type.shape.dim)
                 raise EdgecError(f"tensor '{inp.name}' has dynamic dim '{label}' (axis {axis}); "
                                  f"pin it with --input-shape {inp.name}={example}")
+
+
+def _fixed(dim: onnx.TensorShapeProto.Dimension) -> bool:
+    return dim.HasField("dim_value") and dim.dim_value > 0
 
 
 def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:

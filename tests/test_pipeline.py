@@ -191,9 +191,9 @@ def test_cli_compile_then_verify_pass(tmp_path, random_zoo):
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(run + ["verify", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "tolerance = 0.0001 x output range" in proc.stdout and proc.stdout.strip().endswith("PASS")
-    proc = subprocess.run(run + ["verify", str(out), "--rtol", "1e-3"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "tolerance = 0.001 x output range" in proc.stdout
+    assert "<= 1e-05 + 0.0001 x |expected|" in proc.stdout and proc.stdout.strip().endswith("PASS")
+    proc = subprocess.run(run + ["verify", str(out), "--rtol", "1e-3", "--atol", "0"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "<= 0 + 0.001 x |expected|" in proc.stdout
 
 
 def test_partition_problem_charges_transfers_as_the_manifest_does(tmp_path):

@@ -38,12 +38,13 @@ def expected_outputs(model, plan, frames):
     return [dict(zip(names, sess.run(names, {n: f[n] for n in feeds}))) for f in frames]
 
 
-def assert_close(expected, got, rtol=1e-4):
-    """Within rtol of each output's value range, as `edgec verify` checks."""
+def assert_close(expected, got):
+    """Element by element within `edgec verify`'s tolerances."""
+    from edgec.verification import compare
+
     for name, exp in expected.items():
-        scale = float(exp.max() - exp.min()) or max(float(np.abs(exp).max()), 1.0)
         assert got[name].shape == exp.shape and got[name].dtype == exp.dtype
-        assert float(np.abs(got[name].astype(np.float64) - exp).max()) <= rtol * scale, name
+        assert compare(name, exp, got[name]).passed, name
 
 
 @pytest.fixture(scope="module")

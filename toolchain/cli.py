@@ -62,23 +62,42 @@ def compile_cmd(
 def verify_cmd(
     out: Path = typer.Argument(..., help="folder written by edgec compile"),
     model: Optional[Path] = typer.Option(None, "--model", help="the original model (default: the path in the manifest)"),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz of inputs (default: seeded random)"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz of real inputs, one array per graph input "
+                                          "(default: one seeded random frame)"),
     seed: int = typer.Option(0, help="seed for random inputs"),
-    rtol: Optional[float] = typer.Option(None, help="tolerance, relative to each output's value range [default: 1e-4]"),
+    input_range: Optional[str] = typer.Option(None, "--input-range", help="LOW,HIGH: random float inputs uniform "
+                                              "in this range (default: standard normal)"),
+    rtol: Optional[float] = typer.Option(None, help="relative tolerance per element [default: 1e-4]"),
+    atol: Optional[float] = typer.Option(None, help="absolute tolerance per element [default: 1e-5]"),
 ) -> None:
-    """Run the original and the chained sub-models; PASS/FAIL per output (exit 1 on FAIL)."""
+    """Run the original and the chained sub-models; PASS/FAIL per output (exit 1 on FAIL).
+
+    An element passes when |got - expected| <= atol + rtol * |expected| (Polygraphy's comparison)."""
     from edgec import api
 
-    result = api.verify(out, model=model, inputs=inputs, seed=seed, **({} if rtol is None else {"rtol": rtol}))
-    table = Table("output", "max abs err", "max rel err", "tolerance", "result",
-                  title=f"verify {out} (tolerance = {result.rtol:g} x output range)")
+    tolerances = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
+    result = api.verify(out, model=model, inputs=inputs, seed=seed, input_range=_range(input_range), **tolerances)
+    table = Table("output", "max abs err", "max rel err", "mismatched", "worst at", "result",
+                  title=f"verify {out}")
     for o in result.outputs:
-        table.add_row(o.name, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", f"{o.tolerance:.3g}",
-                      "[green]PASS[/]" if o.passed else "[red]FAIL[/]")
+        table.add_row(o.name, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", f"{o.mismatches} of {o.size}",
+                      str(list(o.worst_index)), "[green]PASS[/]" if o.passed else "[red]FAIL[/]")
     console.print(table)
+    console.print(f"per element: |got - expected| <= {result.atol:g} + {result.rtol:g} x |expected|",
+                  highlight=False, soft_wrap=True)
     console.print("PASS" if result.passed else "FAIL", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _range(text: Optional[str]) -> Optional[tuple]:
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise EdgecError(f"--input-range '{text}': expected LOW,HIGH, e.g. 0,1") from None
+    return low, high
 
 
 @app.command("inspect")
