@@ -30,7 +30,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from edgec.backends.base import Backend, taskset_list
-from edgec.backends.opset import convert_for_device, elem_type, model_opset, node_convertible
+from edgec.backends.decompose import has_body, needs_body
+from edgec.backends.opset import convert_for_device, elem_type, lowered_op_types, model_opset, node_convertible
 from edgec.backends.registry import register
 from edgec.backends.versions import target_versions
 from edgec.errors import EdgecError
@@ -67,6 +68,11 @@ def supports(node: gs.Node, opset: int, device: Device | None = None) -> str | N
         reason = node_convertible(node, opset, target)
         if reason is not None:
             return reason
+        if needs_body(node.op, domain, target):  # runs as its ONNX function body (prepare_submodel lowers it)
+            lowered = lowered_op_types(node, opset, target) or ()
+            missing = sorted({op for op in lowered if ("", op) not in _cpu_kernels() and not has_body(op, target)})
+            return (f"{node.op} runs at opset {target} only as its ONNX function body, which needs "
+                    f"{', '.join(missing)}: no ONNX Runtime CPU kernel") if missing else None
     return _kernel_reason(node, min(opset, target) if domain in ("", "ai.onnx") else None)
 
 

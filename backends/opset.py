@@ -28,6 +28,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import defs, helper, numpy_helper
 
+from edgec.backends.decompose import expand_for_opset
 from edgec.backends.opset_forms import (no_form, rewrite_new_forms, schema_at, softmax_over_last_axis,
                                         tensor_info)
 from edgec.errors import EdgecError
@@ -90,6 +91,7 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     out = copy.deepcopy(model)
     if source <= target:
         return out
+    expand_for_opset(out, source, target)  # function ops the target lacks become their bodies
     types, shapes, consts = tensor_info(out)
     for node in out.graph.node:
         if node.domain in ("", "ai.onnx"):
@@ -219,6 +221,19 @@ def _node_convertible_cached(key: tuple, source: int, target: int) -> str | None
     except EdgecError as exc:
         return str(exc).replace("node 'n' ", "", 1)
     return None
+
+
+def lowered_op_types(node: gs.Node, source: int, target: int) -> tuple[str, ...] | None:
+    """The op types the node becomes at opset `target` (a function op the target lacks: its body's), or None
+    where it has no form there."""
+    if node_convertible(node, source, target) is not None:
+        return None
+    return _lowered_cached(_node_key(node), source, target)
+
+
+@functools.lru_cache(maxsize=1024)
+def _lowered_cached(key: tuple, source: int, target: int) -> tuple[str, ...]:
+    return tuple(n.op_type for n in convert_opset(_single_node_model(key, source), target).graph.node)
 
 
 def _node_key(node: gs.Node) -> tuple:

@@ -32,7 +32,8 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from edgec.backends.fp16 import formal_at, node_schema, to_fp16
-from edgec.backends.opset import convert_for_device, elem_type, node_convertible
+from edgec.backends.decompose import needs_body
+from edgec.backends.opset import convert_for_device, elem_type, lowered_op_types, node_convertible
 from edgec.backends.trt82_operators import (MAX_IR_VERSION, MAX_OPSET, OPERATORS, RESTRICTIONS, SOURCE,
                                             const_value)
 from edgec.backends.base import Backend
@@ -73,10 +74,11 @@ def supports(node: gs.Node, opset: int) -> str | None:
     if domain not in ("", "ai.onnx"):
         return f"op domain '{domain}': TensorRT 8.2's ONNX parser reads the ONNX domain only (no plugins here)"
     info = OPERATORS.get(node.op)
-    if info is None:
-        return f"{node.op} is not in TensorRT 8.2's ONNX parser ({SOURCE})"
-    if not info.supported:
-        return f"{node.op} is unsupported by TensorRT 8.2's ONNX parser ({SOURCE})"
+    if info is None or not info.supported:
+        if opset > MAX_OPSET and needs_body(node.op, domain, MAX_OPSET):
+            return _body_reason(node, opset)
+        missing = "not in" if info is None else "unsupported by"
+        return f"{node.op} is {missing} TensorRT 8.2's ONNX parser ({SOURCE})"
     if opset > MAX_OPSET:
         reason = node_convertible(node, opset, MAX_OPSET)
         if reason is not None:
@@ -84,6 +86,18 @@ def supports(node: gs.Node, opset: int) -> str | None:
     return (_tensor_reason(node) or _types_reason(node, info.types)
             or (RESTRICTIONS[node.op](node) if node.op in RESTRICTIONS else None)
             or _subgraph_reason(node, opset))
+
+
+def _body_reason(node: gs.Node, opset: int) -> str | None:
+    """A function op newer than opset 13 runs as its ONNX function body (prepare_submodel lowers it)."""
+    lowered = lowered_op_types(node, opset, MAX_OPSET)
+    if lowered is None:
+        return f"{node.op} is not in TensorRT 8.2's ONNX parser ({SOURCE}), and has no form at opset {MAX_OPSET}"
+    refused = sorted({op for op in lowered if op not in OPERATORS or not OPERATORS[op].supported})
+    if refused:
+        return (f"{node.op} runs on TensorRT 8.2 only as its ONNX function body, which needs {', '.join(refused)}: "
+                f"not in the parser ({SOURCE})")
+    return _tensor_reason(node)
 
 
 def _tensor_reason(node: gs.Node) -> str | None:

@@ -35,6 +35,7 @@ class ShapeInference:
     def run(self, program: Program) -> PassResult:
         model = program.to_onnx()
         _pin_input_shapes(model, self.input_shapes)
+        _forget_unfixed_dims(model)
         if self.fold_constants:
             model = _simplify(model)
             name_nodes(model)
@@ -93,8 +94,9 @@ def _pin_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     for inp in model.graph.input:
         for dim in inp.type.tensor_type.shape.dim:
             if not _fixed(dim) and dim.dim_param in params:
+                value = params[dim.dim_param][0]
                 dim.Clear()
-                dim.dim_value = params[dim.dim_param][0]
+                dim.dim_value = value
     for inp in model.graph.input:
         for axis, dim in enumerate(inp.type.tensor_type.shape.dim):
             if not _fixed(dim):
@@ -102,6 +104,15 @@ def _pin_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
                 example = "x".join(str(d.dim_value) if _fixed(d) else "1" for d in inp.type.tensor_type.shape.dim)
                 raise EdgecError(f"tensor '{inp.name}' has dynamic dim '{label}' (axis {axis}); "
                                  f"pin it with --input-shape {inp.name}={example}")
+
+
+def _forget_unfixed_dims(model: onnx.ModelProto) -> None:
+    """Dims of outputs and intermediate tensors that are named, -1 or 0 become unknown, for inference to fill
+    from the pinned inputs (a declared 'batch' or -1 would otherwise stand against what inference finds)."""
+    for info in list(model.graph.output) + list(model.graph.value_info):
+        for dim in info.type.tensor_type.shape.dim:
+            if not _fixed(dim):
+                dim.Clear()
 
 
 def _fixed(dim: onnx.TensorShapeProto.Dimension) -> bool:

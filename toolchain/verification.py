@@ -116,7 +116,7 @@ def run_original(path: Path, feeds: Mapping[str, np.ndarray], outputs: list[str]
         raise EdgecError(f"the original model needs input '{missing[0]}', which the plan does not take; "
                          f"is --model the model this plan was compiled from?", where=str(path))
     try:
-        sess = session(str(path))
+        sess = session(_runnable(model, path))
         return dict(zip(outputs, sess.run(outputs, {n: feeds[n] for n in names})))
     except Exception as exc:  # onnxruntime raises its own exception types
         raise EdgecError(f"ONNX Runtime cannot run the original model: {_first_line(exc)}", where=str(path)) from None
@@ -190,6 +190,17 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, *, rtol: float = D
         size=int(exp.size),
         worst_index=tuple(int(i) for i in np.unravel_index(int(np.argmax(excess)), exp.shape)) if exp.size else (),
         atol=atol, rtol=rtol)
+
+
+def _runnable(model: onnx.ModelProto, path: Path) -> str | bytes:
+    """The original as ONNX Runtime can run it: its file, or, for an opset older than ONNX Runtime loads, the
+    upgrade the load pass compiled from."""
+    from edgec.passes.conventions import OLDEST_OPSET, check_opset
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OLDEST_OPSET)
+    if opset >= OLDEST_OPSET:
+        return str(path)
+    return check_opset(model, path).SerializeToString()
 
 
 def _first_line(exc: BaseException) -> str:
