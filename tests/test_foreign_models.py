@@ -145,3 +145,20 @@ def test_an_opset_3_model_is_upgraded_and_an_unreleased_opset_refused(tmp_path):
     with pytest.raises(edgec.EdgecError, match=f"imports ONNX opset 99, newer than any this edgec knows "
                                                 f"\\(the newest is {newest}"):
         edgec.compile(path, TRIO, tmp_path / "out2")
+
+
+@pytest.mark.parametrize("opset", [7, 11, 17, onnx.defs.onnx_opset_version()])
+def test_every_released_opset_from_7_compiles_for_the_trio(tmp_path, opset):
+    """Each board gets its sub-models at the opset its runtime loads, whatever the model was exported at."""
+    from onnx import helper
+
+    model = fg.opset3_convnet()
+    model.graph.node.append(helper.make_node("MaxPool", ["y"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, [1, 8, 4, 4]))
+    del model.graph.input[1:]  # IR 4 and later: initializers need not be listed as inputs
+    model.opset_import[0].version = opset
+    model.ir_version = 8 if opset <= 17 else onnx.IR_VERSION
+    del model.graph.node[1].attribute[:]
+    path = save(model, tmp_path, f"opset{opset}")
+    compile_and_verify(path, TRIO, tmp_path / "out")
