@@ -14,7 +14,8 @@ from edgec.errors import EdgecError
 from edgec.costmodel.work import OP_CLASSES, NodeWork, node_work
 from edgec.costmodel.builtin import BUILTIN_PROFILES
 from edgec.costmodel.microbench import BenchResult, _conv_shape, default_benches
-from edgec.costmodel.predict import fused_nodes, predict_ms
+from edgec.costmodel.predict import predict_ms
+from edgec.costmodel.runtime_fusion import fused_nodes
 from edgec.costmodel.profile import (UnitProfile, default_grouped_efficiency, parse_profile,
                            parse_unit_profile)
 from edgec.costmodel.profiler import fit_profile

@@ -16,7 +16,8 @@ from onnx import numpy_helper
 from edgec.errors import EdgecError
 from edgec.costmodel.work import NodeWork, OP_CLASSES
 from edgec.costmodel.microbench import BenchResult, nchwc_block_size
-from edgec.costmodel.predict import fused_nodes, layout_ms, predict_ms
+from edgec.costmodel.predict import layout_ms, predict_ms
+from edgec.costmodel.runtime_fusion import fused_nodes
 from edgec.costmodel.layout import blocked_nodes, conversions
 from edgec.costmodel.builtin import BUILTIN_PROFILES
 from edgec.costmodel.profile import parse_profile, parse_unit_profile

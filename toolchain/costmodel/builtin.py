@@ -91,6 +91,7 @@ BUILTIN_PROFILES: dict[str, UnitProfile] = {
                         elementwise=0.05, pool=0.05, norm=0.05, other=0.02),
         overhead_ms=0.05,
         threads=1,
+        runtime="tensorrt",
         sources={
             "peak_gflops": _cite("Jetson Nano | gpu | 128 Maxwell CUDA cores, sm_53 | 921 MHz | fp16 at 2x fp32 | "
                                  "~236 GFLOP/s fp32, ~472 fp16"),

@@ -21,7 +21,7 @@ transformer:
   (run as a blocked 1x1 depthwise conv), an Add/Sum of two blocked tensors,
   a channel Concat of blocked tensors each a multiple of ``block`` channels,
   nearest Upsample/Resize;
-- an epilogue fused into its producer's kernel (:func:`edgec.costmodel.predict.fused_nodes`)
+- an epilogue fused into its producer's kernel (:func:`edgec.costmodel.runtime_fusion.fused_nodes`)
   has its producer's layout;
 - everything else (Transpose, Reshape, Gemm, LRN, Softmax, a constant Add, ...) runs plain.
 

@@ -5,12 +5,9 @@ a group costs the sum of its nodes. Two things every backend here does (ONNX
 Runtime's graph optimizations, TensorRT's layer fusion) are modelled, so that
 the figures match what runs:
 
-- an *epilogue* (activation, BatchNormalization, constant Mul/Add, a residual
-  Add/Sum) applied to the single-use output of a Conv/Gemm/MatMul, directly or
-  through another epilogue, runs inside that kernel: 0 ms; except that a
-  grouped conv (op class ``grouped``) takes no residual Add/Sum: ONNX Runtime
-  fuses a residual only into the convs of its blocked-layout (NCHWc) path,
-  which grouped convs with several channels per group do not take;
+- what the unit's runtime (profile ``runtime``) runs inside another node's
+  kernel costs 0 ms (:mod:`edgec.costmodel.runtime_fusion`: activations,
+  BatchNormalization and residual Adds on a conv; TensorRT's pointwise chains);
 - Dropout and Identity are removed; views (Reshape, Flatten, Squeeze, Unsqueeze)
   cost only the per-node overhead;
 - a conv the runtime runs in its blocked layout computes whole channel blocks
@@ -33,14 +30,9 @@ import onnx_graphsurgeon as gs
 
 from edgec.costmodel.layout import BLOCKED_POOLS, blocked_nodes, channel_padding, conversions
 from edgec.costmodel.profile import UnitProfile
-from edgec.costmodel.work import VIEW_OPS, NodeWork, node_work, op_class
+from edgec.costmodel.runtime_fusion import fused_nodes
+from edgec.costmodel.work import VIEW_OPS, NodeWork, node_work
 
-_PRODUCERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv"})
-_EPILOGUES = frozenset({
-    "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
-    "BatchNormalization", "Add", "Sum", "Mul", "Sub", "Div",
-})
-_CONST_ONLY_EPILOGUES = frozenset({"Mul", "Sub", "Div"})  # folded only with a constant operand
 REMOVED_OPS = frozenset({"Dropout", "Identity"})
 
 
@@ -49,17 +41,20 @@ def group_ms(nodes: Sequence[gs.Node], group_of: Mapping[str, str],
     """Per group (of `group_of`, a node its own group where absent) and per unit id of `profiles`:
     predicted ms, the graph's layout conversions included where they sit."""
     nodes = list(nodes)
-    fused = fused_nodes(nodes)
-    blocked = {b: blocked_nodes(nodes, b, fused) for b in {p.layout_block for p in profiles.values()}}
+    kinds = {_fusion_kind(p) for p in profiles.values()}
+    fused = {k: fused_nodes(nodes, k[0], residual=k[1]) for k in kinds}
+    blocked = {(b, k): blocked_nodes(nodes, b, fused[k]) for b, k in {(p.layout_block, _fusion_kind(p))
+                                                                      for p in profiles.values()}}
     out: dict[str, dict[str, float]] = {}
     for node in nodes:
         work = node_work(node)
         ms = out.setdefault(group_of.get(node.name, node.name), {uid: 0.0 for uid in profiles})
         for uid, profile in profiles.items():
-            ms[uid] += node_ms(node, work, profile, fused=node.name in fused,
-                               blocked=node.name in blocked[profile.layout_block])
+            kind = _fusion_kind(profile)
+            ms[uid] += node_ms(node, work, profile, fused=node.name in fused[kind],
+                               blocked=node.name in blocked[(profile.layout_block, kind)])
     for uid, profile in profiles.items():
-        for conv in conversions(nodes, profile.layout_block, fused):
+        for conv in conversions(nodes, profile.layout_block, fused[_fusion_kind(profile)]):
             out[group_of.get(conv.node, conv.node)][uid] += profile.conversion_ms(conv.nbytes)
     return out
 
@@ -80,7 +75,7 @@ def node_ms(node: gs.Node, work: NodeWork, profile: UnitProfile, *, fused: bool 
 
 def predict_ms(nodes: Sequence[gs.Node], profile: UnitProfile) -> float:
     """Predicted ms of running these nodes (a whole graph or one stage) on one unit, layout conversions included."""
-    fused = fused_nodes(nodes)
+    fused = fused_nodes(nodes, *_fusion_kind(profile)[:1], residual=_fusion_kind(profile)[1])
     blocked = blocked_nodes(nodes, profile.layout_block, fused)
     ms = sum(node_ms(n, node_work(n), profile, fused=n.name in fused, blocked=n.name in blocked) for n in nodes)
     return ms + layout_ms(nodes, profile, fused)
@@ -90,35 +85,11 @@ def layout_ms(nodes: Sequence[gs.Node], profile: UnitProfile, fused: Iterable[st
     """ms the unit's runtime spends converting layouts when running these nodes as one session."""
     if profile.layout_block <= 0:
         return 0.0
-    fused = fused_nodes(nodes) if fused is None else fused
+    kind = _fusion_kind(profile)
+    fused = fused_nodes(nodes, kind[0], residual=kind[1]) if fused is None else fused
     return sum(profile.conversion_ms(c.nbytes) for c in conversions(nodes, profile.layout_block, fused))
 
 
-def fused_nodes(nodes: Iterable[gs.Node]) -> set[str]:
-    """Names of the nodes that run inside their producer's kernel (see the module docstring).
-
-    Only producers among `nodes` count, so an epilogue cut away from its Conv is costed on its own.
-    """
-    nodes = list(nodes)
-    members = {id(n) for n in nodes}
-    fused: set[str] = set()
-    absorbing: dict[int, bool] = {}  # id of a node whose output an epilogue may join -> may a residual join
-    for node in nodes:  # topological order
-        if node.op in _PRODUCERS:
-            absorbing[id(node)] = op_class(node) != "grouped"
-            continue
-        if node.op not in _EPILOGUES:
-            continue
-        variables = [t for t in node.inputs if not isinstance(t, gs.Constant)]
-        constants = [t for t in node.inputs if isinstance(t, gs.Constant)]
-        if node.op in _CONST_ONLY_EPILOGUES and not constants:
-            continue
-        for t in variables:
-            producer = t.inputs[0] if len(t.inputs) == 1 else None
-            if (producer is not None and id(producer) in members and id(producer) in absorbing
-                    and len(t.outputs) == 1 and len(variables) <= 2
-                    and (len(variables) == 1 or absorbing[id(producer)])):
-                fused.add(node.name)
-                absorbing[id(node)] = absorbing[id(producer)]
-                break
-    return fused
+def _fusion_kind(profile: UnitProfile) -> tuple[str, bool]:
+    """(runtime, whether residual Adds join convs): ONNX Runtime does that on its blocked-layout path only."""
+    return profile.runtime, profile.runtime != "onnxruntime" or profile.layout_block > 0

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from edgec.errors import EdgecError
+from edgec.costmodel.runtime_fusion import RUNTIMES
 from edgec.costmodel.work import OP_CLASSES, NodeWork
 from edgec.jsonfile import read_json
 
@@ -89,6 +90,7 @@ class UnitProfile:
     layout_efficiency: float = 1.0     # fraction of the activation bandwidth a layout conversion reaches
     plain_efficiency: Mapping[str, float] = field(default_factory=dict)  # class -> efficiency when run plain
     grouped_shape: tuple[float, float] = (0.0, 0.0)  # (reduction, pixels) at which a grouped conv's GEMM halves
+    runtime: str = "onnxruntime"       # what runs the unit's stages: its fusions (edgec.costmodel.runtime_fusion)
 
     @property
     def act_bandwidth_gbs(self) -> float:
@@ -147,6 +149,7 @@ class UnitProfile:
             "threads": self.threads,
             "layout_block": self.layout_block,
             "layout_efficiency": self.layout_efficiency,
+            "runtime": self.runtime,
             "efficiency": {c: self.efficiency[c] for c in OP_CLASSES},
             "sources": dict(self.sources),
         }
@@ -230,6 +233,8 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
     layout_eff = spec.get("layout_efficiency", 1.0)
     _require(_is_number(layout_eff) and layout_eff > 0, f"{where}.layout_efficiency",
              f"expected a number greater than 0, got {layout_eff!r}", path)
+    runtime = spec.get("runtime", "onnxruntime")
+    _require(runtime in RUNTIMES, f"{where}.runtime", f"expected one of {', '.join(RUNTIMES)}, got {runtime!r}", path)
     threads = spec.get("threads", 1)
     _require(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1, f"{where}.threads",
              f"expected a positive integer, got {threads!r}", path)
@@ -264,7 +269,7 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
                        {c: float(eff[c]) for c in OP_CLASSES}, numbers["overhead_ms"], threads,
                        tuple(cores) if cores is not None else None, sources,
                        float(act_bw) if act_bw is not None else None, block, float(layout_eff),
-                       plain, tuple(shape.get(k, 0.0) for k in GROUPED_SHAPE_KEYS))
+                       plain, tuple(shape.get(k, 0.0) for k in GROUPED_SHAPE_KEYS), runtime)
 
 
 def profile_file_json(units: Mapping[str, UnitProfile | Mapping[str, Any]], host: Mapping[str, Any]) -> dict[str, Any]:

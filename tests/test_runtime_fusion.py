@@ -1,0 +1,88 @@
+"""What the cost model takes as fused matches what ONNX Runtime's optimiser fuses, read back from ONNX Runtime here."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+from edgec.costmodel.microbench import nchwc_block_size
+from edgec.costmodel.runtime_fusion import fused_nodes
+
+CONSTS = {"lo": 0.0, "hi": 6.0, "two": 2.0}
+
+# name -> nodes after `c = Conv(x, w)` (and `r`, a second conv output for residuals), the last one writes `y`
+PATTERNS = {
+    "relu": [("Relu", ["c"], {})],
+    "relu6": [("Clip", ["c", "lo", "hi"], {})],
+    "leaky": [("LeakyRelu", ["c"], {"alpha": 0.1})],
+    "tanh": [("Tanh", ["c"], {})],
+    "sigmoid": [("Sigmoid", ["c"], {})],
+    "hardsigmoid": [("HardSigmoid", ["c"], {})],
+    "silu": [("Sigmoid", ["c"], {}), ("Mul", ["c", "t0"], {})],
+    "hardswish-decomposed": [("HardSigmoid", ["c"], {"alpha": 1 / 6, "beta": 0.5}), ("Mul", ["c", "t0"], {})],
+    "scale": [("Mul", ["c", "two"], {})],
+    "residual-relu": [("Add", ["c", "x"], {}), ("Relu", ["t0"], {})],
+    "two-readers": [("Relu", ["c"], {}), ("Add", ["c", "t0"], {})],
+}
+
+
+def model_of(pattern: str) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])]
+    steps = PATTERNS[pattern]
+    for k, (op, inputs, attrs) in enumerate(steps):
+        out = "y" if k == len(steps) - 1 else f"t{k}"
+        nodes.append(helper.make_node(op, inputs, [out], name=f"n{k}", **attrs))
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in CONSTS.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16, 8, 8])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def ort_compute_nodes(model: onnx.ModelProto, tmp_path,
+                      level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED) -> list[str]:
+    """The op types ONNX Runtime's CPU provider runs after its optimiser (by default no layout transforms)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_the_nodes_charged_are_the_kernels_onnx_runtime_runs(pattern, tmp_path):
+    """Plain layout, as on the ARM boards: ONNX Runtime's optimiser without its NCHWc transformer."""
+    model = model_of(pattern)
+    graph = gs.import_onnx(model)
+    charged = [n.op for n in graph.nodes if n.name not in fused_nodes(graph.nodes, "onnxruntime", residual=False)]
+    assert len(charged) == len(ort_compute_nodes(model, tmp_path)), (charged, ort_compute_nodes(model, tmp_path))
+
+
+@pytest.mark.skipif(nchwc_block_size() == 0, reason="this ONNX Runtime build has no NCHWc kernels")
+def test_a_residual_add_joins_the_conv_on_the_blocked_path(tmp_path):
+    """Relu(Conv2(Conv1(x)) + Conv1(x)): both operands blocked, so the Add and the Relu ride on Conv2."""
+    model = model_of("relu")
+    graph = model.graph
+    graph.node[-1].output[0] = "c1"
+    graph.node.append(helper.make_node("Conv", ["c1", "w", "b"], ["c2"], name="conv2", pads=[1, 1, 1, 1]))
+    graph.node.append(helper.make_node("Add", ["c2", "c1"], ["s"], name="add"))
+    graph.node.append(helper.make_node("Relu", ["s"], ["y"], name="relu2"))
+    graph = gs.import_onnx(model)
+    charged = [n.op for n in graph.nodes if n.name not in fused_nodes(graph.nodes, "onnxruntime", residual=True)]
+    ran = ort_compute_nodes(model, tmp_path, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    assert charged == ["Conv", "Conv"] and [op for op in ran if not op.startswith("Reorder")] == ["Conv", "Conv"]
+
+
+def test_tensorrt_fuses_pointwise_chains_into_the_conv():
+    for pattern in ("silu", "hardswish-decomposed", "residual-relu", "relu6"):
+        graph = gs.import_onnx(model_of(pattern))
+        assert fused_nodes(graph.nodes, "tensorrt") == {n.name for n in graph.nodes if n.op != "Conv"}, pattern
+    with pytest.raises(ValueError, match="unknown runtime 'ncnn'"):
+        fused_nodes([], "ncnn")
