@@ -69,7 +69,8 @@ proxylessnas README, "ProxylessNAS (mobile)") vs 336 M; squeezenet v1.1 has no p
 Survey", Proc. IEEE 105(12), 2017, table summarising popular DNNs (total MACs and weights).
 [He16] He et al., "Deep Residual Learning for Image Recognition", CVPR 2016. [How17] Howard et
 al., arXiv:1704.04861. [San18] Sandler et al., arXiv:1801.04381. [Ma18] Ma et al., "ShuffleNet
-V2", arXiv:1807.11164. [Tan19] Tan & Le, arXiv:1905.11946. [Tan21] google/automl efficientnetv2/README.md, "EffNetV2-B0 7.1M 0.72B".
+V2", arXiv:1807.11164. [Tan19] Tan & Le, arXiv:1905.11946. [Tan21] google/automl
+efficientnetv2/README.md, "EffNetV2-B0 7.1M 0.72B".
 [Sze15] Szegedy et al., "Going deeper with convolutions", CVPR 2015. [Zha18] Zhang et al.,
 "ShuffleNet", arXiv:1707.01083. [How19] Howard et al., "Searching for MobileNetV3", ICCV 2019.
 [OMZ] openvinotoolkit/open_model_zoo models/public/<model>/README.md "MParams" / "GFLOPs" (Caffe
