@@ -1,0 +1,1 @@
+"""Builders for reference architectures; the registry and CLI are in samples/architectures.py."""
