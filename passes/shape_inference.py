@@ -22,6 +22,7 @@ import onnxsim
 from edgec.errors import EdgecError
 from edgec.ir import Program, name_nodes
 from edgec.pipeline import PassResult
+from edgec.weights import hold_out, put_back
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,9 @@ class ShapeInference:
     provides: ClassVar[frozenset[str]] = frozenset({"shapes"})
 
     def run(self, program: Program) -> PassResult:
-        model = program.to_onnx()
+        model = program.to_onnx(inline=False)
         _pin_input_shapes(model, self.input_shapes)
+        held = hold_out(model, program.graph)  # large weights nothing folds stay out of onnxsim's copies
         if self.fold_constants:
             model = _simplify(model)
             name_nodes(model)
@@ -48,6 +50,7 @@ class ShapeInference:
             graph = gs.import_onnx(model)
         if not _all_static(graph) and _inputs_static(graph):
             graph = gs.import_onnx(_shapes_by_running(model))
+        put_back(graph, held)
         _require_static(graph)
         program.graph = graph
         return PassResult(program, changed=True)
