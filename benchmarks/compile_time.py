@@ -30,15 +30,18 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 TRIO = REPO / "samples" / "clusters" / "edge-trio.json"
 
-# What the child process runs: one compile, then its own peak RSS and the manifest's pass timings.
+# What the child process runs: one compile, then its own peak RSS and the manifest's pass timings. The peak is
+# VmHWM, which exec resets; getrusage's ru_maxrss keeps the forking parent's peak across exec.
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 start = time.perf_counter()
 import edgec
 result = edgec.compile(sys.argv[1], sys.argv[2], sys.argv[3])
-print(json.dumps({"compile_s": time.perf_counter() - start,
-                  "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "passes": result.manifest.passes, "stages": len(result.manifest.stages)}))
+elapsed = time.perf_counter() - start
+with open("/proc/self/status") as f:
+    hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+print(json.dumps({"compile_s": elapsed, "maxrss": hwm * 1024, "passes": result.manifest.passes,
+                  "stages": len(result.manifest.stages)}))
 """
 
 
@@ -102,7 +105,12 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, help="where generated models are kept (default: a temp folder)")
     parser.add_argument("--cluster", type=Path, default=TRIO)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--show", type=Path, help="print the tables of numbers an earlier --json wrote, and exit")
     args = parser.parse_args()
+    if args.show:
+        saved = json.loads(args.show.read_text())
+        print_tables(saved["rows"], saved["runs"], saved["cluster"])
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.models_dir or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -113,11 +121,11 @@ def main() -> None:
             print(f"{name}: {rows[name]['wall_s']:.2f} s", file=sys.stderr)
     print_tables(rows, args.runs, args.cluster.stem)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        args.json.write_text(json.dumps({"rows": rows, "runs": args.runs, "cluster": args.cluster.stem}, indent=1) + "\n")
 
 
 def print_tables(rows: dict, runs: int, cluster: str) -> None:
-    console = Console()
+    console = Console(width=200)
     table = Table("model", "model MB", "process s (median)", "min s", "peak RSS MB", "RSS / model", "stages",
                   title=f"whole-process compile, {cluster}, median of {runs} (each run its own process)")
     for name, r in rows.items():

@@ -17,7 +17,6 @@ from typing import ClassVar
 
 import onnx
 import onnx_graphsurgeon as gs
-import onnxsim
 
 from edgec.errors import EdgecError
 from edgec.ir import Program, name_nodes
@@ -94,6 +93,8 @@ def _pin_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
 
 
 def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxsim  # here: its import takes longer than compiling a small model
+
     try:
         simplified, _ = onnxsim.simplify(model, check_n=0, perform_optimization=False)
     except Exception as exc:  # onnxsim raises bare RuntimeErrors from C++

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-from onnx_graphsurgeon.ir.tensor import LazyValues
+from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from edgec.errors import EdgecError
 from edgec.protowire import RawSpan
@@ -127,16 +127,25 @@ def is_large(t: gs.Tensor) -> bool:
     values = t._values  # noqa: SLF001
     if isinstance(values, (FileValues, ArrayValues)):
         return True
-    if isinstance(values, LazyValues):
-        return False  # still in a TensorProto: exported as it is
-    return values.dtype.kind in "biuf" and values.nbytes >= LARGE_BYTES
+    if isinstance(values, SparseValues) or (isinstance(values, LazyValues) and uses_external_data(values.tensor)):
+        return False
+    try:
+        numeric = np.dtype(values.dtype).kind in "biuf"
+    except TypeError:  # an ONNX type numpy has no dtype for
+        return False
+    return numeric and values.nbytes >= LARGE_BYTES
 
 
 def lighten(graph: gs.Graph) -> None:
-    """Hold every large in-memory constant of the main graph as ArrayValues, so exports carry a placeholder."""
+    """Hold every large in-memory constant of the main graph as ArrayValues, so exports carry a placeholder.
+
+    One still in a TensorProto (a tool's output: onnxsim's folded constants) is read out of it once.
+    """
     for t in graph.tensors().values():
-        if is_large(t) and isinstance(t._values, np.ndarray):  # noqa: SLF001
-            t._values = ArrayValues(t.name, t._values)  # noqa: SLF001
+        values = getattr(t, "_values", None)
+        if is_large(t) and not isinstance(values, (FileValues, ArrayValues)):
+            array = onnx.numpy_helper.to_array(values.tensor) if isinstance(values, LazyValues) else values
+            t._values = ArrayValues(t.name, array)  # noqa: SLF001
 
 
 def attach_file_values(graph: gs.Graph, base_dir: Path) -> None:
@@ -165,8 +174,8 @@ def check_external_files(model: onnx.ModelProto, base_dir: Path, where: str) -> 
     """Every external reference names a readable file long enough for it; small ones, and those in subgraphs or
     attributes, are read in (only the main graph's large initializers stay in their files)."""
     sizes: dict[Path, int] = {}
-    top = {id(t) for t in model.graph.initializer}
-    for t in _all_tensors(model):
+    top = len(model.graph.initializer)  # _get_all_tensors yields the main graph's initializers first
+    for index, t in enumerate(_all_tensors(model)):
         if not uses_external_data(t):
             continue
         info = ExternalDataInfo(t)
@@ -186,7 +195,7 @@ def check_external_files(model: onnx.ModelProto, base_dir: Path, where: str) -> 
             raise EdgecError(f"external weights file truncated or corrupt: tensor '{t.name}' needs bytes "
                              f"{offset}..{offset + length} of {info.location} ({sizes[path]} bytes); copy it again "
                              f"as it was saved with the model", where=where)
-        if length < LARGE_BYTES or id(t) not in top:
+        if length < LARGE_BYTES or index >= top:
             with open(path, "rb") as f:
                 f.seek(offset)
                 t.raw_data = f.read(length)
