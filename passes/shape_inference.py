@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 from edgec.errors import EdgecError
 from edgec.ir import Program, name_nodes
 from edgec.pipeline import PassResult
-from edgec.weights import hold_out, put_back
+from edgec.weights import fold_large_fills, hold_out, put_back
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class ShapeInference:
     provides: ClassVar[frozenset[str]] = frozenset({"shapes"})
 
     def run(self, program: Program) -> PassResult:
+        if self.fold_constants:
+            fold_large_fills(program.graph)  # large ConstantOfShape outputs: broadcast fills, not onnxsim's copies
         model = program.to_onnx(inline=False)
         _pin_input_shapes(model, self.input_shapes)
         held = hold_out(model, program.graph)  # large weights nothing folds stay out of onnxsim's copies

@@ -14,6 +14,7 @@ import edgec
 from edgec.errors import EdgecError
 from edgec.manifest import read_manifest
 from edgec.passes.load import read_model
+from edgec.protowire import scan_model, tensor_field
 from edgec.runtime.stage import ModelMismatch, StageRunner
 from edgec.weights import LARGE_BYTES
 
@@ -121,3 +122,23 @@ def test_a_model_with_external_data_compiles_to_sub_models_with_external_data(ch
     result = edgec.compile(folder / "m.onnx", TRIO, out, strategy="even", external_data_bytes=LARGE_BYTES)
     assert any(s.external_data is not None for s in result.manifest.stages)
     assert edgec.verify(out).passed
+
+
+def test_scan_leaves_only_large_raw_data_out_and_appended_initializers_parse_back(tmp_path):
+    big = np.arange(20000, dtype=np.float32).reshape(100, 200)
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["a", "b"], ["y"])], "g", [], [onnx.helper.make_tensor_value_info("y", 1, [100, 200])],
+        [numpy_helper.from_array(big, "a"), onnx.helper.make_tensor("b", 1, [100, 200], big.reshape(-1).tolist())]))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    light, spans = scan_model(path, LARGE_BYTES)
+    assert [(s.index, s.length) for s in spans] == [(0, big.nbytes)]  # b holds float_data, not raw_data: it stays
+    assert path.read_bytes()[spans[0].offset:spans[0].offset + spans[0].length] == big.tobytes()
+    parsed = onnx.ModelProto.FromString(light)
+    assert not parsed.graph.initializer[0].HasField("raw_data") and len(parsed.graph.initializer[1].float_data) == 20000
+    # structure, then one initializer appended as `graph { initializer { ... } }`: the same model
+    del model.graph.initializer[0]
+    joined = model.SerializeToString() + tensor_field("a", 1, [100, 200], big.nbytes) + big.tobytes()
+    back = onnx.ModelProto.FromString(joined)
+    assert [t.name for t in back.graph.initializer] == ["b", "a"] and len(back.graph.node) == 1
+    assert np.array_equal(numpy_helper.to_array(back.graph.initializer[1]), big)

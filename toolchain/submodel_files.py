@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx.external_data_helper import uses_external_data
 
 from edgec.protowire import tensor_field
-from edgec.weights import constant_nbytes, is_large, raw_chunks
+from edgec.weights import is_large, raw_chunks, raw_nbytes
 
 # Sub-models whose weights exceed this are written with an external-data file. Protobuf cannot
 # serialize a message of 2 GiB or more, and a runtime that reads a single-file model holds its bytes
@@ -41,7 +41,7 @@ def write_submodel(out: Path, rel: str, model: onnx.ModelProto, graph: gs.Graph,
     held = _placeholders(model, graph)
     path = out / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    total = sum(constant_nbytes(c) for _, c in held)
+    total = sum(raw_nbytes(c) for _, c in held)
     if held and total > external_over:
         return _write_external(out, rel, model, held)
     structure = onnx.ModelProto()
@@ -53,7 +53,7 @@ def write_submodel(out: Path, rel: str, model: onnx.ModelProto, graph: gs.Graph,
     with open(path, "wb") as f:
         _put(f, digest, [structure.SerializeToString()])
         for proto, const in held:
-            length = constant_nbytes(const)
+            length = raw_nbytes(const)
             _put(f, digest, [tensor_field(proto.name, proto.data_type, list(proto.dims), length)])
             _put(f, digest, raw_chunks(const))
     return [{"path": rel, "sha256": digest.hexdigest()}]
@@ -72,7 +72,7 @@ def _write_external(out: Path, rel: str, model: onnx.ModelProto,
             pad = -offset % _ALIGN
             _put(f, digest, [b"\0" * pad])
             offset += pad
-            length = constant_nbytes(const)
+            length = raw_nbytes(const)
             _put(f, digest, raw_chunks(const))
             t = by_name[proto.name]
             del t.external_data[:]

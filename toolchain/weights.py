@@ -27,6 +27,8 @@ from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 from edgec.errors import EdgecError
 from edgec.protowire import RawSpan
 
+_NATIVE = frozenset(np.dtype(t) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                                          np.uint32, np.uint64, np.float16, np.float32, np.float64))
 LARGE_BYTES = 64 * 1024  # above tensor_info's 4096-element constants (edgec.backends.opset_forms) in any dtype
 IN_MEMORY = "edgec-in-memory"  # the external location of a placeholder whose bytes a pass computed
 _CHUNK = 1 << 22
@@ -41,7 +43,7 @@ class FileValues(LazyValues):
 
     def load(self) -> np.ndarray:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.tensor.data_type))
-        if dtype.kind not in "biuf":  # bfloat16, float8, 4-bit: onnx's own decoding
+        if dtype not in _NATIVE:  # bfloat16, float8, 4-bit: onnx's own decoding
             full = onnx.TensorProto()
             full.CopyFrom(self.tensor)
             del full.external_data[:]
@@ -82,11 +84,17 @@ class ArrayValues(LazyValues):
 
 
 def array_chunks(array: np.ndarray) -> Iterator[memoryview]:
-    """An array's raw little-endian bytes, a few MB at a time, without copying a little-endian contiguous one."""
-    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    view = memoryview(data.reshape(-1).view(np.uint8))
-    for start in range(0, len(view), _CHUNK):
-        yield view[start:start + _CHUNK]
+    """An array's raw little-endian bytes, a few MB at a time: a view of a contiguous little-endian array,
+    else a few rows at a time (a broadcast fill is never made whole)."""
+    little = array.dtype.newbyteorder("<")
+    if array.ndim == 0 or (array.flags.c_contiguous and array.dtype == little):
+        view = memoryview(np.ascontiguousarray(array, dtype=little).reshape(-1).view(np.uint8))
+        for start in range(0, len(view), _CHUNK):
+            yield view[start:start + _CHUNK]
+        return
+    rows = max(1, _CHUNK // max(1, array[0].nbytes))
+    for start in range(0, array.shape[0], rows):
+        yield memoryview(np.ascontiguousarray(array[start:start + rows], dtype=little).reshape(-1).view(np.uint8))
 
 
 def raw_chunks(t: gs.Constant) -> Iterator[bytes | memoryview]:
@@ -112,6 +120,14 @@ def is_placeholder(t: gs.Tensor) -> bool:
             and not isinstance(values, (FileValues, ArrayValues)) and uses_external_data(values.tensor))
 
 
+def raw_nbytes(t: gs.Constant) -> int:
+    """Bytes of a large constant's raw data as ONNX stores it (packed types included)."""
+    values = t._values  # noqa: SLF001
+    if isinstance(values, FileValues):
+        return values.length
+    return int((values.array if isinstance(values, ArrayValues) else np.asarray(t.values)).nbytes)
+
+
 def constant_nbytes(t: gs.Constant) -> int:
     """Bytes of a constant's values, without reading them."""
     values = t._values  # noqa: SLF001 - `values` would read a lazy constant in
@@ -130,10 +146,10 @@ def is_large(t: gs.Tensor) -> bool:
     if isinstance(values, SparseValues) or (isinstance(values, LazyValues) and uses_external_data(values.tensor)):
         return False
     try:
-        numeric = np.dtype(values.dtype).kind in "biuf"
+        native = np.dtype(values.dtype) in _NATIVE  # others (bfloat16, 4-bit) have no plain raw bytes in numpy
     except TypeError:  # an ONNX type numpy has no dtype for
         return False
-    return numeric and values.nbytes >= LARGE_BYTES
+    return native and values.nbytes >= LARGE_BYTES
 
 
 def lighten(graph: gs.Graph) -> None:
@@ -189,8 +205,10 @@ def check_external_files(model: onnx.ModelProto, base_dir: Path, where: str) -> 
             raise EdgecError(f"cannot read the external weights: {info.location}; keep the weights file next to "
                              f"the model as when it was saved", where=where)
         expected = _nbytes(t)
-        length = info.length if info.length is not None else expected
         offset = info.offset or 0
+        length = info.length if info.length is not None else max(sizes[path] - offset, 0)  # absent: to the end
+        if info.length is None:
+            t.external_data.add(key="length", value=str(length))
         if (expected is not None and length != expected) or offset + length > sizes[path]:
             raise EdgecError(f"external weights file truncated or corrupt: tensor '{t.name}' needs bytes "
                              f"{offset}..{offset + length} of {info.location} ({sizes[path]} bytes); copy it again "
@@ -238,13 +256,14 @@ def inline(model: onnx.ModelProto, graph: gs.Graph, names: set[str] | None = Non
 
 
 def _nbytes(t: onnx.TensorProto) -> int | None:
+    """Raw bytes of a tensor of a native numpy type; None for others (packed, strings)."""
     try:
-        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
     except (KeyError, TypeError, ValueError):
         return None
-    if t.data_type in (onnx.TensorProto.STRING,):
+    if dtype not in _NATIVE:
         return None
-    return int(np.prod(list(t.dims), dtype=np.int64)) * itemsize
+    return int(np.prod(list(t.dims), dtype=np.int64)) * dtype.itemsize
 
 
 def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
@@ -290,3 +309,29 @@ def put_back(graph: gs.Graph, held: dict[str, gs.Constant]) -> None:
                     node.inputs[i] = const
         graph.inputs = [t for t in graph.inputs if t is not var]
         graph.outputs = [const if t is var else t for t in graph.outputs]
+
+
+def fold_large_fills(graph: gs.Graph) -> None:
+    """Each ConstantOfShape of a constant shape whose output is large becomes that constant, held as a broadcast
+    fill (no memory) rather than made whole by a constant folder. Models that build their weights this way
+    (ONNX's bundled zoo files) then cost no more than their graph until the weights are written."""
+    for node in list(graph.nodes):
+        if node.op != "ConstantOfShape" or not node.inputs or not isinstance(node.inputs[0], gs.Constant):
+            continue
+        value = node.attrs.get("value")
+        fill = np.asarray(value.values).reshape(-1)[:1] if isinstance(value, gs.Constant) else np.zeros(1, np.float32)
+        if fill.size != 1 or fill.dtype not in _NATIVE:
+            continue
+        shape = tuple(int(d) for d in np.asarray(node.inputs[0].values).reshape(-1))
+        if int(np.prod(shape, dtype=np.int64)) * fill.dtype.itemsize < LARGE_BYTES:
+            continue
+        out = node.outputs[0]
+        const = gs.Constant(out.name, ArrayValues(out.name, np.broadcast_to(fill[0], shape)))
+        for consumer in list(out.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is out:
+                    consumer.inputs[i] = const
+        graph.outputs = [const if t is out else t for t in graph.outputs]
+        node.outputs.clear()
+        node.inputs.clear()
+        graph.nodes.remove(node)

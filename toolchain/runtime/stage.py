@@ -1,5 +1,9 @@
 """One stage: its sub-model, checked against the manifest's sha256, under ONNX Runtime.
 
+A sub-model whose weights are in an external-data file beside it (the manifest's
+`external_data`) has that file checked too, and ONNX Runtime loads it from its
+path, so it finds the weights.
+
 The stage's `session` dict in the manifest is applied as edgec.runtime.session
 reads it: thread affinities are dropped, with a note, when the process does not
 hold those cores (a plan run on another machine with `edgec run --local`), and a
