@@ -142,3 +142,20 @@ def test_scan_leaves_only_large_raw_data_out_and_appended_initializers_parse_bac
     back = onnx.ModelProto.FromString(joined)
     assert [t.name for t in back.graph.initializer] == ["b", "a"] and len(back.graph.node) == 1
     assert np.array_equal(numpy_helper.to_array(back.graph.initializer[1]), big)
+
+
+def test_large_constant_of_shape_weights_are_written_whole_and_verify(tmp_path):
+    """Weights built by ConstantOfShape (as in ONNX's bundled zoo files) fold to fills and reach the file whole."""
+    h = onnx.helper
+    shape = numpy_helper.from_array(np.array([256, 300], np.int64), "s")
+    nodes = [h.make_node("ConstantOfShape", ["s"], ["w"], value=numpy_helper.from_array(np.array([0.25], np.float32))),
+             h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Tanh", ["m"], ["y"])]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", 1, [1, 256])],
+                         [h.make_tensor_value_info("y", 1, [1, 300])], [shape])
+    path = tmp_path / "fill.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    result = edgec.compile(path, TRIO, tmp_path / "out")
+    weights = [t for s in result.manifest.stages for t in onnx.load(str(tmp_path / "out" / s.model)).graph.initializer
+               if t.name == "w"]
+    assert len(weights) == 1 and np.array_equal(numpy_helper.to_array(weights[0]), np.full((256, 300), 0.25, np.float32))
+    assert edgec.verify(tmp_path / "out").passed
