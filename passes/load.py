@@ -73,8 +73,11 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
 
 
 def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _parse(data: bytes, path: Path) -> onnx.ModelProto:
