@@ -39,6 +39,7 @@ from edgec.backends.trt82_operators import (MAX_IR_VERSION, MAX_OPSET, OPERATORS
 from edgec.backends.base import Backend
 from edgec.backends.registry import register
 from edgec.errors import EdgecError
+from edgec.weights import check_model
 from edgec.manifest import StageSpec
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def _tensor_reason(node: gs.Node) -> str | None:
         elem = elem_type(t.dtype)
         if t in node.outputs and not t.outputs and t.shape is None:
             continue  # an optional output nothing reads (Dropout's mask)
-        value = const_value(t) if t in node.inputs else None
+        value = const_value(t) if t in node.inputs and elem == onnx.TensorProto.INT64 else None
         if value is not None and np.asarray(value).dtype == np.int64 and node.op != "Slice" and np.size(value):
             values = np.asarray(value)
             if values.min() < _INT32.min or values.max() > _INT32.max:
@@ -193,7 +194,7 @@ def prepare_submodel(model: onnx.ModelProto, fp16_onnx: bool = False) -> onnx.Mo
     _check_static(out)
     if fp16_onnx:
         out = to_fp16(out)
-    onnx.checker.check_model(out, full_check=True)
+    check_model(out, full_check=True)  # large weights may be placeholders
     return out
 
 

@@ -254,8 +254,10 @@ def const_value(tensor):
     """The numpy value of a constant input (an initializer or a Constant node's output), else None."""
     import onnx_graphsurgeon as gs
 
+    from edgec.weights import is_placeholder
+
     if isinstance(tensor, gs.Constant):
-        return tensor.values
+        return None if is_placeholder(tensor) else tensor.values  # a large weight of a sub-model being written
     if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
         value = tensor.inputs[0].attrs.get("value")
         if isinstance(value, gs.Constant):
@@ -263,9 +265,17 @@ def const_value(tensor):
     return None
 
 
+def _is_const(tensor) -> bool:
+    """Whether an input is a constant (as `const_value` finds one), without reading its values."""
+    import onnx_graphsurgeon as gs
+
+    return isinstance(tensor, gs.Constant) or (len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant"
+                                               and isinstance(tensor.inputs[0].attrs.get("value"), gs.Constant))
+
+
 def _need_const(node, indices, what: str) -> str | None:
     for i in indices:
-        if _present(node, i) and const_value(node.inputs[i]) is None:
+        if _present(node, i) and not _is_const(node.inputs[i]):
             return f"input {i} ('{node.inputs[i].name}') of {node.op} must be a constant: {what}"
     return None
 

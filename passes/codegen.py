@@ -2,7 +2,11 @@
 
 Each stage's sub-model holds exactly the stage's nodes, the initializers they
 read (shared ones are copied into every stage that reads them), and keeps the
-original tensor names on its inputs and outputs. A sub-model's outputs are
+original tensor names on its inputs and outputs. Large weights travel as
+placeholders through extraction and the backend's preparation and are
+streamed into the file at the end (edgec.submodel_files); a sub-model with
+more than `external_data_bytes` of them gets its weights in a ``.data`` file
+beside it, named in the manifest with its sha256. A sub-model's outputs are
 what later stages or the sink read of what it makes; what crosses a boundary
 (``receives``/``sends`` in the manifest) also includes tensors relayed from
 earlier stages.
@@ -37,12 +41,14 @@ from edgec.liveness import hand_offs, stage_boundaries
 from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
 from edgec.costmodel.transfer import transfer_ms
 from edgec.pipeline import PassResult
+from edgec.submodel_files import EXTERNAL_DATA_BYTES, write_submodel
 
 
 @dataclass(frozen=True)
 class Codegen:
     out_dir: str
     objective: str = "throughput"
+    external_data_bytes: int = EXTERNAL_DATA_BYTES  # sub-models with more weights than this get a .data file
     name: ClassVar[str] = "codegen"
     requires: ClassVar[frozenset[str]] = frozenset({"stages", "prediction"})
     provides: ClassVar[frozenset[str]] = frozenset()
@@ -50,7 +56,7 @@ class Codegen:
     def run(self, program: Program) -> PassResult:
         assert program.cluster is not None and program.stages and program.prediction is not None
         out = Path(self.out_dir)
-        model = program.to_onnx()
+        model = program.to_onnx(inline=False)  # large weights are placeholders until write_submodel
         values = _value_infos(model)
         lives = stage_boundaries(program)
         node_stage = _node_stage_index(program)
@@ -67,10 +73,12 @@ class Codegen:
             except EdgecError as exc:
                 raise EdgecError(f"stage {stage.name} ({stage.unit_id}): {exc.message}", where=exc.where) from None
             rel = f"{stage.device}/{stage.name}.onnx"
-            files.append(_write(out, rel, sub.SerializeToString()))
+            written = write_submodel(out, rel, sub, program.graph, self.external_data_bytes)
+            files.extend(written)
             spec = StageSpec(
                 name=stage.name, device=stage.device, unit=stage.unit, backend=stage.backend,
-                variant=stage.variant, model=rel, sha256=files[-1]["sha256"],
+                variant=stage.variant, model=rel, sha256=written[0]["sha256"],
+                external_data=written[1] if len(written) > 1 else None,
                 inputs=[_tensor_spec(i) for i in sub.graph.input],
                 outputs=[_tensor_spec(o) for o in sub.graph.output],
                 receives=lives[k], sends=lives[k + 1], predicted_ms=round(stage.predicted_ms, 4),

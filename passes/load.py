@@ -23,6 +23,8 @@ from edgec.errors import EdgecError
 from edgec.ir import Program, name_nodes
 from edgec.passes.conventions import check_opset, constants_to_initializers
 from edgec.pipeline import PassResult
+from edgec.protowire import WireError, scan_model
+from edgec.weights import LARGE_BYTES, attach_file_values, check_external_files, check_model, mark_file_weights
 
 KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
@@ -37,6 +39,7 @@ class Load:
     def run(self, program: Program) -> PassResult:
         model, sha = read_model(self.path)
         program.graph = gs.import_onnx(model)
+        attach_file_values(program.graph, Path(self.path).absolute().parent)
         program.opsets = {op.domain: op.version for op in model.opset_import}
         program.ir_version = model.ir_version
         program.source_path = str(self.path)
@@ -45,33 +48,41 @@ class Load:
 
 
 def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
-    """Load and normalise a model; returns it with the sha256 of the file's bytes."""
+    """Load and normalise a model; returns it with the sha256 of the file's bytes.
+
+    Large weights stay in their files (the model's own, or its external data): the model holds external
+    references to them (edgec.weights), read only when a pass needs the values.
+    """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data, spans = scan_model(path, LARGE_BYTES)
+        sha = _sha256(path)
     except FileNotFoundError:
         raise EdgecError("model file not found; pass the path of an .onnx file", where=str(path)) from None
     except IsADirectoryError:
         raise EdgecError("is a folder; pass the path of an .onnx file", where=str(path)) from None
+    except WireError as exc:
+        raise EdgecError(f"not an ONNX model (the protobuf does not parse: {exc}); is the file complete "
+                         f"and really .onnx?", where=str(path)) from None
     model = _parse(data, path)
+    mark_file_weights(model, spans, path.name)
     _check_structure(model, path)
-    if any(_uses_external_data(t) for t in model.graph.initializer):
-        try:
-            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except (OSError, onnx.checker.ValidationError) as exc:  # newer onnx checks the file and raises the latter
-            missing = getattr(exc, "filename", None) or str(exc).strip().splitlines()[0]
-            raise EdgecError(f"cannot read the external weights: {missing}; keep the weights file "
-                             f"next to the model as when it was saved", where=str(path)) from None
-        except ValueError as exc:  # a weights file shorter than the offsets the model records
-            raise EdgecError(f"external weights file truncated or corrupt: {str(exc).strip().splitlines()[0]}; "
-                             f"copy it again as it was saved with the model", where=str(path)) from None
+    check_external_files(model, path.absolute().parent, str(path))
     _lift_initializer_inputs(model)  # before the checker: IR 3 wants initializers listed as inputs, ours is IR 4
     _check_valid(model, path)
     model = check_opset(model, path)
     constants_to_initializers(model)
     name_nodes(model)
     _check_domains(model, path)
-    return model, hashlib.sha256(data).hexdigest()
+    return model, sha
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _parse(data: bytes, path: Path) -> onnx.ModelProto:
@@ -85,10 +96,10 @@ def _parse(data: bytes, path: Path) -> onnx.ModelProto:
 
 
 def _check_valid(model: onnx.ModelProto, path: Path) -> None:
-    """The ONNX checker's verdict on the model as loaded (external weights read in); the file's own path for
-    a model too big to check in memory."""
+    """The ONNX checker's verdict on the model as loaded (large weights checked by type and shape; their files'
+    lengths by check_external_files)."""
     try:
-        onnx.checker.check_model(model if model.ByteSize() < onnx.checker.MAXIMUM_PROTOBUF else str(path))
+        check_model(model)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "rejected"
         raise EdgecError(f"not a valid ONNX model ({first}); fix the exporter's output or re-export it, "
@@ -115,10 +126,6 @@ def _check_structure(model: onnx.ModelProto, path: Path) -> None:
         if out.name not in defined:
             raise EdgecError(f"graph output '{out.name}' is never produced; the file may be truncated",
                              where=str(path))
-
-
-def _uses_external_data(t: onnx.TensorProto) -> bool:
-    return t.data_location == onnx.TensorProto.EXTERNAL
 
 
 def _lift_initializer_inputs(model: onnx.ModelProto) -> None:

@@ -17,11 +17,11 @@ from typing import ClassVar
 
 import onnx
 import onnx_graphsurgeon as gs
-import onnxsim
 
 from edgec.errors import EdgecError
 from edgec.ir import Program, name_nodes
 from edgec.pipeline import PassResult
+from edgec.weights import fold_large_fills, hold_out, put_back
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,12 @@ class ShapeInference:
     provides: ClassVar[frozenset[str]] = frozenset({"shapes"})
 
     def run(self, program: Program) -> PassResult:
-        model = program.to_onnx()
+        if self.fold_constants:
+            fold_large_fills(program.graph)  # large ConstantOfShape outputs: broadcast fills, not onnxsim's copies
+        model = program.to_onnx(inline=False)
         _pin_input_shapes(model, self.input_shapes)
         _forget_unfixed_dims(model)
+        held = hold_out(model, program.graph)  # large weights nothing folds stay out of onnxsim's copies
         if self.fold_constants:
             model = _simplify(model)
             name_nodes(model)
@@ -49,6 +52,7 @@ class ShapeInference:
             graph = gs.import_onnx(model)
         if not _all_static(graph) and _inputs_static(graph):
             graph = gs.import_onnx(_shapes_by_running(model))
+        put_back(graph, held)
         _require_static(graph)
         program.graph = graph
         return PassResult(program, changed=True)
@@ -120,6 +124,8 @@ def _fixed(dim: onnx.TensorShapeProto.Dimension) -> bool:
 
 
 def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxsim  # here: its import takes longer than compiling a small model
+
     try:
         simplified, _ = onnxsim.simplify(model, check_n=0, perform_optimization=False)
     except Exception as exc:  # onnxsim raises bare RuntimeErrors from C++

@@ -22,6 +22,7 @@ from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
+from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
 from edgec.verification import OutputCheck, VerifyResult, verify
 
@@ -43,14 +44,15 @@ def analysis_passes(model_path: str, *, input_shapes: Mapping[str, Sequence[int]
 
 
 def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 objective: str = "throughput", strategy: str = "optimal") -> list[Pass]:
+                 objective: str = "throughput", strategy: str = "optimal",
+                 external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Pass]:
     """The default pipeline."""
     return [
         *analysis_passes(model_path, input_shapes=input_shapes),
         Capability(),
         GlobalPartition(objective=objective, strategy=strategy),
         LocalPartition(),
-        Codegen(out_dir, objective=objective),
+        Codegen(out_dir, objective=objective, external_data_bytes=external_data_bytes),
     ]
 
 
@@ -66,11 +68,13 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             objective: str = "throughput", strategy: str = "optimal", input_shapes: Mapping[str, Sequence[int]] | None = None,
             dump_ir: str | os.PathLike | None = None, print_ir_after: Sequence[str] = (),
             print_ir: Callable[[str, str], None] | None = None, check_invariants: bool = True,
-            keep_program: bool = False) -> CompileResult:
+            keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> CompileResult:
     """Compile `model` for `cluster` into the folder `out`.
 
     Everything is written to a temporary folder beside `out` and renamed into
-    place at the end: a failed compile leaves no half-written `out`.
+    place at the end: a failed compile leaves no half-written `out`. A sub-model
+    with more than `external_data_bytes` of weights keeps them in a `.data` file
+    beside it (ONNX external data).
     """
     if objective not in OBJECTIVES:
         raise EdgecError(f"unknown objective '{objective}'; expected one of: {', '.join(OBJECTIVES)}")
@@ -87,7 +91,7 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         if print_ir_after:
             instruments.append(PrintIRAfter(print_ir_after, print_ir or (lambda name, text: print(text))))
         passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective,
-                              strategy=strategy)
+                              strategy=strategy, external_data_bytes=external_data_bytes)
         known = {p.name for p in passes} | {"all"}
         for name in print_ir_after:
             if name not in known:

@@ -14,9 +14,10 @@ from typing import Any, Iterable
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from edgec.cluster import Cluster
+from edgec.weights import as_inputs, constant_nbytes, lighten
+from edgec.weights import inline as inline_weights
 
 _DTYPE_SHORT = {
     "float32": "f32", "float16": "f16", "float64": "f64", "bfloat16": "bf16",
@@ -113,44 +114,31 @@ class Program:
     def opset(self) -> int:
         return self.opsets.get("", self.opsets.get("ai.onnx", 0))
 
-    def to_onnx(self) -> onnx.ModelProto:
+    def to_onnx(self, inline: bool = True) -> onnx.ModelProto:
         """Export the graph as a model with the source's opsets.
 
-        The IR version is at least 4: initializers are no longer listed as graph
-        inputs after load, which IR 3 does not allow.
+        With `inline` False, large constants (edgec.weights) are placeholders, initializers whose data
+        is an external reference: the model is a few KB whatever the weights weigh, and codegen writes
+        the bytes. The IR version is at least 4: initializers are no longer listed as graph inputs
+        after load, which IR 3 does not allow.
         """
+        lighten(self.graph)
         model = gs.export_onnx(self.graph, do_type_check=False)
+        if inline:
+            inline_weights(model, self.graph)
         model.ir_version = max(self.ir_version, 4)
         del model.opset_import[:]
         model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in self.opsets.items())
         return model
 
     def to_onnx_structure(self) -> onnx.ModelProto:
-        """The model without weight data: large constants become typed graph inputs.
+        """The model without large weights: they are typed graph inputs.
 
         Cheap to check with onnx.checker between passes, where exporting
         hundreds of MB of weights each time would dominate compile time.
         """
-        export = OnnxExporter
-        tensors = self.graph.tensors()
-        big = {name: t for name, t in tensors.items() if isinstance(t, gs.Constant) and t.values.size > 16}
-        small = [t for name, t in tensors.items() if isinstance(t, gs.Constant) and name not in big]
-        io = {t.name for t in self.graph.inputs} | {t.name for t in self.graph.outputs}
-        graph = onnx.helper.make_graph(
-            nodes=[export.export_node(n) for n in self.graph.nodes],
-            name=self.graph.name or "model",
-            inputs=[export.export_value_info_proto(t, False) for t in self.graph.inputs]
-            + [onnx.helper.make_tensor_value_info(
-                name, onnx.helper.np_dtype_to_tensor_dtype(t.values.dtype), list(t.values.shape))
-               for name, t in big.items()],
-            outputs=[export.export_value_info_proto(t, False) for t in self.graph.outputs],
-            initializer=[export.export_tensor_proto(t) for t in small],
-            value_info=[export.export_value_info_proto(t, False) for name, t in tensors.items()
-                        if isinstance(t, gs.Variable) and name not in io and t.dtype is not None],
-        )
-        model = onnx.helper.make_model(graph, opset_imports=[
-            onnx.helper.make_opsetid(d, v) for d, v in self.opsets.items()])
-        model.ir_version = max(self.ir_version, 4)
+        model = self.to_onnx(inline=False)
+        as_inputs(model)
         return model
 
     def group_of(self) -> dict[str, str]:
@@ -274,7 +262,7 @@ def type_str(t: gs.Tensor) -> str:
 def tensor_nbytes(t: gs.Tensor) -> int:
     """Bytes of a tensor with a static shape (0 when unknown)."""
     if isinstance(t, gs.Constant):
-        return int(t.values.nbytes)
+        return constant_nbytes(t)
     if t.shape is None or t.dtype is None or any(not isinstance(d, int) for d in t.shape):
         return 0
     return int(np.prod(t.shape, dtype=np.int64)) * _itemsize(t.dtype)

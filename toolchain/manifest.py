@@ -50,6 +50,8 @@ class StageSpec:
     memory_bytes: int
     session: Dict[str, Any] = field(default_factory=dict)
     cores: List[int] = field(default_factory=list)  # the compute unit's 0-based Linux CPU ids (a GPU's: its host's)
+    # the sub-model's weights file beside it, {"path": relative to out/, "sha256": ...}; None: weights inside
+    external_data: Optional[Dict[str, str]] = None
 
 
 @dataclass
@@ -80,6 +82,9 @@ class Manifest:
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
+        for s in data["stages"]:
+            if s["external_data"] is None:
+                del s["external_data"]
         for t in data["transfers"]:
             t["from"], t["to"] = t.pop("src"), t.pop("dst")
         return data
@@ -233,7 +238,8 @@ _STRINGS = _list_of(_string, "strings")
 _STAGE = {"name": _string, "device": _string, "unit": _string, "backend": _string, "variant": _string,
           "model": _string, "sha256": _sha256, "inputs": _TENSORS, "outputs": _TENSORS, "receives": _STRINGS,
           "sends": _STRINGS, "predicted_ms": _ms, "memory_bytes": _count}
-_STAGE_OPTIONAL = {"session": _object, "cores": _ints}
+_STAGE_OPTIONAL = {"session": _object, "cores": _ints,
+                   "external_data": _fields({"path": _string, "sha256": _sha256})}
 _TRANSFER = _fields({"from": _string, "to": _string, "src_device": _string, "dst_device": _string,
                      "tensors": _STRINGS, "bytes": _count, "predicted_ms": _ms})
 _MANIFEST = _fields(

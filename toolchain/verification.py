@@ -12,7 +12,6 @@ near zero from failing on rounding alone.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from edgec.errors import EdgecError
 from edgec.manifest import Manifest, TensorSpec, read_manifest
 from edgec.runtime.frames import random_frames
 from edgec.runtime.session import inference_session
+from edgec.runtime.stage import checked_model
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -108,7 +108,7 @@ def session(model: str | bytes, *, optimize: bool = False, threads: int = 0) -> 
 
 
 def run_original(path: Path, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # the inputs' names are all it needs
     inits = {t.name for t in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in inits]
     missing = [n for n in names if n not in feeds]
@@ -126,16 +126,9 @@ def run_chain(out: Path, manifest: Manifest, feeds: Mapping[str, np.ndarray]) ->
     """Run the stages in manifest order, each reading what earlier stages made."""
     env = dict(feeds)
     for stage in manifest.stages:
+        model = checked_model(str(out), stage)  # EdgecError naming the file if missing or not the manifest's
         try:
-            data = (out / stage.model).read_bytes()
-        except OSError as exc:
-            raise EdgecError(f"stage {stage.name}: cannot read its sub-model ({exc.strerror}); copy out/ whole "
-                             f"or recompile", where=str(out / stage.model)) from None
-        if hashlib.sha256(data).hexdigest() != stage.sha256:
-            raise EdgecError(f"sub-model of stage {stage.name} does not match its sha256 in manifest.json; "
-                             f"recompile", where=str(out / stage.model))
-        try:
-            sess = session(data)
+            sess = session(model)
             result = sess.run([o.name for o in stage.outputs], {i.name: env[i.name] for i in stage.inputs})
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EdgecError(f"stage {stage.name}: ONNX Runtime cannot run its sub-model: {_first_line(exc)}; "

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.costmodel.transfer import transfer_rate
 from edgec.ir import Program, tensor_nbytes
+from edgec.weights import constant_nbytes
 from edgec.liveness import TensorUse, tensor_uses
 from edgec.passes.partition.order import order_items
 from edgec.passes.partition.problem import PartitionProblem, Tensor
@@ -59,7 +60,7 @@ def build_problem(program: Program, gg: GroupGraph) -> PartitionProblem:
         for node in gg.members[g]:
             for t in list(node.inputs) + list(node.outputs):
                 if isinstance(t, gs.Constant):
-                    consts[t.name] = int(t.values.nbytes)
+                    consts[t.name] = constant_nbytes(t)
                 elif t.name:
                     io[t.name] = tensor_nbytes(t)
         weights[i] = sum(consts.values())

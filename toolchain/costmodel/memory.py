@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 import onnx_graphsurgeon as gs
 
 from edgec.ir import tensor_nbytes
+from edgec.weights import constant_nbytes
 
 
 def stage_memory_bytes(nodes: Sequence[gs.Node], graph_outputs: Iterable[str]) -> int:
@@ -29,7 +30,7 @@ def stage_memory_bytes(nodes: Sequence[gs.Node], graph_outputs: Iterable[str]) -
     for step, node in enumerate(nodes):
         for t in node.inputs:
             if isinstance(t, gs.Constant):
-                weights.setdefault(t.name or str(id(t)), int(t.values.nbytes))
+                weights.setdefault(t.name or str(id(t)), constant_nbytes(t))
             elif t.name:
                 size.setdefault(t.name, tensor_nbytes(t))
                 born.setdefault(t.name, 0)  # received from outside: resident from the start

@@ -30,6 +30,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec.errors import EdgecError
+from edgec.weights import constant_nbytes
 
 OP_CLASSES: tuple[str, ...] = (
     "conv", "pointwise", "depthwise", "grouped", "gemm", "elementwise", "pool", "norm", "memory", "other",
@@ -301,7 +302,7 @@ def _unique(tensors: Iterable[gs.Tensor]) -> list[gs.Tensor]:
 def _shape(t: gs.Tensor | None, node: gs.Node) -> list[int]:
     if t is None:
         raise EdgecError(f"node '{node.name}' ({node.op}) lacks an input the cost model needs")
-    shape = t.values.shape if isinstance(t, gs.Constant) else t.shape
+    shape = t.shape
     if shape is None or any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
         raise EdgecError(f"node '{node.name}' ({node.op}): tensor '{t.name}' has no static shape; "
                          f"run shape-inference first (pin dynamic dims with --input-shape)")
@@ -314,7 +315,7 @@ def _numel(t: gs.Tensor, node: gs.Node) -> int:
 
 def _nbytes(t: gs.Tensor, node: gs.Node) -> int:
     if isinstance(t, gs.Constant):
-        return int(t.values.nbytes)
+        return constant_nbytes(t)
     dtype = t.dtype
     try:
         itemsize = np.dtype(dtype).itemsize if dtype is not None else 4

@@ -1,5 +1,9 @@
 """One stage: its sub-model, checked against the manifest's sha256, under ONNX Runtime.
 
+A sub-model whose weights are in an external-data file beside it (the manifest's
+`external_data`) has that file checked too, and ONNX Runtime loads it from its
+path, so it finds the weights.
+
 The stage's `session` dict in the manifest is applied as edgec.runtime.session
 reads it: thread affinities are dropped, with a note, when the process does not
 hold those cores (a plan run on another machine with `edgec run --local`), and a
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -33,12 +37,37 @@ def read_checked(out_dir: str, stage: StageSpec) -> bytes:
             data = f.read()
     except OSError as exc:
         raise EdgecError(f"stage {stage.name}: cannot read its sub-model ({exc.strerror})", where=path) from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != stage.sha256:
-        raise ModelMismatch(f"stage {stage.name} (device {stage.device}): sub-model sha256 {digest[:12]}... does not "
-                            f"match {stage.sha256[:12]}... in manifest.json; refusing to load it. "
-                            f"Copy the bundle again or recompile", where=path)
+    _check_digest(stage, "sub-model", hashlib.sha256(data).hexdigest(), stage.sha256, path)
     return data
+
+
+def checked_model(out_dir: str, stage: StageSpec) -> Union[bytes, str]:
+    """What ONNX Runtime loads for the stage, each file checked against its sha256 in the manifest.
+
+    The sub-model's bytes; or, for a sub-model with its weights in an external-data file beside it, its
+    path (ONNX Runtime finds the weights file from there).
+    """
+    data = read_checked(out_dir, stage)
+    if stage.external_data is None:
+        return data
+    path = os.path.join(out_dir, stage.external_data["path"])
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise EdgecError(f"stage {stage.name}: cannot read its weights file ({exc.strerror}); copy it with the "
+                         f"sub-model", where=path) from None
+    _check_digest(stage, "weights file", digest.hexdigest(), stage.external_data["sha256"], path)
+    return os.path.join(out_dir, stage.model)
+
+
+def _check_digest(stage: StageSpec, what: str, digest: str, expected: str, path: str) -> None:
+    if digest != expected:
+        raise ModelMismatch(f"stage {stage.name} (device {stage.device}): {what} sha256 {digest[:12]}... does not "
+                            f"match {expected[:12]}... in manifest.json; refusing to load it. "
+                            f"Copy the bundle again or recompile", where=path)
 
 
 class StageRunner:
@@ -46,7 +75,7 @@ class StageRunner:
 
     def __init__(self, out_dir: str, stage: StageSpec, threads: Optional[int] = None) -> None:
         self.stage = stage
-        data = read_checked(out_dir, stage)
+        data = checked_model(out_dir, stage)
         where = f"manifest.json: stage {stage.name} session"
         self.notes: List[str] = []
         settings = runnable_settings(stage.session, self.notes)
