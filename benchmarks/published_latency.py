@@ -51,6 +51,7 @@ from edgec.costmodel.builtin import (BUILTIN_CLOCK_GHZ, BUILTIN_PROFILES, CALIBR
                                      ORT_OVER_NCNN_SOURCE, gemm_eff)
 from edgec.costmodel.calibrate import solve_pair
 from edgec.costmodel.predict import predict_ms
+from edgec.costmodel.work import node_work
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "published_latency.json"
@@ -96,6 +97,7 @@ class Row:
     clock_scale: float = 1.0    # profile clock / published clock applied to the figure (x clock / profile clock)
     ratio: float = 1.0          # bundle runtime ms per source runtime ms
     predicted_ms: float | None = None
+    winograd_share: float | None = None  # share of the architecture's FLOPs in dense 3x3 stride-1 convs
 
     @property
     def bundle_ms(self) -> float:
@@ -197,6 +199,9 @@ def predict(rows: list[Row], units: Sequence[str], calibrate: bool) -> dict[str,
     also re-solve each unit's free parameters (returned per unit) and predict with the solved profile."""
     used = [r for r in rows if r.role != "excluded" and r.unit in units]
     graphs = {a: build_nodes(a) for a in sorted({r.architecture for r in used})}
+    for r in used:
+        works = [node_work(n) for n in graphs[r.architecture]]
+        r.winograd_share = sum(w.flops for w in works if w.winograd) / max(sum(w.flops for w in works), 1.0)
     solved = {}
     for unit in units:
         profile = BUILTIN_PROFILES[unit]
@@ -237,8 +242,10 @@ def stats(rows: list[Row], unit: str) -> tuple[int, float, float]:
 def report(rows: list[Row], units: Sequence[str], solved: dict[str, tuple[float, float]]) -> None:
     print(f"ORT/ncnn ratio on every CPU unit: {ORT_OVER_NCNN} ({ORT_OVER_NCNN_SOURCE})")
     print("CPU target = ncnn ms x published clock / profile clock x ratio; GPU target = TensorRT fp16 ms\n")
+    print("3x3s1 = share of the model's FLOPs in dense 3x3 stride-1 convs, which ncnn runs as Winograd F(6,3) and "
+          "ONNX Runtime as im2col + SGEMM\n")
     head = f"  {'model':24s} {'board':14s} {'source runtime':16s} {'GHz':>5s} {'pub ms':>8s} {'target':>8s} " \
-           f"{'pred ms':>8s} {'err %':>7s}"
+           f"{'pred ms':>8s} {'err %':>7s} {'3x3s1':>5s}"
     for unit in units:
         p = BUILTIN_PROFILES[unit]
         print(f"== {unit} (profile at {BUILTIN_CLOCK_GHZ[unit]} GHz, runtime {p.runtime}; calibration: "
@@ -252,18 +259,20 @@ def report(rows: list[Row], units: Sequence[str], solved: dict[str, tuple[float,
             chosen = [r for r in rows if r.unit == unit and r.role == role]
             for r in sorted(chosen, key=lambda r: (r.architecture, r.index)):
                 clock = f"{r.clock_ghz:5.2f}" if r.clock_ghz else "    -"
-                print(f"  {r.architecture:24s} {r.board[:14]:14s} {r.runtime[:16]:16s} {clock} {r.published_ms:8.1f} "
-                      f"{r.bundle_ms:8.1f} {r.predicted_ms:8.1f} {r.error_pct:+7.1f}")
+                label = r.architecture if r.model not in ALIASES else f"{r.architecture}={r.model.split()[1]}"
+                print(f"  {label[:24]:24s} {r.board[:14]:14s} {r.runtime[:16]:16s} {clock} {r.published_ms:8.1f} "
+                      f"{r.bundle_ms:8.1f} {r.predicted_ms:8.1f} {r.error_pct:+7.1f} {r.winograd_share * 100:4.0f}%")
         n, med, worst = stats(rows, unit)
-        print(f" validation: {n} figures, median |error| {med:.1f}%, worst {worst:.1f}%\n")
-    reasons: dict[str, int] = {}
-    for r in rows:
-        if r.role == "excluded" and r.unit in units:
-            reasons[r.reason] = reasons.get(r.reason, 0) + 1
-    print("excluded rows, by reason:")
-    for why, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        print(f"  {count:4d}  {why}")
-    print("\nsummary (validation, out of sample):")
+        print(f" validation: {n} figures, median |error| {med:.1f}%, worst {worst:.1f}%")
+        reasons: dict[str, int] = {}
+        for r in rows:
+            if r.role == "excluded" and r.unit == unit:
+                reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        print(f" excluded: {sum(reasons.values())} rows")
+        for why, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            print(f"  {count:4d}  {why}")
+        print()
+    print("summary (validation, out of sample):")
     for unit in units:
         n, med, worst = stats(rows, unit)
         ok = "ok" if med <= TARGET_MEDIAN and worst <= TARGET_WORST else "MISSES TARGET"
@@ -277,7 +286,7 @@ def write_table(rows: list[Row], path: Path = TABLE) -> None:
                     "published_latency.py --write): bundle_ms = published_ms x clock_scale x ratio",
            "ort_over_ncnn": ORT_OVER_NCNN, "ort_over_ncnn_source": ORT_OVER_NCNN_SOURCE,
            "profile_clock_ghz": BUILTIN_CLOCK_GHZ, "calibration_models": CALIBRATION_MODELS,
-           "rows": [{**{k: v for k, v in asdict(r).items() if k != "predicted_ms"},
+           "rows": [{**{k: v for k, v in asdict(r).items() if k not in ("predicted_ms", "winograd_share")},
                      "bundle_ms": round(r.bundle_ms, 3) if r.role != "excluded" else None,
                      "predicted_ms": None if r.predicted_ms is None else round(r.predicted_ms, 3)} for r in rows]}
     path.write_text(json.dumps(out, indent=1) + "\n")
