@@ -51,6 +51,7 @@ from edgec.costmodel.builtin import (BUILTIN_CLOCK_GHZ, BUILTIN_PROFILES, CALIBR
                                      ORT_OVER_NCNN_SOURCE, gemm_eff)
 from edgec.costmodel.calibrate import solve_pair
 from edgec.costmodel.predict import predict_ms
+from edgec.costmodel.profile import UnitProfile
 from edgec.costmodel.work import node_work
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +215,7 @@ def predict(rows: list[Row], units: Sequence[str], calibrate: bool) -> dict[str,
     return solved
 
 
-def rebuild(unit: str, a: float, b: float):
+def rebuild(unit: str, a: float, b: float) -> UnitProfile:
     """The unit's built-in profile with its two free parameters set to (a, b) (recipe in edgec.costmodel.builtin)."""
     base = BUILTIN_PROFILES[unit]
     if base.runtime == "tensorrt":  # a: efficiency, b: DRAM bandwidth (activations and copies too)
