@@ -46,9 +46,10 @@ def _check_submodels(result: edgec.CompileResult, source: onnx.ModelProto) -> No
 def test_shipped_zoo_model_compiles(name, tmp_path):
     path = zoo_models()[name]
     result = edgec.compile(path, TRIO, tmp_path / "out")
-    assert len(result.manifest.stages) >= 2
-    # the Nano's GPU is worth using for each of these CNNs, so the TensorRT checks below always run
+    # the Nano's GPU is worth using for each of these CNNs, so the TensorRT checks below always run; a small one
+    # (SqueezeNet: ~4 ms under TensorRT fp16) runs there whole, the larger ones are split
     assert any(s.unit == "gpu" for s in result.manifest.stages)
+    assert len(result.manifest.stages) >= (1 if name == "squeezenet" else 2)
     _check_submodels(result, onnx.load(str(path)))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -249,3 +250,61 @@ def test_bench_work_leaves_out_views():
     from edgec.costmodel.microbench import _sum_work
     flops, params, inputs, outputs = _sum_work(shuffle.build(1))
     assert (inputs, outputs) == (result_work.input_bytes, result_work.output_bytes)
+
+
+# -- what the runtime does to some ops: optional profile fields -------------------------------
+
+
+RUNTIME_FIELDS = {"copy_bandwidth_gbs": 3.0, "im2col_bandwidth_gbs": 5.0, "winograd_gain": 2.25, "overlap": 0.0,
+                  "float_bytes": 2}
+
+
+def test_runtime_fields_round_trip_and_are_optional():
+    profile = parse_unit_profile(dict(unit_spec(), activation_bandwidth_gbs=6.0, **RUNTIME_FIELDS), "cpu")
+    assert {k: getattr(profile, k) for k in RUNTIME_FIELDS} == RUNTIME_FIELDS
+    assert parse_unit_profile(profile.to_json(), "cpu") == profile
+    plain = parse_unit_profile(unit_spec(), "cpu")  # a file written before the fields existed
+    assert (plain.copy_bandwidth_gbs, plain.im2col_bandwidth_gbs, plain.winograd_gain, plain.overlap,
+            plain.float_bytes) == (None, None, 1.0, 1.0, 4)
+    assert not set(RUNTIME_FIELDS) & set(plain.to_json())  # defaults are not written
+    for name, profile in BUILTIN_PROFILES.items():
+        assert parse_unit_profile(profile.to_json(), name) == profile, name
+
+
+@pytest.mark.parametrize("field,bad", [("copy_bandwidth_gbs", 0), ("im2col_bandwidth_gbs", "fast"),
+                                       ("winograd_gain", -1), ("overlap", 1.5), ("float_bytes", 3),
+                                       ("float_bytes", True)])
+def test_bad_runtime_field_is_rejected_naming_it(field, bad):
+    with pytest.raises(EdgecError, match=rf"\$\.units\.cpu\.{field}"):
+        parse_profile({"version": 1, "host": {}, "units": {"cpu": dict(unit_spec(), **{field: bad})}})
+
+
+def test_winograd_gain_overlap_im2col_and_fp16_bytes():
+    conv3 = NodeWork(1e9, 4_000_000, 2_000_000, 2_000_000, "conv", 576, 3136, winograd=True, column_bytes=8_000_000)
+    base = parse_unit_profile(dict(unit_spec(conv=1.0), activation_bandwidth_gbs=4.0), "cpu")  # 10 ms compute
+    memory = 4e6 / 10e9 * 1e3 + 4e6 / 4e9 * 1e3  # weights from DRAM, activations: 0.4 + 1.0 ms
+    assert base.node_ms(conv3, overhead=False) == pytest.approx(10.0)  # roofline: memory hidden
+    wino = replace(base, winograd_gain=2.0)
+    assert wino.node_ms(conv3, overhead=False) == pytest.approx(5.0)
+    serial = replace(base, overlap=0.0)
+    assert serial.node_ms(conv3, overhead=False) == pytest.approx(10.0 + memory)
+    im2col = replace(base, im2col_bandwidth_gbs=8.0)  # 8 MB written and read back at 8 GB/s: 2 ms
+    assert im2col.node_ms(conv3, overhead=False) == pytest.approx(12.0)
+    assert im2col.node_ms(conv3, overhead=False, blocked=True) == pytest.approx(10.0)  # NCHWc: a direct conv
+    half = replace(serial, float_bytes=2)
+    assert half.node_ms(conv3, overhead=False) == pytest.approx(10.0 + memory / 2)
+
+
+def test_conv_work_marks_winograd_and_the_im2col_buffer():
+    def conv(k: int, stride: int = 1, group: int = 1, pad: int = 0) -> NodeWork:
+        w = numpy_helper.from_array(np.zeros([16, 16 // group, k, k], np.float32), "w")
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[stride] * 2, group=group,
+                                pads=[pad] * 4)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+        m = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+        return node_work(gs.import_onnx(m).nodes[0])
+    assert conv(3, pad=1).winograd and not conv(3, stride=2, pad=1).winograd and not conv(3, group=16, pad=1).winograd
+    assert conv(3, group=16, pad=1).column_bytes == 9 * 64 * 16 * 4  # depthwise: 9 values per output
+    assert conv(3, group=4, pad=1).column_bytes == 4 * 9 * 64 * 4 * 4  # grouped: each group's whole buffer
+    assert conv(3, pad=1).column_bytes == conv(1).column_bytes == 0  # dense: segmented im2col, or a plain GEMM

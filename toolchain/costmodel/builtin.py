@@ -1,10 +1,12 @@
 """Built-in unit profiles of the reference boards, and the rough profile of a unit with none.
 
-Each figure cites shared/device-facts.md (``sources``). They are calibrated so
-that ResNet-50 and MobileNetV2 at 224x224 land within 25% of the ncnn
-measurements listed there (``benchmarks/published_latency.py`` prints the
-table). A profile measured on the board (``edgec profile -o FILE``) wins over
-these (edgec.costmodel.resolve).
+Each profile describes the runtime the bundle runs on that unit: ONNX Runtime's
+CPU provider on the ARM cores, a TensorRT fp16 engine on the Nano's GPU. Each
+figure cites where it comes from (``sources``); two per unit are solved from
+two published whole-model latencies (the calibration recipe below), and every
+other published figure of that unit is validation
+(``benchmarks/published_latency.py`` prints both). A profile measured on the
+board (``edgec profile -o FILE``) wins over these (edgec.costmodel.resolve).
 """
 
 from __future__ import annotations
@@ -13,17 +15,55 @@ from edgec.cluster import ComputeUnit
 from edgec.costmodel.profile import UnitProfile, default_grouped_efficiency
 
 _FACTS = "device-facts.md"
+_DATA = "benchmarks/data/published_latency.json"
 
-# -- built-in profiles -----------------------------------------------------------------------
+# -- what the ARM CPU profiles model: ONNX Runtime's MLAS, read from its source and observed here --------------
 #
-# ResNet-50 = 8.21 GFLOP (4.09 GMAC), MobileNetV2 = 0.62 GFLOP. One calibration recipe for every
-# ARM CPU unit: peak and DRAM bandwidth from the hardware; conv = 1.5 x pointwise (ncnn runs 3x3
-# stride-1 convs as Winograd F(6,3), fewer multiplies than counted), depthwise = 0.3 x pointwise,
-# gemm (batch-1 FC) = 0.5 x pointwise, grouped = sqrt(conv x depthwise) (default_grouped_efficiency:
-# neither calibration model has a grouped conv); then pointwise efficiency and the effective
-# activation bandwidth (im2col/packing touch each activation several times) are solved so that
-# ResNet-50 and MobileNetV2 reproduce the published pair. The XU4 big cluster has no published pair; it takes the
-# A72's efficiencies x 0.6 (see its sources).
+# - every conv is im2col + SGEMM (onnxruntime #12834: "MLAS only has the IM2COL + Gemm implementation of Conv";
+#   convolve.cpp: MlasConvPrepare picks GemmDirect for 1x1 stride-1 unpadded convs, else ExpandThenGemm(Segmented));
+#   no Winograd, so a 3x3 conv reaches the 1x1's efficiency per FLOP (tests/test_runtime_ops.py times both);
+# - a depthwise conv is that too, one GEMM of depth 9 and height 1 per channel (onnxruntime #26688, 2025-12, adds
+#   the first dedicated ARM64 depthwise kernel, after the ORT versions the boards run), and so is a grouped one: the
+#   whole column buffer of each group is written and read back (work.py's column_bytes), mostly from L2:
+#   ``im2col_bandwidth_gbs`` = 2 x the activation bandwidth (assumption). A dense conv's im2col runs in cache-sized
+#   segments interleaved with its GEMM and is not charged (a 3x3 conv takes about the 1x1's time per FLOP here);
+# - the im2col/packing passes and the kernel do not overlap at batch 1: ``overlap`` 0, compute + memory;
+# - data movement (Concat, Split, Slice, Transpose) is one copy at DRAM speed: ``copy_bandwidth_gbs`` =
+#   ``bandwidth_gbs``; Reshape/Flatten/Squeeze are views (ORT reuses the buffer; only the node overhead).
+#
+# Calibration recipe (every ARM CPU unit): peak from the cores, clock and FLOP/cycle; DRAM bandwidth and the per-node
+# overhead are assumptions (sources); every GEMM-based class (conv, pointwise, depthwise, grouped, gemm) shares one
+# efficiency E (MLAS runs them all through the same SGEMM); elementwise, pool and norm 0.05 and other 0.02 of peak for
+# their arithmetic (memory-bound in practice). E and the activation bandwidth A are then solved (alternating
+# bisections, edgec.costmodel.calibrate) so that a compute-heavy model (ResNet-50; ResNet-18 on the XU4 big, which has
+# no ResNet-50 figure) and a depthwise-heavy one (MobileNetV2) reproduce their published latency x the ORT/ncnn ratio.
+#
+# The Nano GPU (TensorRT fp16): fp16 buffers (``float_bytes`` 2); 3x3 stride-1 convs run as Winograd F(2x2,3x3) on
+# Maxwell (cuDNN's fused Winograd kernels, 36 -> 16 multiplies: ``winograd_gain`` 2.25); pointwise chains fused into
+# the conv (runtime_fusion); one kernel launch per remaining layer. E is solved from ResNet-50 and the DRAM bandwidth
+# (activations and copies at the same bandwidth) from AlexNet, whose 61 M FC weights dominate.
+
+ORT_OVER_NCNN = 1.365
+ORT_OVER_NCNN_SOURCE = (
+    "ONNX Runtime / ncnn = 1.35 (YOLOv8n) and 1.38 (YOLOv8s), 640x640 fp32, same Raspberry Pi 4, same study "
+    "(Ultralytics RPi guide, YOLOv8-era 'Detailed Comparison Table'; published_latency.md 'Ratios between runtimes'); "
+    "their mean 1.365 converts an ncnn figure into ONNX Runtime ms. The only published same-board pair; assumed for "
+    "the Nano CPU (A57), XU4 big (A15) and LITTLE (A7) too, where no ONNX Runtime figure exists")
+
+# clock (GHz) each profile's peak assumes: published figures at another clock are scaled to it
+BUILTIN_CLOCK_GHZ: dict[str, float] = {
+    "raspberry-pi-4.cpu": 1.8, "jetson-nano.cpu": 1.43, "jetson-nano.gpu": 0.9216,
+    "odroid-xu4.big": 2.0, "odroid-xu4.little": 1.4,
+}
+
+# the two calibration models of each unit (architectures registry names)
+CALIBRATION_MODELS: dict[str, tuple[str, str]] = {
+    "raspberry-pi-4.cpu": ("ncnn_resnet50", "ncnn_mobilenet_v2"),
+    "jetson-nano.cpu": ("ncnn_resnet50", "ncnn_mobilenet_v2"),
+    "odroid-xu4.big": ("ncnn_resnet18", "ncnn_mobilenet_v2"),
+    "odroid-xu4.little": ("ncnn_resnet50", "ncnn_mobilenet_v2"),
+    "jetson-nano.gpu": ("resnet50", "alexnet"),
+}
 
 
 def _cite(line: str) -> str:
@@ -38,123 +78,90 @@ def _eff(conv: float, pointwise: float, depthwise: float, gemm: float,
             "elementwise": elementwise, "pool": pool, "norm": norm, "memory": memory, "other": other}
 
 
-def _arm_eff(pointwise: float) -> dict[str, float]:
-    return _eff(conv=round(1.5 * pointwise, 3), pointwise=pointwise, depthwise=round(0.3 * pointwise, 3),
-                gemm=round(0.5 * pointwise, 3))
+def gemm_eff(e: float) -> dict[str, float]:
+    """One efficiency for every class the runtime runs through its SGEMM (conv, pointwise, depthwise, grouped, gemm)."""
+    return _eff(conv=e, pointwise=e, depthwise=e, gemm=e)
 
 
-_NCNN = "Measured latencies (ncnn benchmark, Tencent/ncnn benchmark/README.md, 224x224, fp32)"
-_RECIPE = "calibration recipe in edgec/board_profiles.py"
+def ort_cpu_profile(name: str, *, peak: float, bandwidth: float, e: float, act: float, overhead: float,
+                    sources: dict[str, str]) -> UnitProfile:
+    """An ONNX Runtime ARM CPU profile of the recipe above: E and A free, the rest from the hardware."""
+    return UnitProfile(name=name, peak_gflops=peak, bandwidth_gbs=bandwidth, activation_bandwidth_gbs=act,
+                       efficiency=gemm_eff(e), overhead_ms=overhead, threads=4, sources=sources,
+                       copy_bandwidth_gbs=bandwidth, im2col_bandwidth_gbs=2 * act, overlap=0.0)
+
+
+def trt_gpu_profile(name: str, *, peak: float, bandwidth: float, e: float, overhead: float,
+                    sources: dict[str, str]) -> UnitProfile:
+    """A TensorRT fp16 profile of the recipe above: E and the DRAM bandwidth free."""
+    return UnitProfile(name=name, peak_gflops=peak, bandwidth_gbs=bandwidth, activation_bandwidth_gbs=bandwidth,
+                       efficiency=gemm_eff(e), overhead_ms=overhead, threads=1, sources=sources, runtime="tensorrt",
+                       copy_bandwidth_gbs=bandwidth, winograd_gain=2.25, float_bytes=2)
+
+
+def _cpu_sources(unit: str, peak: str, bandwidth: str, overhead: str) -> dict[str, str]:
+    first, second = CALIBRATION_MODELS[unit]
+    solved = (f"solved with the activation bandwidth from {first} and {second} ({_DATA}, clock-scaled to "
+              f"{BUILTIN_CLOCK_GHZ[unit]} GHz) x ORT/ncnn {ORT_OVER_NCNN}; recipe in edgec/costmodel/builtin.py")
+    return {
+        "runtime": "ONNX Runtime CPU provider (MLAS: im2col + SGEMM, no Winograd, depthwise via im2col)",
+        "peak_gflops": peak, "bandwidth_gbs": bandwidth, "copy_bandwidth_gbs": "= bandwidth_gbs: a copy streams at "
+        "DRAM speed (assumption)", "efficiency": solved, "activation_bandwidth_gbs": solved,
+        "im2col_bandwidth_gbs": "2 x activation bandwidth: the column buffer stays in L2 (assumption)",
+        "overlap": "0: im2col/packing passes and the SGEMM kernel run one after the other at batch 1 (assumption)",
+        "overhead_ms": overhead, "ort_over_ncnn": ORT_OVER_NCNN_SOURCE,
+    }
+
 
 BUILTIN_PROFILES: dict[str, UnitProfile] = {
-    "raspberry-pi-4.cpu": UnitProfile(
-        name="raspberry-pi-4.cpu",
-        peak_gflops=57.6,  # 4 cores x 8 FLOP/cycle x 1.8 GHz, the clock the ncnn figures were taken at
-        bandwidth_gbs=4.0,
-        activation_bandwidth_gbs=1.1,
-        efficiency=_arm_eff(0.46),
-        overhead_ms=0.1,
-        threads=4,
+    "raspberry-pi-4.cpu": ort_cpu_profile(
+        "raspberry-pi-4.cpu", peak=57.6, bandwidth=4.0, e=0.518, act=2.49, overhead=0.02,
+        sources=_cpu_sources(
+            "raspberry-pi-4.cpu",
+            _cite("Raspberry Pi 4 (BCM2711) | cpu | 4x Cortex-A72 | 1.5 GHz (1.8 on later boards); FLOP/cycle A72 8 "
+                  "(wlog.flatlib.jp); x 1.8 GHz, the clock of the 2023 ncnn run"),
+            "LPDDR4-3200 x32 = 12.8 GB/s theoretical, ~1/3 sustained by the A72 cluster (assumption)",
+            "ONNX Runtime per-node dispatch and 4-thread pool join on a quad A72, ~20 us (assumption)")),
+    "jetson-nano.cpu": ort_cpu_profile(
+        "jetson-nano.cpu", peak=45.8, bandwidth=6.0, e=0.765, act=5.88, overhead=0.02,
+        sources=_cpu_sources(
+            "jetson-nano.cpu",
+            _cite("Jetson Nano | cpu | 4x Cortex-A57 | 1.43 GHz | ARMv8.0-A, NEON | ~46 GFLOP/s (assumes 8 FLOP/cycle)"),
+            _cite("Nano: 4 GB LPDDR4 (25.6 GB/s) shared by CPU and GPU; ~1/4 sustained by the A57 cluster (assumption)"),
+            "ONNX Runtime per-node dispatch and 4-thread pool join on a quad A57, ~20 us (assumption)")),
+    "jetson-nano.gpu": trt_gpu_profile(
+        "jetson-nano.gpu", peak=472.0, bandwidth=11.2, e=0.491, overhead=0.02,
         sources={
-            "peak_gflops": _cite("Raspberry Pi 4 (BCM2711) | cpu | 4x Cortex-A72 | 1.5 GHz (1.8 on later boards); "
-                                 "FLOP/cycle A72 8 (wlog.flatlib.jp); x 1.8 GHz as in 'Raspberry Pi 4 (A72 @1.8 GHz)'"),
-            "bandwidth_gbs": "LPDDR4-3200 x32 = 12.8 GB/s theoretical, ~1/3 sustained by the A72 cluster (assumption)",
-            "activation_bandwidth_gbs": f"fitted, {_RECIPE}",
-            "efficiency": _cite(f"{_NCNN}: Raspberry Pi 4 (A72 @1.8 GHz), 4 threads | 61.9 ms | 262.8 ms; {_RECIPE}"),
-            "overhead_ms": "ncnn per-layer dispatch and thread barrier, ~0.1 ms on a quad A72 (assumption)",
-        },
-    ),
-    "jetson-nano.cpu": UnitProfile(
-        name="jetson-nano.cpu",
-        peak_gflops=45.8,  # 4 cores x 8 FLOP/cycle x 1.43 GHz
-        bandwidth_gbs=6.0,
-        activation_bandwidth_gbs=2.6,
-        efficiency=_arm_eff(0.74),
-        overhead_ms=0.08,
-        threads=4,
-        sources={
-            "peak_gflops": _cite("Jetson Nano | cpu | 4x Cortex-A57 | 1.43 GHz | ARMv8.0-A, NEON | "
-                                 "~46 GFLOP/s (assumes 8 FLOP/cycle)"),
-            "bandwidth_gbs": _cite("Nano: 4 GB LPDDR4 (25.6 GB/s) shared by CPU and GPU; "
-                                   "~1/4 sustained by the A57 cluster (assumption)"),
-            "activation_bandwidth_gbs": f"fitted, {_RECIPE}",
-            "efficiency": _cite(f"{_NCNN}: Jetson Nano CPU, 4 threads | 33.8 ms | 204.1 ms; {_RECIPE}"),
-            "overhead_ms": "ncnn per-layer dispatch and thread barrier, ~0.08 ms on a quad A57 (assumption)",
-        },
-    ),
-    "jetson-nano.gpu": UnitProfile(
-        name="jetson-nano.gpu",
-        peak_gflops=472.0,  # fp16 under TensorRT: 2 x the 236 GFLOP/s fp32 peak (128 cores x 2 x 921 MHz)
-        bandwidth_gbs=20.0,
-        activation_bandwidth_gbs=10.0,
-        efficiency=_eff(conv=0.24, pointwise=0.16, depthwise=0.048, gemm=0.08,
-                        elementwise=0.05, pool=0.05, norm=0.05, other=0.02),
-        overhead_ms=0.05,
-        threads=1,
-        runtime="tensorrt",
-        sources={
+            "runtime": "TensorRT fp16 engine (trtexec --fp16), as the bundle builds it",
             "peak_gflops": _cite("Jetson Nano | gpu | 128 Maxwell CUDA cores, sm_53 | 921 MHz | fp16 at 2x fp32 | "
                                  "~236 GFLOP/s fp32, ~472 fp16"),
-            "bandwidth_gbs": _cite("Nano: 4 GB LPDDR4 (25.6 GB/s) shared by CPU and GPU; ~80% sustained (assumption)"),
-            "activation_bandwidth_gbs": f"fitted, {_RECIPE}",
-            "efficiency": _cite(
-                f"{_NCNN}: Jetson Nano GPU (Vulkan, not TensorRT) | 13.0 ms | 93.1 ms. Mapped to TensorRT fp16 "
-                "by expressing the efficiencies against the fp16 peak: the prediction equals the Vulkan figure, "
-                "an upper bound for TensorRT fp16 (which fuses more and uses fp16 math), since device-facts.md "
-                "has no TensorRT latency; a profile measured on the Nano replaces it"),
-            "overhead_ms": "one kernel launch per fused layer, ~50 us on the Nano's Maxwell GPU (assumption)",
-        },
-    ),
-    "odroid-xu4.little": UnitProfile(
-        name="odroid-xu4.little",
-        peak_gflops=11.2,  # 4 cores x 2 FLOP/cycle x 1.4 GHz
-        bandwidth_gbs=1.5,
-        activation_bandwidth_gbs=0.3,
-        efficiency=_arm_eff(0.44),
-        overhead_ms=0.2,
-        threads=4,
-        sources={
-            "peak_gflops": _cite("Odroid XU4 | LITTLE | 4x Cortex-A7 | 1.4 GHz | ARMv7-A, NEON | "
-                                 "~11 GFLOP/s (2 FLOP/cycle/core)"),
-            "bandwidth_gbs": "Exynos 5422 LPDDR3 2x32-bit, 14.9 GB/s theoretical; the A7 cluster's 512 KB L2 and "
-                             "bus sustain ~1/10 (assumption)",
-            "activation_bandwidth_gbs": f"fitted, {_RECIPE}",
-            "efficiency": _cite(f"{_NCNN}: Cortex-A7 x4 @1.2 GHz (Allwinner H2+), 4 threads | 277.6 ms | 1606.9 ms, "
-                                f"x 1.2/1.4 for the XU4's 1.4 GHz: 237.9 / 1377.3 ms; {_RECIPE}"),
-            "overhead_ms": "ncnn per-layer dispatch and thread barrier, ~0.2 ms on a quad A7 (assumption)",
-        },
-    ),
-    "odroid-xu4.big": UnitProfile(
-        name="odroid-xu4.big",
-        peak_gflops=64.0,  # 4 cores x 8 FLOP/cycle x 2.0 GHz
-        bandwidth_gbs=3.5,
-        activation_bandwidth_gbs=1.0,
-        efficiency=_arm_eff(0.28),
-        overhead_ms=0.1,
-        threads=4,
-        sources={
-            "peak_gflops": _cite("Odroid XU4 (Exynos 5422) | big | 4x Cortex-A15 | 2.0 GHz | ARMv7-A, NEON (vfpv4) | "
-                                 "~64 GFLOP/s (8 FLOP/cycle/core)"),
-            "bandwidth_gbs": "Exynos 5422 LPDDR3 2x32-bit, 14.9 GB/s theoretical, ~1/4 sustained by the A15 cluster; "
-                             "activations scaled from the A72's fitted 1.1 by 3.5/4.0 (assumption)",
-            "activation_bandwidth_gbs": "the A72's fitted activation bandwidth x 3.5/4.0 (assumption)",
-            "efficiency": "no published measurement: the A72's (RPi 4) fitted efficiencies x 0.6. Same 8 FLOP/cycle "
-                          "(wlog.flatlib.jp, in device-facts.md), but ARMv7 NEON has 16 q registers to AArch64's "
-                          "32, so ncnn's armv7 GEMM micro-kernels are half the size (more loads per FMA), and the "
-                          "XU4's passive cooling holds the A15s below 2.0 GHz under a 4-thread load (assumption)",
-            "overhead_ms": "ncnn per-layer dispatch and thread barrier, ~0.1 ms on a quad A15 (assumption)",
-        },
-    ),
-}
-
-
-# Published whole-model latencies the built-in profiles are calibrated against (ms, 224x224, fp32,
-# ncnn benchmark as listed in device-facts.md). XU4 LITTLE: the Cortex-A7 x4 @1.2 GHz figures x 1.2/1.4.
-PUBLISHED_MS: dict[str, dict[str, float]] = {
-    "raspberry-pi-4.cpu": {"mobilenetv2": 61.9, "resnet50": 262.8},
-    "jetson-nano.cpu": {"mobilenetv2": 33.8, "resnet50": 204.1},
-    "jetson-nano.gpu": {"mobilenetv2": 13.0, "resnet50": 93.1},
-    "odroid-xu4.little": {"mobilenetv2": 277.6 * 1.2 / 1.4, "resnet50": 1606.9 * 1.2 / 1.4},
+            "efficiency": f"solved from torchvision resnet50 (torch2trt fp16, 29.8 ms, {_DATA}); recipe in "
+                          "edgec/costmodel/builtin.py",
+            "bandwidth_gbs": f"solved from torchvision alexnet (torch2trt fp16, 14.7 ms: 61 M fp16 FC weights); "
+                             f"{_FACTS}: 25.6 GB/s LPDDR4 theoretical",
+            "activation_bandwidth_gbs": "= bandwidth_gbs (the Nano GPU's 256 KB L2 holds no layer's activations)",
+            "copy_bandwidth_gbs": "= bandwidth_gbs",
+            "winograd_gain": "2.25: Winograd F(2x2,3x3) (36 -> 16 multiplies), which cuDNN/TensorRT pick for 3x3 "
+                             "stride-1 convs on Maxwell",
+            "float_bytes": "2: fp16 engine (--fp16); the Nano has no INT8 speed-up",
+            "overhead_ms": "one kernel launch per unfused layer, ~20 us on the Nano's Maxwell GPU (assumption)",
+        }),
+    "odroid-xu4.little": ort_cpu_profile(
+        "odroid-xu4.little", peak=11.2, bandwidth=1.5, e=0.525, act=1.52, overhead=0.05,
+        sources=_cpu_sources(
+            "odroid-xu4.little",
+            _cite("Odroid XU4 | LITTLE | 4x Cortex-A7 | 1.4 GHz | ARMv7-A, NEON | ~11 GFLOP/s (2 FLOP/cycle/core)"),
+            "Exynos 5422 LPDDR3 2x32-bit, 14.9 GB/s theoretical; the A7 cluster's 512 KB L2 and bus sustain ~1/10 "
+            "(assumption)",
+            "ONNX Runtime per-node dispatch and 4-thread pool join on a quad A7, ~50 us (assumption)")),
+    "odroid-xu4.big": ort_cpu_profile(
+        "odroid-xu4.big", peak=64.0, bandwidth=3.5, e=0.381, act=4.02, overhead=0.02,
+        sources=_cpu_sources(
+            "odroid-xu4.big",
+            _cite("Odroid XU4 (Exynos 5422) | big | 4x Cortex-A15 | 2.0 GHz | ARMv7-A, NEON (vfpv4) | "
+                  "~64 GFLOP/s (8 FLOP/cycle/core)"),
+            "Exynos 5422 LPDDR3 2x32-bit, 14.9 GB/s theoretical, ~1/4 sustained by the A15 cluster (assumption)",
+            "ONNX Runtime per-node dispatch and 4-thread pool join on a quad A15, ~20 us (assumption)")),
 }
 
 

@@ -37,10 +37,9 @@ Each conversion costs ``2 x tensor bytes / (activation bandwidth x
 layout_efficiency) + overhead_ms``. ``layout_block`` 0 means the runtime
 converts no layouts (no cost); it is the default when the field is missing
 (files written before it existed) and the value of every built-in profile:
-their figures are calibrated against ncnn, whose packed layout is part of the
-measured per-layer times, ORT's NCHWc path needs an MLAS build with NCHWc
-kernels (x86-64; not the XU4's ARMv7), and TensorRT (the Nano's GPU) picks
-layouts inside its fused engine. ``layout_efficiency`` defaults to 1.0.
+ORT's NCHWc path needs an MLAS build with NCHWc kernels (x86-64; not the ARM
+boards' ONNX Runtime builds), and TensorRT (the Nano's GPU) picks layouts
+inside its fused engine. ``layout_efficiency`` defaults to 1.0.
 
 ``plain_efficiency`` (optional, default empty) gives, per op class, the
 efficiency of ops a runtime with a blocked layout runs in plain layout: ONNX
@@ -53,6 +52,29 @@ group x kernel area) over N output positions, and each output value carries a
 fixed cost beside its K multiply-adds. It reaches ``efficiency.grouped x
 K / (K + R) x N / (N + P)``: ShuffleNet's first grouped conv (6 channels per
 group) runs at 40% of the peak, its later ones (34 and 68) at 75-80%.
+
+What the unit's runtime does with some ops (all optional; a file without them
+predicts as before):
+
+- ``copy_bandwidth_gbs``: data-movement ops (class ``memory`` that are not
+  views: Concat, Split, Slice, Transpose, Pad, Gather, ...) are one copy, the
+  activation bytes read and written at this bandwidth (a Gather reads the rows
+  it writes, not its whole table; absent: the activation bandwidth x
+  ``efficiency.memory``, weights included, as before);
+- ``im2col_bandwidth_gbs``: the runtime runs a conv that is not a plain GEMM
+  as im2col + GEMM (ONNX Runtime's MLAS): the column buffer
+  (:attr:`NodeWork.column_bytes`) is written and read back at this bandwidth,
+  on top of the GEMM. A depthwise conv is then mostly this expansion. Absent:
+  no expansion (TensorRT's implicit-GEMM and Winograd kernels);
+- ``winograd_gain`` (default 1): a dense 3x3 stride-1 conv
+  (:attr:`NodeWork.winograd`) reaches its efficiency times this, for the
+  multiplies a Winograd kernel saves (TensorRT/cuDNN; MLAS has none);
+- ``overlap`` (default 1, the roofline): the share of the shorter of a node's
+  compute and memory time hidden behind the longer one: ``max(c, m) +
+  (1 - overlap) x min(c, m)``;
+- ``float_bytes`` (default 4): bytes a float tensor takes in the runtime's
+  buffers; 2 for a TensorRT fp16 engine halves every byte count of the fp32
+  graph.
 """
 
 from __future__ import annotations
@@ -71,6 +93,9 @@ from edgec.jsonfile import read_json
 PROFILE_VERSION = 1
 GROUPED_SHAPE_KEYS = ("reduction", "pixels")
 MAX_GROUPED_SHAPE = 1e4  # far beyond any measured value (about 10 and 16); keeps predictions finite
+# optional fields of what the runtime does to some ops, and their defaults (the behaviour of files without them)
+OPTIONAL_FIELDS: dict[str, Any] = {"copy_bandwidth_gbs": None, "im2col_bandwidth_gbs": None, "winograd_gain": 1.0,
+                                   "overlap": 1.0, "float_bytes": 4}
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,11 @@ class UnitProfile:
     plain_efficiency: Mapping[str, float] = field(default_factory=dict)  # class -> efficiency when run plain
     grouped_shape: tuple[float, float] = (0.0, 0.0)  # (reduction, pixels) at which a grouped conv's GEMM halves
     runtime: str = "onnxruntime"       # what runs the unit's stages: its fusions (edgec.costmodel.runtime_fusion)
+    copy_bandwidth_gbs: float | None = None    # data-movement ops: one copy at this bandwidth
+    im2col_bandwidth_gbs: float | None = None  # convs run as im2col + GEMM: the column buffer at this bandwidth
+    winograd_gain: float = 1.0         # efficiency factor of dense 3x3 stride-1 convs (Winograd kernels)
+    overlap: float = 1.0               # share of min(compute, memory) hidden behind the other
+    float_bytes: int = 4               # bytes per float in the runtime's buffers (2: an fp16 engine)
 
     @property
     def act_bandwidth_gbs(self) -> float:
@@ -113,19 +143,28 @@ class UnitProfile:
         return (max(param_bytes, 0) / self.bandwidth_gbs + max(activation_bytes, 0) / self.act_bandwidth_gbs) / 1e6
 
     def node_ms(self, work: NodeWork, *, overhead: bool = True, plain: bool = False, blocked: bool = False) -> float:
-        """Roofline prediction for one node; layout ops reach efficiency["memory"] of the activation bandwidth.
+        """Roofline prediction for one node, with what the runtime does to its class (module docstring).
 
         `plain`: an op the runtime has blocked kernels for (a pool) runs in plain layout here (see
         ``plain_efficiency``); `blocked`: it runs in the blocked layout, a grouped conv included, so not as
-        one GEMM per group (no ``grouped_shape`` factor).
+        one GEMM per group (no ``grouped_shape`` factor, no im2col).
         """
-        activation_bytes = work.activation_bytes
+        scale = self.float_bytes / 4
+        extra = self.overhead_ms if overhead else 0.0
         if work.op_class == "memory":
-            activation_bytes /= self.efficiency["memory"]
+            if self.copy_bandwidth_gbs:
+                return work.activation_bytes * scale / self.copy_bandwidth_gbs / 1e6 + extra
+            return self.memory_ms(work.param_bytes * scale,
+                                  work.activation_bytes * scale / self.efficiency["memory"]) + extra
         flops = work.flops if blocked else work.flops * self.grouped_shape_factor(work)
-        t = max(self.compute_ms(flops, work.op_class, plain=plain),
-                self.memory_ms(work.param_bytes, activation_bytes))
-        return t + (self.overhead_ms if overhead else 0.0)
+        if work.winograd:
+            flops /= self.winograd_gain
+        compute = self.compute_ms(flops, work.op_class, plain=plain)
+        memory = self.memory_ms(work.param_bytes * scale, work.activation_bytes * scale)
+        t = max(compute, memory) + (1.0 - self.overlap) * min(compute, memory)
+        if self.im2col_bandwidth_gbs and work.column_bytes and not blocked:
+            t += 2 * work.column_bytes * scale / self.im2col_bandwidth_gbs / 1e6
+        return t + extra
 
     def grouped_shape_factor(self, work: NodeWork) -> float:
         """1 / the fraction of ``efficiency.grouped`` a grouped conv of this GEMM shape reaches (1.0 otherwise)."""
@@ -157,6 +196,9 @@ class UnitProfile:
             out["plain_efficiency"] = dict(self.plain_efficiency)
         if any(self.grouped_shape):
             out["grouped_shape"] = dict(zip(GROUPED_SHAPE_KEYS, self.grouped_shape))
+        for key, default in OPTIONAL_FIELDS.items():
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
         if self.cores is not None:
             out["cores"] = list(self.cores)
         return out
@@ -269,7 +311,30 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
                        {c: float(eff[c]) for c in OP_CLASSES}, numbers["overhead_ms"], threads,
                        tuple(cores) if cores is not None else None, sources,
                        float(act_bw) if act_bw is not None else None, block, float(layout_eff),
-                       plain, tuple(shape.get(k, 0.0) for k in GROUPED_SHAPE_KEYS), runtime)
+                       plain, tuple(shape.get(k, 0.0) for k in GROUPED_SHAPE_KEYS), runtime,
+                       **_runtime_fields(spec, where, path))
+
+
+def _runtime_fields(spec: dict[str, Any], where: str, path: str) -> dict[str, Any]:
+    """The optional fields of :data:`OPTIONAL_FIELDS`, validated; absent ones keep their defaults."""
+    out: dict[str, Any] = {}
+    for key in ("copy_bandwidth_gbs", "im2col_bandwidth_gbs", "winograd_gain"):
+        if spec.get(key) is not None:
+            value = spec[key]
+            _require(_is_number(value) and value > 0, f"{where}.{key}",
+                     f"expected a number greater than 0, got {value!r}", path)
+            out[key] = float(value)
+    if "overlap" in spec:
+        value = spec["overlap"]
+        _require(_is_number(value) and 0 <= value <= 1, f"{where}.overlap",
+                 f"expected a number from 0 to 1, got {value!r}", path)
+        out["overlap"] = float(value)
+    if "float_bytes" in spec:
+        value = spec["float_bytes"]
+        _require(value in (1, 2, 4) and not isinstance(value, bool), f"{where}.float_bytes",
+                 f"expected 1, 2 or 4, got {value!r}", path)
+        out["float_bytes"] = int(value)
+    return out
 
 
 def profile_file_json(units: Mapping[str, UnitProfile | Mapping[str, Any]], host: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,15 +14,29 @@ ARM CPU unit and what `edgec profile` measures), as its optimised graph shows
 - SiLU, ``Mul(x, Sigmoid(x))``, becomes one elementwise pass (QuickGelu): the
   Mul is free, the Sigmoid costs one pass. HardSwish is not fused: it runs as
   HardSigmoid and Mul, two passes.
+- GELU in its Erf form, ``x * 0.5 * (1 + Erf(x / sqrt 2))``, becomes one Gelu
+  pass: the Erf is charged, the Div, Add and Muls around it are not. (The Tanh
+  form is left apart: ONNX Runtime's optimiser does not fuse it on the CPU.)
+- LayerNorm as exporters write it, ``(x - mean) / sqrt(mean((x - mean)^2) +
+  eps) * gamma + beta`` with a Pow, becomes one LayerNormalization pass: the
+  Sub is charged, the Reduces, Pow, Add, Sqrt, Div and the affine Mul/Add are
+  not. (With Mul(d, d) instead of the Pow ORT leaves it apart, and so do we.)
+- A MatMul takes a Transpose of the last two axes and a Mul by a scalar
+  constant of either input into its kernel (FusedMatMul: transA/transB and
+  alpha), as attention's ``softmax(q * scale @ k^T)`` has them.
 
 TensorRT (``tensorrt``; the Jetson Nano's GPU) fuses a whole DAG of pointwise
 ops that starts at a Conv/Gemm/MatMul output into the producer's kernel (its
 PointWise fusion): SiLU, HardSwish, Mish and GELU chains, BatchNormalization,
-residual Add and the activations after it all ride on the conv.
+residual Add and the activations after it all ride on the conv. A Concat whose
+inputs are all written by layers of the engine costs nothing: TensorRT makes
+them write into the concatenation's output (the developer guide's layer-fusion
+catalog, "Concatenation Layer Elimination"), as DenseNet's blocks have them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import onnx_graphsurgeon as gs
@@ -58,7 +72,17 @@ def _onnxruntime(nodes: list[gs.Node], residual: bool) -> set[str]:
     for node in nodes:  # topological order
         if node.op in PRODUCERS:
             absorbing[id(node)] = residual and op_class(node) != "grouped"
+            if node.op == "MatMul":
+                fused |= {p.name for p in _matmul_operands(node) if id(p) in members}
             continue
+        if node.op == "Erf":
+            fused |= {n.name for n in _gelu_around(node) if id(n) in members}
+            continue
+        if node.op == "Sub":
+            layernorm = _layernorm_around(node)
+            if layernorm:
+                fused |= {n.name for n in layernorm if id(n) in members}
+                continue
         if _is_silu_mul(node):
             fused.add(node.name)  # one QuickGelu pass: the Sigmoid is charged, the Mul is not
             continue
@@ -87,6 +111,11 @@ def _tensorrt(nodes: list[gs.Node]) -> set[str]:
         if node.op in PRODUCERS:
             chain.add(id(node))
             continue
+        if node.op == "Concat" and node.inputs and all(
+                not isinstance(t, gs.Constant) and _producer(t) is not None and id(_producer(t)) in members
+                for t in node.inputs):
+            fused.add(node.name)
+            continue
         if node.op not in _POINTWISE:
             continue
         variables = [t for t in node.inputs if not isinstance(t, gs.Constant) and t.name]
@@ -96,6 +125,112 @@ def _tensorrt(nodes: list[gs.Node]) -> set[str]:
             fused.add(node.name)
             chain.add(id(node))
     return fused
+
+
+def _sole_consumer(t: gs.Tensor) -> gs.Node | None:
+    return t.outputs[0] if len(t.outputs) == 1 else None
+
+
+def _producer(t: gs.Tensor) -> gs.Node | None:
+    return t.inputs[0] if len(t.inputs) == 1 else None
+
+
+def _scalar_operand(node: gs.Node) -> gs.Tensor | None:
+    """The other operand of a binary node with one scalar constant operand, else None."""
+    if len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    for const, other in ((a, b), (b, a)):
+        if isinstance(const, gs.Constant) and math.prod(const.shape) == 1 and not isinstance(other, gs.Constant):
+            return other
+    return None
+
+
+def _matmul_operands(matmul: gs.Node) -> list[gs.Node]:
+    """Transposes of the last two axes and scalar Muls that ONNX Runtime folds into this MatMul (FusedMatMul)."""
+    out = []
+    for t in matmul.inputs[:2]:
+        node = _producer(t)
+        while node is not None and _sole_consumer(t) is not None:
+            if node.op == "Transpose" and _swaps_last_two(node):
+                pass
+            elif node.op == "Mul" and _scalar_operand(node) is not None:
+                pass
+            else:
+                break
+            out.append(node)
+            t = _scalar_operand(node) if node.op == "Mul" else node.inputs[0]
+            node = _producer(t)
+    return out
+
+
+def _swaps_last_two(transpose: gs.Node) -> bool:
+    perm = list(transpose.attrs.get("perm", []))
+    n = len(perm)
+    return n >= 2 and perm == list(range(n - 2)) + [n - 1, n - 2]
+
+
+def _gelu_around(erf: gs.Node) -> list[gs.Node]:
+    """The Div (or Mul), Add and Muls of ``x * 0.5 * (1 + Erf(x / sqrt 2))`` around `erf`; [] if not that."""
+    pre = _producer(erf.inputs[0])
+    if pre is None or pre.op not in ("Div", "Mul") or _scalar_operand(pre) is None:
+        return []
+    x = _scalar_operand(pre)
+    add = _sole_consumer(erf.outputs[0])
+    if add is None or add.op != "Add" or _scalar_operand(add) is None:
+        return []
+    chain, t, seen_x = [pre, add], add.outputs[0], False
+    for _ in range(2):  # Mul(x, 1 + erf) and Mul(., 0.5), in either order
+        mul = _sole_consumer(t)
+        if mul is None or mul.op != "Mul":
+            return []
+        others = [i for i in mul.inputs if i is not t]
+        half = _producer(others[0]) if others and not isinstance(others[0], gs.Constant) else None
+        if others and others[0] is x:
+            seen_x = True
+        elif half is not None and half.op == "Mul" and _scalar_operand(half) is x:
+            seen_x = True
+            chain.append(half)
+        elif _scalar_operand(mul) is None:
+            return []
+        chain.append(mul)
+        t = mul.outputs[0]
+        if seen_x and len(chain) >= 4:
+            break
+    return chain if seen_x else []
+
+
+def _layernorm_around(sub: gs.Node) -> list[gs.Node]:
+    """The other nodes of a Pow-form LayerNorm whose ``x - mean`` is `sub`; [] if not that."""
+    if len(sub.inputs) != 2:
+        return []
+    x, mean_t = sub.inputs
+    mean = _producer(mean_t)
+    if mean is None or mean.op != "ReduceMean" or mean.inputs[0] is not x:
+        return []
+    d = sub.outputs[0]
+    by_op = {n.op: n for n in d.outputs}
+    pow_, div = by_op.get("Pow"), by_op.get("Div")
+    if len(d.outputs) != 2 or pow_ is None or div is None or _scalar_operand(pow_) is not d:
+        return []
+    chain = [mean, pow_]
+    node = pow_
+    for op in ("ReduceMean", "Add", "Sqrt"):
+        node = _sole_consumer(node.outputs[0])
+        if node is None or node.op != op:
+            return []
+        chain.append(node)
+    if _sole_consumer(node.outputs[0]) is not div or div.inputs[0] is not d:
+        return []
+    chain.append(div)
+    node = div
+    for op in ("Mul", "Add"):  # the affine gamma, beta
+        nxt = _sole_consumer(node.outputs[0])
+        if nxt is None or nxt.op != op or not any(isinstance(t, gs.Constant) for t in nxt.inputs):
+            break
+        chain.append(nxt)
+        node = nxt
+    return chain
 
 
 def _is_silu_mul(node: gs.Node) -> bool:

@@ -77,6 +77,8 @@ class NodeWork:
     op_class: str
     reduction: int = 0    # a conv's multiply-adds per output value: input channels per group x kernel area
     pixels: int = 0       # a conv's output positions per image (the GEMM's other free dimension)
+    winograd: bool = False  # a dense 3x3 conv, stride 1, dilation 1: what Winograd F(m,3) kernels take
+    column_bytes: int = 0   # a grouped/depthwise conv's whole im2col buffer: reduction x pixels x groups
 
     @property
     def activation_bytes(self) -> int:
@@ -102,8 +104,15 @@ def node_work(node: gs.Node) -> NodeWork:
     )
 
 
-def _conv_gemm_shape(node: gs.Node) -> dict[str, int]:
-    """`reduction` and `pixels` of a Conv with known shapes (the GEMM each group runs); {} otherwise."""
+def _conv_gemm_shape(node: gs.Node) -> dict[str, int | bool]:
+    """`reduction`, `pixels`, `winograd` and `column_bytes` of a Conv with known shapes; {} otherwise.
+
+    The column buffer is what an im2col-based runtime (ONNX Runtime's MLAS) writes whole and reads back, one
+    group at a time, before each group's GEMM: grouped and depthwise convs (MlasConvPrepare sizes their working
+    buffer as output size x K). A dense conv's im2col runs in per-thread segments of 16 K floats interleaved with
+    its GEMM (ExpandThenGemmSegmented), cache-resident, and a 1x1 stride-1 unpadded one is a GEMM on the input
+    itself: no column buffer is charged for either.
+    """
     if node.op != "Conv":
         return {}
     w = _weight(node)
@@ -111,7 +120,17 @@ def _conv_gemm_shape(node: gs.Node) -> dict[str, int]:
     if (w is None or w.shape is None or y is None or y.shape is None or len(w.shape) < 3
             or not all(isinstance(d, int) for d in list(w.shape) + list(y.shape))):
         return {}
-    return {"reduction": int(math.prod(w.shape[1:])), "pixels": int(math.prod(y.shape[2:]))}
+    kernel = [int(d) for d in w.shape[2:]]
+    ones = [1] * len(kernel)
+    strides = [int(s) for s in node.attrs.get("strides", ones)]
+    dilations = [int(d) for d in node.attrs.get("dilations", ones)]
+    pads = [int(p) for p in node.attrs.get("pads", [0] * 2 * len(kernel))]
+    group = int(node.attrs.get("group", 1))
+    reduction, pixels = int(math.prod(w.shape[1:])), int(math.prod(y.shape[2:]))
+    direct = kernel == ones and strides == ones and not any(pads)
+    return {"reduction": reduction, "pixels": pixels,
+            "winograd": group == 1 and kernel == [3, 3] and strides == ones and dilations == ones,
+            "column_bytes": 0 if group == 1 or direct else reduction * pixels * group * _itemsize(node.inputs[0])}
 
 
 def total_flops(nodes: Iterable[gs.Node]) -> float:
@@ -316,9 +335,11 @@ def _numel(t: gs.Tensor, node: gs.Node) -> int:
 def _nbytes(t: gs.Tensor, node: gs.Node) -> int:
     if isinstance(t, gs.Constant):
         return constant_nbytes(t)
-    dtype = t.dtype
+    return _numel(t, node) * _itemsize(t)
+
+
+def _itemsize(t: gs.Tensor) -> int:
     try:
-        itemsize = np.dtype(dtype).itemsize if dtype is not None else 4
+        return np.dtype(t.dtype).itemsize if t.dtype is not None else 4
     except TypeError:
-        itemsize = 4
-    return _numel(t, node) * itemsize
+        return 4

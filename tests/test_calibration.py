@@ -1,0 +1,102 @@
+"""The calibration recipe: two free parameters solved from two models, and the published rows it uses."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec.costmodel.builtin import (BUILTIN_CLOCK_GHZ, BUILTIN_PROFILES, CALIBRATION_MODELS, ORT_OVER_NCNN,
+                                     gemm_eff)
+from edgec.costmodel.calibrate import solve_pair
+from edgec.costmodel.predict import predict_ms
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("published_latency", ROOT / "benchmarks" / "published_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("published_latency", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def chain(kind: str) -> list[gs.Node]:
+    """A compute-heavy chain (3x3 convs) or a memory-heavy one (depthwise convs and Relus)."""
+    c, k, group = (64, 3, 1) if kind == "compute" else (64, 3, 64)
+    w = numpy_helper.from_array(np.zeros([c, c // group, k, k], np.float32), "w")
+    nodes, x = [], "x"
+    for i in range(3):
+        nodes.append(helper.make_node("Conv", [x, "w"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4, group=group))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+        x = f"r{i}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 56, 56])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], [w])
+    m = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    return list(gs.import_onnx(m).nodes)
+
+
+def test_solve_pair_recovers_the_efficiency_and_bandwidth_that_made_the_latencies():
+    base = BUILTIN_PROFILES["raspberry-pi-4.cpu"]
+
+    def build(e: float, act: float):
+        return replace(base, efficiency=gemm_eff(e), activation_bandwidth_gbs=act, im2col_bandwidth_gbs=2 * act)
+
+    compute, memory = chain("compute"), chain("memory")
+    truth = build(0.61, 3.3)
+    e, act = solve_pair(build, (compute, predict_ms(compute, truth)), (memory, predict_ms(memory, truth)),
+                        start=(0.2, 10.0), bounds=((1e-3, 5.0), (0.05, 500.0)))
+    assert (e, act) == (pytest.approx(0.61, rel=1e-4), pytest.approx(3.3, rel=1e-4))
+    with pytest.raises(ValueError, match="no solution"):
+        solve_pair(build, (compute, 1e-9), (memory, 1.0), start=(0.5, 4.0), bounds=((1e-3, 5.0), (0.05, 500.0)))
+
+
+# -- the published rows the recipe uses ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return _bench().load_rows()
+
+
+def test_gpu_rows_are_tensorrt_fp16_only_and_cpu_rows_four_thread_ncnn(rows):
+    data = json.loads((ROOT / "benchmarks" / "data" / "published_latency.json").read_text())
+    used = [r for r in rows if r.role != "excluded"]
+    for r in used:
+        src = data[r.index]
+        if r.unit == "jetson-nano.gpu":
+            assert "TensorRT" in src["runtime"] and "Vulkan" not in src["runtime"] and r.ratio == 1.0
+            assert str(src["precision"]).startswith("fp16")
+        else:
+            assert (src["runtime"], src["threads"], src["precision"]) == ("ncnn", 4, "fp32")
+            assert r.ratio == ORT_OVER_NCNN
+            assert r.clock_scale == pytest.approx(float(src["clock_ghz"]) / BUILTIN_CLOCK_GHZ[r.unit])
+    assert all(r.reason for r in rows if r.role == "excluded")
+    assert any(r.reason.startswith("ncnn-Vulkan") for r in rows if r.unit == "jetson-nano.gpu")
+
+
+def test_at_most_two_calibration_models_per_unit_and_the_rest_validation(rows):
+    for unit in BUILTIN_CLOCK_GHZ:
+        calibration = {r.architecture for r in rows if r.unit == unit and r.role == "calibration"}
+        validation = [r for r in rows if r.unit == unit and r.role == "validation"]
+        assert calibration == set(CALIBRATION_MODELS[unit]) and len(calibration) <= 2
+        assert len(validation) >= 10 and not calibration & {r.architecture for r in validation}
+
+
+def test_the_committed_table_matches_the_selection(rows):
+    table = json.loads((ROOT / "benchmarks" / "data" / "bundle_runtime_latency.json").read_text())
+    assert table["ort_over_ncnn"] == ORT_OVER_NCNN
+    assert [(t["index"], t["role"], t["reason"], t["architecture"]) for t in table["rows"]] == \
+           [(r.index, r.role, r.reason, r.architecture) for r in rows]
+    for t in table["rows"]:
+        if t["role"] != "excluded":
+            assert t["bundle_ms"] == pytest.approx(t["published_ms"] * t["clock_scale"] * t["ratio"], rel=1e-3)
