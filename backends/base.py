@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -65,8 +66,6 @@ class Backend:
         """Whether a tensor of `dtype` may be a stage input or output on this unit."""
         if self.bindable_dtypes is None:
             return True
-        import numpy as np
-
         return np.dtype(dtype).name in self.bindable_dtypes
 
     def copy_ms(self, nbytes: int) -> float:

@@ -44,14 +44,15 @@ def expand_for_opset(model: onnx.ModelProto, source: int, target: int) -> int:
     inputs, which context-dependent bodies need."""
     expanded = 0
     for _ in range(MAX_ROUNDS):
-        todo = [n for n in model.graph.node if needs_body(n.op_type, n.domain, target) and has_body(n.op_type, source)]
+        todo = {k for k, n in enumerate(model.graph.node)  # positions: protobuf wrappers are not stable objects
+                if needs_body(n.op_type, n.domain, target) and has_body(n.op_type, source)}
         if not todo:
             break
         types = _types(model)
         nodes: list[onnx.NodeProto] = []
         inits: list[onnx.TensorProto] = []
-        for node in model.graph.node:
-            if node in todo:
+        for k, node in enumerate(model.graph.node):
+            if k in todo:
                 body, consts = instantiate(node, source, types)
                 nodes += body
                 inits += consts
@@ -108,18 +109,6 @@ def instantiate(node: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProt
             continue
         body.append(new)
     return body, consts
-
-
-def body_op_types(op_type: str, opset: int, attrs: dict | None = None) -> list[str] | None:
-    """The op types of an op's plain function body at `opset` (None where it has none, or only a
-    context-dependent one): enough for a support predicate to ask whether a unit runs every one."""
-    try:
-        schema = defs.get_schema(op_type, opset, "")
-    except defs.SchemaError:
-        return None
-    if not schema.has_function:
-        return None
-    return [n.op_type for n in schema.function_body.node if n.op_type != "Constant"]
 
 
 def _types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:

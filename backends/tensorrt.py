@@ -43,7 +43,7 @@ from edgec.weights import check_model
 from edgec.manifest import StageSpec
 
 if TYPE_CHECKING:
-    from edgec.cluster import ComputeUnit, Device
+    from edgec.cluster import Device
 
 NAME = "tensorrt"
 DEFAULT_WORKSPACE_MIB = 1024  # the Nano's 4 GB are shared with the CPU; lower to 512 if a build runs out

@@ -98,7 +98,7 @@ class Codegen:
             inputs=[_tensor_spec(values[i.name]) for i in model.graph.input],
             outputs=[_tensor_spec(values[o.name]) for o in model.graph.output],
             stages=stage_specs,
-            transfers=_transfers(program),
+            transfers=_transfers(program, lives),
             predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
                        "throughput_fps": program.prediction.throughput_fps, "accuracy": None},
             files=files,
@@ -179,11 +179,11 @@ def _tensor_spec(v: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(v.name, dtype, [int(d.dim_value) for d in tt.shape.dim])
 
 
-def _transfers(program: Program) -> list[TransferSpec]:
+def _transfers(program: Program, lives: list[list[str]]) -> list[TransferSpec]:
     cluster = program.cluster
     assert cluster is not None
     names = ["source"] + [s.name for s in program.stages] + ["sink"]
     devices = [cluster.source] + [s.device for s in program.stages] + [cluster.sink]
     return [TransferSpec(names[k], names[k + 1], devices[k], devices[k + 1], live, nbytes,
                          round(transfer_ms(cluster, nbytes, devices[k], devices[k + 1]), 4))
-            for k, live, nbytes in hand_offs(program)]
+            for k, live, nbytes in hand_offs(program, lives)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
@@ -77,8 +78,6 @@ def _constant_value(node: onnx.NodeProto):
         value = numpy_helper.to_array(attr.t) if attr.name == "value" else helper.get_attribute_value(attr)
         if attr.name == "value":
             return value if value.dtype.kind in "biufc?" else None
-        import numpy as np
-
         dtype = np.float32 if "float" in attr.name else np.int64
         return np.asarray(value, dtype=dtype)
     return None

@@ -71,15 +71,16 @@ def stage_boundaries(program: Program) -> list[list[str]]:
     return live_at_boundaries(tensor_uses(program.graph, program.group_of()), position, len(program.stages))
 
 
-def hand_offs(program: Program) -> list[tuple[int, list[str], int]]:
+def hand_offs(program: Program, lives: list[list[str]] | None = None) -> list[tuple[int, list[str], int]]:
     """The stage boundaries where the data changes device: (boundary k as in :func:`stage_boundaries`, the
     tensors sent, their bytes). Boundary 0 is the source to the first stage, the last one the last stage
-    to the sink."""
+    to the sink. `lives`: :func:`stage_boundaries` where the caller has it already."""
     assert program.cluster is not None
+    lives = stage_boundaries(program) if lives is None else lives
     chain = [program.cluster.source] + [s.device for s in program.stages] + [program.cluster.sink]
     tensors = program.graph.tensors()
     return [(k, names, sum(tensor_nbytes(tensors[t]) for t in names))
-            for k, names in enumerate(stage_boundaries(program)) if names and chain[k] != chain[k + 1]]
+            for k, names in enumerate(lives) if names and chain[k] != chain[k + 1]]
 
 
 def _dtype(t: gs.Tensor) -> str:

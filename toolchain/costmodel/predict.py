@@ -41,10 +41,14 @@ def group_ms(nodes: Sequence[gs.Node], group_of: Mapping[str, str],
     """Per group (of `group_of`, a node its own group where absent) and per unit id of `profiles`:
     predicted ms, the graph's layout conversions included where they sit."""
     nodes = list(nodes)
-    kinds = {_fusion_kind(p) for p in profiles.values()}
-    fused = {k: fused_nodes(nodes, k[0], residual=k[1]) for k in kinds}
-    blocked = {(b, k): blocked_nodes(nodes, b, fused[k]) for b, k in {(p.layout_block, _fusion_kind(p))
-                                                                      for p in profiles.values()}}
+    fused: dict[tuple[str, bool], set[str]] = {}  # per fusion kind, shared by the profiles that have it
+    blocked: dict[tuple[int, str, bool], set[str]] = {}
+    for p in profiles.values():
+        kind = _fusion_kind(p)
+        if kind not in fused:
+            fused[kind] = fused_nodes(nodes, kind[0], residual=kind[1])
+        if (p.layout_block, *kind) not in blocked:
+            blocked[(p.layout_block, *kind)] = blocked_nodes(nodes, p.layout_block, fused[kind])
     out: dict[str, dict[str, float]] = {}
     for node in nodes:
         work = node_work(node)
@@ -52,7 +56,7 @@ def group_ms(nodes: Sequence[gs.Node], group_of: Mapping[str, str],
         for uid, profile in profiles.items():
             kind = _fusion_kind(profile)
             ms[uid] += node_ms(node, work, profile, fused=node.name in fused[kind],
-                               blocked=node.name in blocked[(profile.layout_block, kind)])
+                               blocked=node.name in blocked[(profile.layout_block, *kind)])
     for uid, profile in profiles.items():
         for conv in conversions(nodes, profile.layout_block, fused[_fusion_kind(profile)]):
             out[group_of.get(conv.node, conv.node)][uid] += profile.conversion_ms(conv.nbytes)
@@ -75,7 +79,7 @@ def node_ms(node: gs.Node, work: NodeWork, profile: UnitProfile, *, fused: bool 
 
 def predict_ms(nodes: Sequence[gs.Node], profile: UnitProfile) -> float:
     """Predicted ms of running these nodes (a whole graph or one stage) on one unit, layout conversions included."""
-    fused = fused_nodes(nodes, *_fusion_kind(profile)[:1], residual=_fusion_kind(profile)[1])
+    fused = _fused(nodes, profile)
     blocked = blocked_nodes(nodes, profile.layout_block, fused)
     ms = sum(node_ms(n, node_work(n), profile, fused=n.name in fused, blocked=n.name in blocked) for n in nodes)
     return ms + layout_ms(nodes, profile, fused)
@@ -85,9 +89,14 @@ def layout_ms(nodes: Sequence[gs.Node], profile: UnitProfile, fused: Iterable[st
     """ms the unit's runtime spends converting layouts when running these nodes as one session."""
     if profile.layout_block <= 0:
         return 0.0
-    kind = _fusion_kind(profile)
-    fused = fused_nodes(nodes, kind[0], residual=kind[1]) if fused is None else fused
+    fused = _fused(nodes, profile) if fused is None else fused
     return sum(profile.conversion_ms(c.nbytes) for c in conversions(nodes, profile.layout_block, fused))
+
+
+def _fused(nodes: Sequence[gs.Node], profile: UnitProfile) -> set[str]:
+    """The nodes the profile's runtime runs inside another node's kernel."""
+    runtime, residual = _fusion_kind(profile)
+    return fused_nodes(nodes, runtime, residual=residual)
 
 
 def _fusion_kind(profile: UnitProfile) -> tuple[str, bool]:
