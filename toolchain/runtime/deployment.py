@@ -18,7 +18,6 @@ and ports from 5550 + 10 x the device's position. For `edgec run --local`,
 every device gets 127.0.0.1 and free ports.
 """
 
-from __future__ import annotations
 
 import json
 import socket

@@ -13,7 +13,6 @@ driver tells a dead or hung device from a slow one by it.
     python -m edgec.runtime serve OUT --device NAME [--deployment FILE] [--cores 0,1] [--keys DIR]
 """
 
-from __future__ import annotations
 
 import json
 import os

@@ -8,7 +8,6 @@ failure naming the device and its stages, and every frame not delivered by
 then is listed as failed. Nothing is dropped or duplicated silently.
 """
 
-from __future__ import annotations
 
 import json
 import time

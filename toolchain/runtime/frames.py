@@ -1,6 +1,5 @@
 """Input frames for a run: read from an .npz a user gives, or random ones shaped as the plan's inputs."""
 
-from __future__ import annotations
 
 from typing import Callable, Dict, List, Sequence
 

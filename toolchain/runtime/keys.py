@@ -9,7 +9,6 @@ driver); every connection is encrypted. A board needs the public folder and
 its own secret file.
 """
 
-from __future__ import annotations
 
 import os
 from dataclasses import dataclass

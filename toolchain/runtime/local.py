@@ -7,7 +7,6 @@ it has (core c -> available[c mod n]), with a note; the device processes get
 their cores on the command line. `edgec serve` on a board pins the same way.
 """
 
-from __future__ import annotations
 
 import os
 import shutil

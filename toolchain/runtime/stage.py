@@ -12,7 +12,6 @@ no TensorRT execution provider, so a plan can be checked anywhere. Without
 intra_op_num_threads, a stage uses one thread per core its process is pinned to.
 """
 
-from __future__ import annotations
 
 import hashlib
 import os

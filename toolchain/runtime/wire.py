@@ -16,7 +16,6 @@ dtype x shape, and the tensor names, dtypes and shapes against what the
 receiving stage expects.
 """
 
-from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
