@@ -23,6 +23,7 @@ from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
+from edgec.report import Report, write_report
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
 from edgec.verification import OutputCheck, VerifyResult, verify
 
@@ -153,4 +154,10 @@ def _move_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]
+def report(out: str | os.PathLike, html: str | os.PathLike | None = None, *,
+           model: str | os.PathLike | None = None) -> Report:
+    """Write the HTML report of the plan in `out` (default: out/report.html); see edgec.report."""
+    return write_report(out, html, model=model)
+
+
+__all__ = ["compile", "verify", "analyze", "report", "Report", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]

@@ -122,6 +122,24 @@ def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec co
                   f"throughput {p['throughput_fps']:.1f} fps", highlight=False)
 
 
+@app.command("report")
+def report_cmd(
+    out: Path = typer.Argument(..., help="folder written by edgec compile"),
+    html: Optional[Path] = typer.Option(None, "-o", "--output", help="the page to write [default: OUT/report.html]"),
+    model: Optional[Path] = typer.Option(None, "--model", help="the source model, for fusion groups in the graph "
+                                         "(default: the path in the manifest)"),
+) -> None:
+    """Write one self-contained HTML page that draws the plan: timeline, model graph, memory, tables."""
+    from edgec import api
+
+    result = api.report(out, html, model=model)
+    for note in result.notes:
+        err_console.print(f"edgec: note: {note}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {result.path}: {result.stages} stages, {result.graph_boxes} graph boxes"
+                  + (" (condensed)" if result.condensed else "") + (", with measured times" if result.measured else ""),
+                  highlight=False, soft_wrap=True)
+
+
 @app.command("profile")
 def profile_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="profile file to write (name it in cluster.json: \"profile\")"),
