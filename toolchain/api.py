@@ -23,7 +23,7 @@ from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
-from edgec.report import Report, write_report
+from edgec.report_page import Report, write_report
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
 from edgec.verification import OutputCheck, VerifyResult, verify
 
@@ -156,7 +156,7 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 def report(out: str | os.PathLike, html: str | os.PathLike | None = None, *,
            model: str | os.PathLike | None = None) -> Report:
-    """Write the HTML report of the plan in `out` (default: out/report.html); see edgec.report."""
+    """Write the HTML report of the plan in `out` (default: out/report.html); see edgec.report_page."""
     return write_report(out, html, model=model)
 
 

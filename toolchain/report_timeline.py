@@ -3,7 +3,8 @@
 A list-scheduling replay of the manifest, not a second cost model: each
 stage takes its predicted (or measured) ms on its unit, each transfer its
 predicted ms on its link, a unit or link does one thing at a time, and a
-stage starts once every tensor it receives has arrived. Frames enter
+stage starts once every tensor it receives has arrived; frames are placed
+in order, each thing in the earliest gap its unit or link has. Frames enter
 together, so the picture shows the pipeline filling and its bottleneck.
 Stages that share a `step` run at once: `parallel: "replica"` stages take
 turns on frames in proportion to their `weight` (smooth weighted
@@ -12,6 +13,7 @@ round-robin), slices and plain stages all compute every frame.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -69,7 +71,7 @@ def schedule(stages: Sequence[Mapping[str, Any]], transfers: Sequence[Mapping[st
         into.setdefault(t["to"], []).append(t)
     plan = steps(stages)
     dealers = [_Dealer(step) if any(st.get("parallel") == "replica" for st in step) else None for step in plan]
-    free: dict[str, float] = {}
+    busy: dict[str, list[tuple[float, float]]] = {}  # per unit or link, its reserved spans in time order
     bars: list[Bar] = []
     for frame in range(frames):
         done: dict[str, float] = {SOURCE: 0.0}  # what has finished for this frame, and when
@@ -80,9 +82,8 @@ def schedule(stages: Sequence[Mapping[str, Any]], transfers: Sequence[Mapping[st
                 if t["from"] not in done:
                     continue  # another replica's, or a stage this frame skips
                 row = link_row(t["src_device"], t["dst_device"])
-                start = max(done[t["from"]], free.get(row, 0.0))
+                start = _reserve(busy.setdefault(row, []), done[t["from"]], float(t.get("predicted_ms", 0.0)))
                 end = start + float(t.get("predicted_ms", 0.0))
-                free[row] = end
                 bars.append(Bar(row, "transfer", f"{t['from']} -> {t['to']}", frame, start, end))
                 ready = max(ready, end)
             return ready
@@ -93,13 +94,23 @@ def schedule(stages: Sequence[Mapping[str, Any]], transfers: Sequence[Mapping[st
             for st in active:
                 ready = arrive(st["name"]) if st["name"] in into else previous
                 row = unit_of[st["name"]]
-                start = max(ready, free.get(row, 0.0))
+                start = _reserve(busy.setdefault(row, []), ready, durations[st["name"]])
                 end = start + durations[st["name"]]
-                free[row] = end
                 bars.append(Bar(row, "stage", st["name"], frame, start, end))
                 done[st["name"]] = end
         arrive(SINK)
     return bars
+
+
+def _reserve(spans: list[tuple[float, float]], ready: float, duration: float) -> float:
+    """The earliest start at or after `ready` where `duration` fits between the row's spans; reserves it."""
+    start = ready
+    for a, b in spans:
+        if start + duration <= a:
+            break
+        start = max(start, b)
+    bisect.insort(spans, (start, start + duration))
+    return start
 
 
 def rows(bars: Sequence[Bar]) -> list[str]:
