@@ -157,7 +157,7 @@ def _move_into_place(staging: Path, out: Path) -> None:
 def report(out: str | os.PathLike, html: str | os.PathLike | None = None, *,
            model: str | os.PathLike | None = None) -> Report:
     """Write the HTML report of the plan in `out` (default: out/report.html); see edgec.report_page."""
-    return write_report(out, html, model=model)
+    return write_report(out, html, model=model, analyze=analyze)
 
 
 __all__ = ["compile", "verify", "analyze", "report", "Report", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -34,6 +34,7 @@ from edgec.manifest import read_manifest
 from edgec.runtime.run_stats import read_run_stats
 
 FRAMES = 4
+Analyze = Callable[..., Any]  # (model, cluster, input_shapes=) -> a Program with fusion groups
 _ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1,
              "bool": 1, "bfloat16": 2, "uint16": 2, "uint32": 4, "uint64": 8}
 # names newer plans may use for a stage's energy per frame and its measured accuracy
@@ -53,8 +54,9 @@ class Report:
 
 
 def write_report(out: str | os.PathLike, html_path: str | os.PathLike | None = None, *,
-                 model: str | os.PathLike | None = None) -> Report:
-    """Write the report of the plan in `out` to `html_path` (default: out/report.html)."""
+                 model: str | os.PathLike | None = None, analyze: Analyze | None = None) -> Report:
+    """Write the report of the plan in `out` to `html_path` (default: out/report.html). `analyze` runs the
+    analysis passes (edgec.api.analyze) for the fusion groups; without it the graph shows single nodes."""
     out = Path(out)
     manifest = read_manifest(out)
     raw = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
@@ -75,7 +77,7 @@ def write_report(out: str | os.PathLike, html_path: str | os.PathLike | None = N
             measured = report_timeline.schedule(stages, transfers, FRAMES, stage_ms=times)
     rows = report_timeline.rows(bars)
 
-    graph = _model_graph(out, manifest, stages, model, notes)
+    graph = _model_graph(out, manifest, stages, model, analyze, notes)
     html = _page(manifest, raw, colours, where, bars, measured, rows, graph, stats, notes)
     target = Path(html_path) if html_path is not None else out / "report.html"
     try:
@@ -91,7 +93,7 @@ def write_report(out: str | os.PathLike, html_path: str | os.PathLike | None = N
 # --- the graph ------------------------------------------------------------------------------------------------
 
 def _model_graph(out: Path, manifest: Any, stages: Sequence[dict], model: str | os.PathLike | None,
-                 notes: list[str]) -> report_graph.ModelGraph:
+                 analyze: Analyze | None, notes: list[str]) -> report_graph.ModelGraph:
     stage_of: dict[str, str] = {}
     sub_nodes: list[report_graph.GraphNode] = []
     for st in stages:
@@ -106,8 +108,7 @@ def _model_graph(out: Path, manifest: Any, stages: Sequence[dict], model: str | 
             sub_nodes.append(report_graph.GraphNode(node.name, node.op_type, tuple(node.input), tuple(node.output)))
     sizes = {t.name: _nbytes(t.dtype, t.shape) for st in manifest.stages for t in st.inputs + st.outputs}
     source = Path(model) if model is not None else Path(manifest.source_model["path"])
-    if source.is_file():
-        from edgec.api import analyze
+    if source.is_file() and analyze is not None:
         from edgec.cluster import parse_cluster
 
         try:
@@ -122,7 +123,7 @@ def _model_graph(out: Path, manifest: Any, stages: Sequence[dict], model: str | 
                 if t.name not in sizes and t.dtype is not None and t.shape is not None:
                     sizes[t.name] = tensor_nbytes(t)
             return report_graph.build(nodes, group_of, stage_of, sizes)
-    else:
+    elif analyze is not None:
         notes.append(f"fusion groups not shown: the source model {source} is not here (pass --model); "
                      "boxes are the sub-models' nodes")
     return report_graph.build(sub_nodes, {}, stage_of, sizes)
