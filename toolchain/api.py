@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from rich.console import Console
+
 from edgec.cluster import Cluster, load_cluster
 from edgec.errors import EdgecError
 from edgec.ir import Program
@@ -24,7 +26,8 @@ from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.report_page import Report, write_report
-from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
+from edgec.pipeline import (DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, ShowProgress, TimePasses,
+                             VerifyInvariants)
 from edgec.verification import OutputCheck, VerifyResult, verify
 
 OBJECTIVES = ("throughput", "latency")
@@ -69,13 +72,15 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             objective: str = "throughput", strategy: str = "optimal", input_shapes: Mapping[str, Sequence[int]] | None = None,
             dump_ir: str | os.PathLike | None = None, print_ir_after: Sequence[str] = (),
             print_ir: Callable[[str, str], None] | None = None, check_invariants: bool = True,
-            keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> CompileResult:
+            keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES,
+            progress: Console | None = None) -> CompileResult:
     """Compile `model` for `cluster` into the folder `out`.
 
     Everything is written to a temporary folder beside `out` and renamed into
     place at the end: a failed compile leaves no half-written `out`. A sub-model
     with more than `external_data_bytes` of weights keeps them in a `.data` file
-    beside it (ONNX external data).
+    beside it (ONNX external data). With a `progress` console, a pass that runs
+    over a second shows there while it runs.
     """
     if objective not in OBJECTIVES:
         raise EdgecError(f"unknown objective '{objective}'; expected one of: {', '.join(OBJECTIVES)}")
@@ -89,6 +94,8 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             instruments.append(VerifyInvariants())
         if dump_ir is not None:
             instruments.append(DumpIR(Path(dump_ir)))
+        if progress is not None:
+            instruments.append(ShowProgress(progress))
         if print_ir_after:
             instruments.append(PrintIRAfter(print_ir_after, print_ir or (lambda name, text: print(text))))
         passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective,

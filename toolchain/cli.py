@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgec.errors import EdgecError
+from edgec.progress import Counter, progress_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Split one ONNX model across a cluster of edge boards.")
@@ -35,6 +36,7 @@ def compile_cmd(
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write NN-<pass>.txt/.json after each pass"),
     print_ir_after: List[str] = typer.Option([], "--print-ir-after", help="print the IR after PASS (or 'all')"),
     time_passes: bool = typer.Option(False, "--time-passes", help="print each pass's wall time"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Compile MODEL for the cluster into per-device sub-models and a manifest."""
     from edgec.passes.shape_inference import parse_input_shape
@@ -45,7 +47,8 @@ def compile_cmd(
     result = api.compile(model, target, out, objective=objective, strategy=strategy, input_shapes=shapes, dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
-                                                                   highlight=False))
+                                                                   highlight=False),
+                         progress=progress_console(console, quiet))
     m = result.manifest
     console.print(f"wrote {out}/: {len(m.stages)} stages on {len({s.device for s in m.stages})} devices; "
                   f"predicted latency {m.predicted['latency_ms']:.2f} ms, bottleneck {m.predicted['bottleneck_ms']:.2f} ms "
@@ -145,6 +148,7 @@ def profile_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="profile file to write (name it in cluster.json: \"profile\")"),
     unit: List[str] = typer.Option([], "--unit", help="NAME=CORES, e.g. big=4,5,6,7 (repeatable; default: one "
                                    "unit 'cpu' on all cores)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Measure this machine's compute units with ONNX Runtime micro-benchmarks and write a profile."""
     from edgec.costmodel.profiler import write_profile
@@ -159,7 +163,13 @@ def profile_cmd(
         if not sep or not name or not cores:
             raise EdgecError(f"--unit '{spec}': expected NAME=CORES with comma-separated core ids, e.g. big=4,5,6,7")
         units[name] = (len(cores), cores)
-    doc = write_profile(out, units or None)
+    shown = progress_console(console, quiet)
+    with Counter(shown, "micro-benchmarks", 1) as bar:
+        def on_bench(unit_name: str, bench: str, done: int, total: int) -> None:
+            if bar.progress is not None and bar.task is not None:
+                bar.progress.update(bar.task, total=total, completed=done, description=f"{unit_name}: {bench}")
+
+        doc = write_profile(out, units or None, on_bench=on_bench)
     for name, u in doc["units"].items():
         console.print(f"{name}: peak {u['peak_gflops']:.1f} GFLOP/s, bandwidth {u['bandwidth_gbs']:.1f} GB/s, "
                       f"overhead {u['overhead_ms']:.3f} ms/node", highlight=False)
@@ -208,12 +218,15 @@ def run_cmd(
     output: Optional[Path] = typer.Option(None, "--output", help="write the outputs, stacked per name, to this .npz"),
     no_pin: bool = typer.Option(False, "--no-pin", help="with --local: do not pin device processes to cores"),
     seed: int = typer.Option(0, help="seed for random inputs"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
 ) -> None:
     """Feed frames to the plan's first device and collect results from the last, in order."""
     from edgec.runtime import cli as runtime_cli
 
-    code = runtime_cli.run(str(out), _opt(inputs), frames, local, _opt(deployment), _opt(keys), timeout, _opt(output),
-                           no_pin, seed)
+    shown = progress_console(console, quiet)
+    with Counter(shown, "frames", frames) as bar:
+        code = runtime_cli.run(str(out), _opt(inputs), frames, local, _opt(deployment), _opt(keys), timeout,
+                               _opt(output), no_pin, seed, on_result=lambda seq, outputs, error: bar.advance())
     if code:
         raise typer.Exit(code)
 

@@ -12,15 +12,19 @@ and they know facts, never pass names.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Protocol, Sequence
 
 import onnx
+from rich.console import Console
+from rich.progress import Progress
 
 from edgec.errors import EdgecError
 from edgec.ir import Program
+from edgec.progress import spinner
 
 
 # What a pass may require or provide: Program fields, and `shapes`, a property of `graph`.
@@ -84,6 +88,9 @@ class Instrument:
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:  # noqa: B027
         pass
 
+    def end(self) -> None:  # noqa: B027
+        """After the last pass, or when one failed."""
+
 
 @dataclass
 class PassTiming:
@@ -104,6 +111,46 @@ class TimePasses(Instrument):
 
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
         self.timings.append(PassTiming(pass_.name, (time.perf_counter() - self._start) * 1e3, result.changed))
+
+
+class ShowProgress(Instrument):
+    """Shows a pass that runs longer than `after_s` on a rich console: its number, name and time so far."""
+
+    def __init__(self, console: Console, after_s: float = 1.0) -> None:
+        self.console = console
+        self.after_s = after_s
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._shown: Progress | None = None
+        self._total = 0
+
+    def begin(self, passes: Sequence[Pass], given: frozenset[str]) -> None:
+        self._total = len(passes)
+
+    def before_pass(self, pass_: Pass, program: Program, index: int) -> None:
+        self._timer = threading.Timer(self.after_s, self._show, (f"pass {index}/{self._total}: {pass_.name}",))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _show(self, text: str) -> None:
+        with self._lock:
+            if self._timer is None:
+                return  # the pass ended meanwhile
+            self._shown = spinner(self.console)
+            self._shown.add_task(text, total=None)
+            self._shown.start()
+
+    def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
+        self.end()
+
+    def end(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._shown is not None:
+                self._shown.stop()
+                self._shown = None
 
 
 class DumpIR(Instrument):
@@ -246,6 +293,13 @@ class PassManager:
     def run(self, program: Program) -> Program:
         for inst in self.instruments:
             inst.begin(self.passes, self.given)
+        try:
+            return self._run(program)
+        finally:
+            for inst in self.instruments:
+                inst.end()
+
+    def _run(self, program: Program) -> Program:
         for index, pass_ in enumerate(self.passes, start=1):
             for inst in self.instruments:
                 inst.before_pass(pass_, program, index)
