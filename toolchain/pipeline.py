@@ -154,28 +154,51 @@ class ShowProgress(Instrument):
 
 
 class DumpIR(Instrument):
-    """Writes ``NN-<pass>.txt`` and ``NN-<pass>.json`` after each pass (``--dump-ir DIR``)."""
+    """Writes ``NN-<pass>.txt`` and ``NN-<pass>.json`` after each pass (``--dump-ir DIR``).
+
+    A text dump the same as the previous pass's is one line naming that file."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+        self._previous: tuple[str, str] | None = None  # (file name, text)
+
+    def begin(self, passes: Sequence[Pass], given: frozenset[str]) -> None:
+        self._previous = None
 
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         stem = self.directory / f"{index:02d}-{pass_.name}"
-        stem.with_suffix(".txt").write_text(result.program.to_text())
+        text = result.program.to_text()
+        if self._previous is not None and self._previous[1] == text:
+            stem.with_suffix(".txt").write_text(unchanged_line(pass_.name, self._previous[0]))
+        else:
+            stem.with_suffix(".txt").write_text(text)
+            self._previous = (stem.with_suffix(".txt").name, text)
         stem.with_suffix(".json").write_text(result.program.to_json_text())
 
 
+def unchanged_line(pass_name: str, same_as: str) -> str:
+    return f"# unchanged by {pass_name}: the listing is as {same_as} shows\n"
+
+
 class PrintIRAfter(Instrument):
-    """Hands the text dump after the named passes to a sink (``--print-ir-after PASS``)."""
+    """Hands the text dump after the named passes to a sink (``--print-ir-after PASS``); a dump the same as
+    the one printed for the pass just before is one line saying so."""
 
     def __init__(self, pass_names: Sequence[str], sink: Callable[[str, str], None]) -> None:
         self.pass_names = set(pass_names)
         self.sink = sink
+        self._previous: tuple[int, str, str] | None = None  # (index, pass, text) of the last one printed
 
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
         if pass_.name in self.pass_names or "all" in self.pass_names:
-            self.sink(pass_.name, result.program.to_text())
+            text = result.program.to_text()
+            last = self._previous
+            if last is not None and last[0] == index - 1 and last[2] == text:
+                self.sink(pass_.name, unchanged_line(pass_.name, f"the IR after {last[1]}").rstrip("\n"))
+            else:
+                self.sink(pass_.name, text)
+            self._previous = (index, pass_.name, text)
 
 
 class VerifyInvariants(Instrument):
