@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,28 +16,55 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import edgec
 from edgec.errors import EdgecError
+from edgec.manifest import OBJECTIVES
 from edgec.progress import Counter, progress_console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Split one ONNX model across a cluster of edge boards.")
 console = Console()
 err_console = Console(stderr=True)
 
+# The choices of compile's options: enums, so the help lists them and shell completion offers them. A new
+# value is one entry in its tuple (objectives: edgec.manifest.OBJECTIVES, which the manifest also checks;
+# strategies here, as the partitioner's own list would load the compiler for every command; tests/test_cli.py
+# holds both to what the library accepts).
+Objective = Enum("Objective", {name: name for name in OBJECTIVES}, type=str)  # type: ignore[misc]
+STRATEGIES = ("optimal", "random", "greedy", "even", "single", "two-way")
+Strategy = Enum("Strategy", {name: name for name in STRATEGIES}, type=str)  # type: ignore[misc]
+
+
+def _version(show: bool) -> None:
+    if show:
+        console.print(f"edgec {edgec.__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Split one ONNX model across a cluster of edge boards."""
+
 
 @app.command("compile")
 def compile_cmd(
-    model: Path = typer.Argument(..., help="the .onnx model"),
-    target: Path = typer.Option(..., "-t", "--target", help="cluster.json"),
-    out: Path = typer.Option(..., "-o", "--out", help="output folder"),
-    objective: str = typer.Option("throughput", help="throughput (pipeline bottleneck) or latency"),
-    strategy: str = typer.Option("optimal", help="partitioner: optimal, or a baseline: random, greedy, even, "
-                                 "single, two-way"),
-    input_shape: List[str] = typer.Option([], "--input-shape", help="pin dynamic dims: NAME=1x3x224x224 (repeatable)"),
-    dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write NN-<pass>.txt/.json after each pass"),
-    print_ir_after: List[str] = typer.Option([], "--print-ir-after", help="print the IR after PASS (or 'all')"),
-    time_passes: bool = typer.Option(False, "--time-passes", help="print each pass's wall time"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    model: Path = typer.Argument(..., metavar="MODEL", help="the .onnx model"),
+    target: Path = typer.Option(..., "-t", "--target", metavar="CLUSTER.JSON", help="the cluster to compile for"),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="output folder"),
+    objective: Objective = typer.Option("throughput", help="what to minimise: throughput (the pipeline's "
+                                        "bottleneck), latency (one inference end to end)"),
+    strategy: Strategy = typer.Option("optimal", help="partitioner: the optimum, or a research baseline"),
+    input_shape: List[str] = typer.Option([], "--input-shape", metavar="NAME=DIMS",
+                                          help="pin dynamic dims, e.g. images=1x3x224x224 (repeatable)"),
+    dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", metavar="DIR", help="write NN-<pass>.txt/.json after "
+                                           "each pass"),
+    print_ir_after: List[str] = typer.Option([], "--print-ir-after", metavar="PASS",
+                                             help="print the IR after PASS, or 'all' (repeatable)"),
+    time_passes: bool = typer.Option(False, "--time-passes", metavar="", help="print each pass's wall time"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
     """Compile MODEL for the cluster into per-device sub-models and a manifest."""
     from edgec.passes.shape_inference import parse_input_shape
@@ -44,7 +72,8 @@ def compile_cmd(
     shapes = dict(parse_input_shape(s) for s in input_shape)
     from edgec import api  # the compiler side loads only for the commands that need it (boards serve without it)
 
-    result = api.compile(model, target, out, objective=objective, strategy=strategy, input_shapes=shapes, dump_ir=dump_ir,
+    result = api.compile(model, target, out, objective=objective.value, strategy=strategy.value, input_shapes=shapes,
+                         dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
                                                                    highlight=False),
@@ -63,15 +92,15 @@ def compile_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile"),
-    model: Optional[Path] = typer.Option(None, "--model", help="the original model (default: the path in the manifest)"),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz of real inputs, one array per graph input "
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL", help="the original model (default: the path in the manifest)"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="FILE.npz", help=".npz of real inputs, one array per graph input "
                                           "(default: one seeded random frame)"),
-    seed: int = typer.Option(0, help="seed for random inputs"),
-    input_range: Optional[str] = typer.Option(None, "--input-range", help="LOW,HIGH: random float inputs uniform "
+    seed: int = typer.Option(0, metavar="N", help="seed for random inputs"),
+    input_range: Optional[str] = typer.Option(None, "--input-range", metavar="LOW,HIGH", help="LOW,HIGH: random float inputs uniform "
                                               "in this range (default: standard normal)"),
-    rtol: Optional[float] = typer.Option(None, help="relative tolerance per element [default: 1e-4]"),
-    atol: Optional[float] = typer.Option(None, help="absolute tolerance per element [default: 1e-5]"),
+    rtol: Optional[float] = typer.Option(None, metavar="X", help="relative tolerance per element [default: 1e-4]"),
+    atol: Optional[float] = typer.Option(None, metavar="X", help="absolute tolerance per element [default: 1e-5]"),
 ) -> None:
     """Run the original and the chained sub-models; PASS/FAIL per output (exit 1 on FAIL).
 
@@ -104,7 +133,7 @@ def _range(text: Optional[str]) -> Optional[tuple]:
 
 
 @app.command("inspect")
-def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec compile")) -> None:
+def inspect_cmd(out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile")) -> None:
     """Show the compiled plan as a table."""
     from edgec.manifest import read_manifest
 
@@ -127,9 +156,9 @@ def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec co
 
 @app.command("report")
 def report_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile"),
-    html: Optional[Path] = typer.Option(None, "-o", "--output", help="the page to write [default: OUT/report.html]"),
-    model: Optional[Path] = typer.Option(None, "--model", help="the source model, for fusion groups in the graph "
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
+    html: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE.html", help="the page to write [default: OUT/report.html]"),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL", help="the source model, for fusion groups in the graph "
                                          "(default: the path in the manifest)"),
 ) -> None:
     """Write one self-contained HTML page that draws the plan: timeline, model graph, memory, tables."""
@@ -145,10 +174,10 @@ def report_cmd(
 
 @app.command("profile")
 def profile_cmd(
-    out: Path = typer.Option(..., "-o", "--out", help="profile file to write (name it in cluster.json: \"profile\")"),
-    unit: List[str] = typer.Option([], "--unit", help="NAME=CORES, e.g. big=4,5,6,7 (repeatable; default: one "
+    out: Path = typer.Option(..., "-o", "--out", metavar="FILE.json", help="profile file to write (name it in cluster.json: \"profile\")"),
+    unit: List[str] = typer.Option([], "--unit", metavar="NAME=CORES", help="e.g. big=4,5,6,7 (repeatable; default: one "
                                    "unit 'cpu' on all cores)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
     """Measure this machine's compute units with ONNX Runtime micro-benchmarks and write a profile."""
     from edgec.costmodel.profiler import write_profile
@@ -177,7 +206,7 @@ def profile_cmd(
 
 
 @app.command("schema")
-def schema_cmd(which: str = typer.Argument(..., help="cluster or manifest")) -> None:
+def schema_cmd(which: str = typer.Argument(..., metavar="cluster|manifest", help="which schema")) -> None:
     """Print the published JSON Schema of cluster.json or manifest.json."""
     from edgec import cluster, manifest_schema
 
@@ -192,13 +221,13 @@ def schema_cmd(which: str = typer.Argument(..., help="cluster or manifest")) -> 
 
 @app.command("serve")
 def serve_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile (the device's bundle)"),
-    device: str = typer.Option(..., "--device", help="the device to serve, as named in the cluster"),
-    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON: device -> host/port"),
-    cores: Optional[str] = typer.Option(None, "--cores", help="pin to these core ids (default: the cores its units declare)"),
-    no_pin: bool = typer.Option(False, "--no-pin", help="do not pin the process to cores"),
-    keys: Optional[Path] = typer.Option(None, "--keys", help="keys folder from `edgec keys` (CURVE on)"),
-    hwm: int = typer.Option(2, "--hwm", help="high-water mark of each queue, in messages"),
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile (the device's bundle)"),
+    device: str = typer.Option(..., "--device", metavar="NAME", help="the device to serve, as named in the cluster"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", metavar="FILE.json", help="deployment JSON: device -> host/port"),
+    cores: Optional[str] = typer.Option(None, "--cores", metavar="0,1,...", help="pin to these core ids (default: the cores its units declare)"),
+    no_pin: bool = typer.Option(False, "--no-pin", metavar="", help="do not pin the process to cores"),
+    keys: Optional[Path] = typer.Option(None, "--keys", metavar="DIR", help="keys folder from `edgec keys` (CURVE on)"),
+    hwm: int = typer.Option(2, "--hwm", metavar="N", help="high-water mark of each queue, in messages"),
 ) -> None:
     """Run DEVICE's stages: receive frames, compute, send the results on (until Ctrl-C)."""
     from edgec.runtime import cli as runtime_cli
@@ -208,17 +237,17 @@ def serve_cmd(
 
 @app.command("run")
 def run_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile"),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz: per input one frame, or a stack [N, ...] (default: seeded random)"),
-    frames: Optional[int] = typer.Option(None, "--frames", help="frames to send, cycling through the inputs (default: as many as given)"),
-    local: bool = typer.Option(False, "--local", help="start every device as its own process here (loopback)"),
-    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON of the serving devices"),
-    keys: Optional[Path] = typer.Option(None, "--keys", help="keys folder from `edgec keys` (CURVE on)"),
-    timeout: float = typer.Option(10.0, "--timeout", help="seconds a device may stay silent before the run fails"),
-    output: Optional[Path] = typer.Option(None, "--output", help="write the outputs, stacked per name, to this .npz"),
-    no_pin: bool = typer.Option(False, "--no-pin", help="with --local: do not pin device processes to cores"),
-    seed: int = typer.Option(0, help="seed for random inputs"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="FILE.npz", help=".npz: per input one frame, or a stack [N, ...] (default: seeded random)"),
+    frames: Optional[int] = typer.Option(None, "--frames", metavar="N", help="frames to send, cycling through the inputs (default: as many as given)"),
+    local: bool = typer.Option(False, "--local", metavar="", help="start every device as its own process here (loopback)"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", metavar="FILE.json", help="deployment JSON of the serving devices"),
+    keys: Optional[Path] = typer.Option(None, "--keys", metavar="DIR", help="keys folder from `edgec keys` (CURVE on)"),
+    timeout: float = typer.Option(10.0, "--timeout", metavar="SECONDS", help="seconds a device may stay silent before the run fails"),
+    output: Optional[Path] = typer.Option(None, "--output", metavar="FILE.npz", help="write the outputs, stacked per name, to this .npz"),
+    no_pin: bool = typer.Option(False, "--no-pin", metavar="", help="with --local: do not pin device processes to cores"),
+    seed: int = typer.Option(0, metavar="N", help="seed for random inputs"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
     """Feed frames to the plan's first device and collect results from the last, in order."""
     from edgec.runtime import cli as runtime_cli
@@ -233,9 +262,9 @@ def run_cmd(
 
 @app.command("keys")
 def keys_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile"),
-    folder: Optional[Path] = typer.Option(None, "--folder", help="where to write them (default: OUT/keys)"),
-    force: bool = typer.Option(False, "--force", help="replace existing keys"),
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
+    folder: Optional[Path] = typer.Option(None, "--folder", metavar="DIR", help="where to write them (default: OUT/keys)"),
+    force: bool = typer.Option(False, "--force", metavar="", help="replace existing keys"),
 ) -> None:
     """Make a CurveZMQ keypair per device and one for the driver (public/ shareable, private/ per board)."""
     from edgec.runtime import cli as runtime_cli
