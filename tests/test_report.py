@@ -175,3 +175,31 @@ def test_an_unwritable_output_is_one_line(plan, tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(EdgecError, match="cannot write the report"):
         edgec.report(src, tmp_path / "a-file" / "r.html")
+
+
+def test_fields_of_newer_plans_show_replicas_energy_and_accuracy(tmp_path):
+    """Replica steps, per-stage energy and accuracy as the shared plan representation adds them."""
+    from edgec.report_page import render
+
+    from test_runtime_local import compile_for_hosts
+
+    out = compile_for_hosts(save_text_model(MULTI, tmp_path / "m.onnx"), tmp_path, [1, 0, 1])
+    manifest = read_manifest(out)
+    raw = json.loads((out / "manifest.json").read_text())
+    first, second, third = raw["stages"][:3]
+    second.update(step=1, parallel="replica", weight=0.75)
+    third.update(step=1, parallel="replica", weight=0.25)
+    for i, st in enumerate(raw["stages"]):
+        st["energy_mj"], st["accuracy"] = 1.5 + i, 0.9 - 0.1 * i
+    raw["predicted"]["energy_mj"] = 12.25
+    html, report = render(out, manifest, raw)
+    bars = stage_bars(html)
+    for frame in range(4):
+        names = [s for s, f in bars if f == frame]
+        assert first["name"] in names and len([n for n in names if n in (second["name"], third["name"])]) == 1
+    assert sum(s == third["name"] for s, _ in bars) == 1  # a quarter of four frames
+    assert "energy 12.2 mJ/frame" in html or "energy 12.3 mJ/frame" in html
+    header = re.search(r'<table class="stages"><thead><tr>(.*?)</tr>', html)[1]
+    assert "<th>energy mJ</th>" in header and "<th>accuracy</th>" in header and "<th>parallel</th>" in header
+    assert "<td>replica</td><td>0.75</td><td>2.5</td><td>0.8</td>" in html
+    assert report.path is None and report.stages == len(raw["stages"])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 from edgec import report_graph, report_svg, report_timeline
 from edgec.errors import EdgecError
 from edgec.ir import tensor_nbytes
-from edgec.manifest import read_manifest
+from edgec.manifest import Manifest, read_manifest
 from edgec.runtime.run_stats import read_run_stats
 
 FRAMES = 4
@@ -44,7 +44,7 @@ _ACCURACY = ("accuracy", "measured_accuracy")
 
 @dataclass
 class Report:
-    path: Path
+    path: Path | None
     stages: int
     bars: int  # predicted timeline bars
     graph_boxes: int
@@ -60,6 +60,22 @@ def write_report(out: str | os.PathLike, html_path: str | os.PathLike | None = N
     out = Path(out)
     manifest = read_manifest(out)
     raw = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    html, report = render(out, manifest, raw, model=model, analyze=analyze)
+    target = Path(html_path) if html_path is not None else out / "report.html"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(target)
+    except OSError as exc:
+        raise EdgecError(f"cannot write the report ({exc.strerror}); choose a writable -o", where=str(target)) from None
+    return replace(report, path=target)
+
+
+def render(out: Path, manifest: Manifest, raw: dict, *, model: str | os.PathLike | None = None,
+           analyze: Analyze | None = None) -> tuple[str, Report]:
+    """The page of the plan in `out`: `manifest` read from its manifest.json, `raw` the same file's JSON (for
+    the optional fields newer plans carry). The report's path is None until written."""
     stages, transfers = raw["stages"], raw["transfers"]
     notes: list[str] = []
     names = [s["name"] for s in stages]
@@ -79,15 +95,7 @@ def write_report(out: str | os.PathLike, html_path: str | os.PathLike | None = N
 
     graph = _model_graph(out, manifest, stages, model, analyze, notes)
     html = _page(manifest, raw, colours, where, bars, measured, rows, graph, stats, notes)
-    target = Path(html_path) if html_path is not None else out / "report.html"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(html, encoding="utf-8")
-        tmp.replace(target)
-    except OSError as exc:
-        raise EdgecError(f"cannot write the report ({exc.strerror}); choose a writable -o", where=str(target)) from None
-    return Report(target, len(stages), len(bars), len(graph.boxes), graph.condensed, bool(measured), notes)
+    return html, Report(None, len(stages), len(bars), len(graph.boxes), graph.condensed, bool(measured), notes)
 
 
 # --- the graph ------------------------------------------------------------------------------------------------
