@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import edgec
 from edgec.ir import Program
-from edgec.ir_listing import WIDTH, fit
+from edgec.ir_listing import WIDTH, _names, fit
 from edgec.passes.load import Load
 from edgec.passes.shape_inference import ShapeInference
 from edgec.pipeline import DumpIR, PassManager, PassResult, PrintIRAfter
@@ -21,6 +21,7 @@ MIXED = Path(__file__).resolve().parent.parent / "samples" / "clusters" / "mixed
 
 def test_a_line_that_fits_stays_one_and_a_long_one_wraps_between_notes():
     assert fit("%y: f32[1] = Relu(%x)", ["n1", "g0"]) == ["%y: f32[1] = Relu(%x)  # n1  g0"]
+    assert _names([f"t{i}" for i in range(100)], 20) == "t0, t1, t2, t3, t4 (+95 more)"
     args = ", ".join(f"%tensor_{i}" for i in range(40))
     notes = ["n9", "g3", "12.0 MFLOP"] + [f"board{i}.cpu {i}.25ms" for i in range(20)] + ["-> s1@board3.cpu"]
     lines = fit(f"%y: f32[1,400] = Concat({args}) {{axis=1}}", notes, width=100)
@@ -38,7 +39,8 @@ def test_dumps_of_a_wide_cluster_stay_under_the_width_and_end_with_the_plan(tmp_
         for line in path.read_text().splitlines():
             assert len(line) <= WIDTH, f"{path.name}: {line}"
     partition = (ir / "06-partition.txt").read_text()
-    assert "# plan: " in partition and "device segments" in partition and "# plan: " not in (ir / "05-capability.txt").read_text()
+    assert "# plan: " in partition and "device segments" in partition
+    assert "# plan: " not in (ir / "05-capability.txt").read_text()
     placed = (ir / "07-local-partition.txt").read_text().split("\n#\n# plan: ")[1].splitlines()
     m = result.manifest
     assert placed[0].startswith(f"{len(m.stages)} stages on {len({s.device for s in m.stages})} devices; "

@@ -93,11 +93,14 @@ def compile_cmd(
 @app.command("verify")
 def verify_cmd(
     out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
-    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL", help="the original model (default: the path in the manifest)"),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="FILE.npz", help=".npz of real inputs, one array per graph input "
+    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL",
+                                         help="the original model (default: the path in the manifest)"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="FILE.npz",
+                                          help=".npz of real inputs, one array per graph input "
                                           "(default: one seeded random frame)"),
     seed: int = typer.Option(0, metavar="N", help="seed for random inputs"),
-    input_range: Optional[str] = typer.Option(None, "--input-range", metavar="LOW,HIGH", help="LOW,HIGH: random float inputs uniform "
+    input_range: Optional[str] = typer.Option(None, "--input-range", metavar="LOW,HIGH",
+                                              help="LOW,HIGH: random float inputs uniform "
                                               "in this range (default: standard normal)"),
     rtol: Optional[float] = typer.Option(None, metavar="X", help="relative tolerance per element [default: 1e-4]"),
     atol: Optional[float] = typer.Option(None, metavar="X", help="absolute tolerance per element [default: 1e-5]"),
@@ -157,8 +160,10 @@ def inspect_cmd(out: Path = typer.Argument(..., metavar="OUT", help="folder writ
 @app.command("report")
 def report_cmd(
     out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
-    html: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE.html", help="the page to write [default: OUT/report.html]"),
-    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL", help="the source model, for fusion groups in the graph "
+    html: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE.html",
+                                        help="the page to write [default: OUT/report.html]"),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL",
+                                         help="the source model, for fusion groups in the graph "
                                          "(default: the path in the manifest)"),
 ) -> None:
     """Write one self-contained HTML page that draws the plan: timeline, model graph, memory, tables."""
@@ -174,8 +179,10 @@ def report_cmd(
 
 @app.command("profile")
 def profile_cmd(
-    out: Path = typer.Option(..., "-o", "--out", metavar="FILE.json", help="profile file to write (name it in cluster.json: \"profile\")"),
-    unit: List[str] = typer.Option([], "--unit", metavar="NAME=CORES", help="e.g. big=4,5,6,7 (repeatable; default: one "
+    out: Path = typer.Option(..., "-o", "--out", metavar="FILE.json",
+                             help="profile file to write (name it in cluster.json: \"profile\")"),
+    unit: List[str] = typer.Option([], "--unit", metavar="NAME=CORES",
+                                   help="e.g. big=4,5,6,7 (repeatable; default: one "
                                    "unit 'cpu' on all cores)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
@@ -223,8 +230,10 @@ def schema_cmd(which: str = typer.Argument(..., metavar="cluster|manifest", help
 def serve_cmd(
     out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile (the device's bundle)"),
     device: str = typer.Option(..., "--device", metavar="NAME", help="the device to serve, as named in the cluster"),
-    deployment: Optional[Path] = typer.Option(None, "--deployment", metavar="FILE.json", help="deployment JSON: device -> host/port"),
-    cores: Optional[str] = typer.Option(None, "--cores", metavar="0,1,...", help="pin to these core ids (default: the cores its units declare)"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", metavar="FILE.json",
+                                              help="deployment JSON: device -> host/port"),
+    cores: Optional[str] = typer.Option(None, "--cores", metavar="0,1,...",
+                                        help="pin to these core ids (default: the cores its units declare)"),
     no_pin: bool = typer.Option(False, "--no-pin", metavar="", help="do not pin the process to cores"),
     keys: Optional[Path] = typer.Option(None, "--keys", metavar="DIR", help="keys folder from `edgec keys` (CURVE on)"),
     hwm: int = typer.Option(2, "--hwm", metavar="N", help="high-water mark of each queue, in messages"),
@@ -238,14 +247,21 @@ def serve_cmd(
 @app.command("run")
 def run_cmd(
     out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="FILE.npz", help=".npz: per input one frame, or a stack [N, ...] (default: seeded random)"),
-    frames: Optional[int] = typer.Option(None, "--frames", metavar="N", help="frames to send, cycling through the inputs (default: as many as given)"),
-    local: bool = typer.Option(False, "--local", metavar="", help="start every device as its own process here (loopback)"),
-    deployment: Optional[Path] = typer.Option(None, "--deployment", metavar="FILE.json", help="deployment JSON of the serving devices"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="FILE.npz",
+                                          help=".npz: per input one frame, or a stack [N, ...] (default: seeded random)"),
+    frames: Optional[int] = typer.Option(None, "--frames", metavar="N",
+                                         help="frames to send, cycling through the inputs (default: as many as given)"),
+    local: bool = typer.Option(False, "--local", metavar="",
+                               help="start every device as its own process here (loopback)"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", metavar="FILE.json",
+                                              help="deployment JSON of the serving devices"),
     keys: Optional[Path] = typer.Option(None, "--keys", metavar="DIR", help="keys folder from `edgec keys` (CURVE on)"),
-    timeout: float = typer.Option(10.0, "--timeout", metavar="SECONDS", help="seconds a device may stay silent before the run fails"),
-    output: Optional[Path] = typer.Option(None, "--output", metavar="FILE.npz", help="write the outputs, stacked per name, to this .npz"),
-    no_pin: bool = typer.Option(False, "--no-pin", metavar="", help="with --local: do not pin device processes to cores"),
+    timeout: float = typer.Option(10.0, "--timeout", metavar="SECONDS",
+                                  help="seconds a device may stay silent before the run fails"),
+    output: Optional[Path] = typer.Option(None, "--output", metavar="FILE.npz",
+                                          help="write the outputs, stacked per name, to this .npz"),
+    no_pin: bool = typer.Option(False, "--no-pin", metavar="",
+                                help="with --local: do not pin device processes to cores"),
     seed: int = typer.Option(0, metavar="N", help="seed for random inputs"),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
@@ -263,7 +279,8 @@ def run_cmd(
 @app.command("keys")
 def keys_cmd(
     out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
-    folder: Optional[Path] = typer.Option(None, "--folder", metavar="DIR", help="where to write them (default: OUT/keys)"),
+    folder: Optional[Path] = typer.Option(None, "--folder", metavar="DIR",
+                                          help="where to write them (default: OUT/keys)"),
     force: bool = typer.Option(False, "--force", metavar="", help="replace existing keys"),
 ) -> None:
     """Make a CurveZMQ keypair per device and one for the driver (public/ shareable, private/ per board)."""

@@ -75,10 +75,17 @@ def plan_summary(program: Program, nbytes: Callable[[object], int]) -> list[str]
                      f"{part.predicted_ms:.2f} ms  {part.memory_bytes / 2**20:.1f} MB{extra}")
     lines.append("# transfers:")
     for (src, dst), tensors in crossing.items():
-        names = ", ".join(tensors)
-        if len(names) > 80:
-            names = names[:77] + "..."
         link = f"{where.get(src, src)} -> {where.get(dst, dst)}"
-        lines.append(f"#   {src} -> {dst}  ({link})  {len(tensors)} tensor{'' if len(tensors) == 1 else 's'}, {sum(tensors.values()) / 1024:.1f} KB: "
-                     f"{names}")
+        count = f"{len(tensors)} tensor{'' if len(tensors) == 1 else 's'}, {sum(tensors.values()) / 1024:.1f} KB"
+        lines.append(f"#   {src} -> {dst}  ({link})  {count}: {_names(list(tensors), 80)}")
     return lines
+
+
+def _names(names: list[str], width: int) -> str:
+    """As many names as fit in about `width` characters, then how many more there are."""
+    shown: list[str] = []
+    for name in names:
+        if shown and len(", ".join(shown + [name])) > width:
+            return ", ".join(shown) + f" (+{len(names) - len(shown)} more)"
+        shown.append(name)
+    return ", ".join(shown)
