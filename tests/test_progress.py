@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import subprocess
@@ -16,6 +17,7 @@ from rich.console import Console
 
 from edgec.errors import EdgecError
 from edgec.ir import Program
+from edgec.manifest import read_manifest
 from edgec.pipeline import PassManager, PassResult, ShowProgress
 from edgec.progress import Counter, progress_console
 
@@ -69,6 +71,23 @@ def test_progress_only_on_a_terminal_and_never_when_quiet():
         bar.advance()
 
 
+def test_profile_reports_each_micro_benchmark_as_it_is_timed(monkeypatch):
+    from edgec.costmodel import microbench
+    from edgec.costmodel.microbench import overhead_bench, run_benches
+
+    # the timing itself waits for an idle machine (seconds each); the reporting around it is what is tested
+    monkeypatch.setattr(microbench, "time_bench", lambda bench, threads, cores, runs: (0.1, 0.5))
+    seen: list[tuple[str, int, int]] = []
+    bench = overhead_bench()
+    run_benches([bench, bench], 1, runs=2, passes=2, on_bench=lambda *told: seen.append(told))
+    assert seen == [(bench.name, k, 4) for k in range(1, 5)]
+    console, buf = terminal()
+    with Counter(console, "micro-benchmarks", None) as bar:
+        bar.show(3, 4, f"cpu: {bench.name}")
+        bar.progress.refresh()
+    assert f"cpu: {bench.name}" in buf.getvalue() and "3/4" in buf.getvalue()
+
+
 def run_cli(args: list[str], tty: bool) -> str:
     """stdout+stderr of `edgec ARGS`, on a pseudo-terminal or a pipe."""
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}
@@ -104,6 +123,9 @@ def test_run_shows_its_frames_on_a_terminal_only(plan):
     args = ["run", str(plan), "--local", "--no-pin", "--frames", "12"]
     shown = run_cli(args, tty=True)
     assert "frames" in shown and "12/12" in shown and "━" in shown
+    stats = json.loads((plan / "run-stats.json").read_text())  # and the run left its statistics for the report
+    assert stats["delivered"] == 12 and set(stats["stages"]) == {s.name for s in read_manifest(plan).stages}
+    assert all(s["frames"] == 12 and s["compute_ms"] > 0 for s in stats["stages"].values())
     for text in (run_cli(args, tty=False), run_cli(args + ["--quiet"], tty=True)):
         assert "12 of 12 frames" in text  # the run itself printed its report
         assert "━" not in text and "12/12" not in text and "\x1b[?25l" not in text

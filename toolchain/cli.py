@@ -200,12 +200,9 @@ def profile_cmd(
             raise EdgecError(f"--unit '{spec}': expected NAME=CORES with comma-separated core ids, e.g. big=4,5,6,7")
         units[name] = (len(cores), cores)
     shown = progress_console(console, quiet)
-    with Counter(shown, "micro-benchmarks", 1) as bar:
-        def on_bench(unit_name: str, bench: str, done: int, total: int) -> None:
-            if bar.progress is not None and bar.task is not None:
-                bar.progress.update(bar.task, total=total, completed=done, description=f"{unit_name}: {bench}")
-
-        doc = write_profile(out, units or None, on_bench=on_bench)
+    with Counter(shown, "micro-benchmarks", None) as bar:
+        doc = write_profile(out, units or None,
+                            on_bench=lambda unit_name, bench, done, total: bar.show(done, total, f"{unit_name}: {bench}"))
     for name, u in doc["units"].items():
         console.print(f"{name}: peak {u['peak_gflops']:.1f} GFLOP/s, bandwidth {u['bandwidth_gbs']:.1f} GB/s, "
                       f"overhead {u['overhead_ms']:.3f} ms/node", highlight=False)

@@ -44,6 +44,11 @@ class Counter:
         if self.progress is not None:
             self.progress.stop()
 
-    def advance(self, steps: int = 1, description: str | None = None) -> None:
+    def advance(self, steps: int = 1) -> None:
         if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, advance=steps, **({"description": description} if description else {}))
+            self.progress.update(self.task, advance=steps)
+
+    def show(self, done: int, total: int, description: str) -> None:
+        """Set where the work stands: `done` of `total`, and what it is doing now."""
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=done, total=total, description=description)
