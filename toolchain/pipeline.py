@@ -128,16 +128,20 @@ class ShowProgress(Instrument):
         self._total = len(passes)
 
     def before_pass(self, pass_: Pass, program: Program, index: int) -> None:
-        self._timer = threading.Timer(self.after_s, self._show, (f"pass {index}/{self._total}: {pass_.name}",))
+        started = self.console.get_time()
+        self._timer = threading.Timer(self.after_s, self._show, (f"pass {index}/{self._total}: {pass_.name}", started))
         self._timer.daemon = True
         self._timer.start()
 
-    def _show(self, text: str) -> None:
+    def _show(self, text: str, started: float) -> None:
         with self._lock:
             if self._timer is None:
                 return  # the pass ended meanwhile
             self._shown = spinner(self.console)
-            self._shown.add_task(text, total=None)
+            task = self._shown.add_task(text, total=None)
+            for t in self._shown.tasks:  # the time shown is the pass's, not the display's
+                if t.id == task:
+                    t.start_time = started
             self._shown.start()
 
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
