@@ -167,4 +167,5 @@ def report(out: str | os.PathLike, html: str | os.PathLike | None = None, *,
     return write_report(out, html, model=model, analyze=analyze)
 
 
-__all__ = ["compile", "verify", "analyze", "report", "Report", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]
+__all__ = ["compile", "verify", "analyze", "report", "Report", "CompileResult", "VerifyResult", "OutputCheck",
+           "build_passes", "OBJECTIVES"]

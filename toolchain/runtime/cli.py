@@ -12,7 +12,7 @@ Python 3.6 syntax: it runs on the boards.
 
 import argparse
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from edgec.errors import EdgecError
 
@@ -42,7 +42,7 @@ def serve(out: str, device: str, deployment: Optional[str] = None, cores: Option
 def run(out: str, inputs: Optional[str] = None, frames: Optional[int] = None, local: bool = False,
         deployment: Optional[str] = None, keys: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT_S,
         output: Optional[str] = None, no_pin: bool = False, seed: int = 0, log: Any = None, err: Any = None,
-        on_result: Any = None) -> int:
+        on_result: Optional[Callable[[int, Any, Optional[str]], None]] = None) -> int:
     """Feed frames to the plan's first device, collect results from the last, print a report and write
     out/run-stats.json; 0 if every frame came back, else 1. `on_result(seq, outputs, error)` sees each frame."""
     import numpy as np
