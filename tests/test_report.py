@@ -82,6 +82,9 @@ def test_measured_times_from_run_stats_appear_and_stale_ones_are_left_out(plan, 
     report = edgec.report(out)
     assert any(first in n and "another plan" in n for n in report.notes)
     assert "<td>50.00</td>" not in report.path.read_text()
+    (out / RUN_STATS_FILE).write_text("{not json")
+    report = edgec.report(out)
+    assert any(RUN_STATS_FILE in n and "not valid JSON" in n for n in report.notes) and not report.measured
 
 
 def test_without_the_source_model_the_graph_shows_sub_model_nodes_and_says_why(plan, tmp_path):

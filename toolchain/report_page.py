@@ -83,7 +83,11 @@ def render(out: Path, manifest: Manifest, raw: dict, *, model: str | os.PathLike
     where = {s["name"]: f"{s['device']}.{s['unit']}" for s in stages}
 
     bars = report_timeline.schedule(stages, transfers, FRAMES)
-    stats = read_run_stats(out, manifest)
+    try:
+        stats = read_run_stats(out, manifest)
+    except EdgecError as exc:
+        notes.append(f"{exc}; the page shows predictions only (run edgec run again to measure)")
+        stats = None
     measured: list[report_timeline.Bar] = []
     if stats is not None:
         if stats["stale"]:
@@ -225,7 +229,8 @@ def _page(manifest: Any, raw: dict, colours: dict, where: dict, bars: list, meas
         "".join(f'<p class="note">{escape(n)}</p>' for n in notes),
         report_svg.legend(colours, where),
         f"<h2>Pipeline timeline</h2><p>{FRAMES} frames as the predictions schedule them"
-        + ("; the thin strip under each row: the same frames with the stage times <code>edgec run</code> measured"
+        + ("; the thin strip under each row: the same frames with the stage times <code>edgec run</code> measured "
+           "(transfers as predicted)"
            if measured else "; run <code>edgec run</code> on this folder to add measured times") + "</p>",
         f'<div class="scroll">{report_svg.gantt(bars, rows, colours, measured)}</div>',
         f"<h2>Memory</h2><div class=\"scroll\">{report_svg.memory(mem, colours)}</div>",
