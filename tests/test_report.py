@@ -206,3 +206,10 @@ def test_fields_of_newer_plans_show_replicas_energy_and_accuracy(tmp_path):
     assert "<th>energy mJ</th>" in header and "<th>accuracy</th>" in header and "<th>parallel</th>" in header
     assert "<td>replica</td><td>0.75</td><td>2.5</td><td>0.8</td>" in html
     assert report.path is None and report.stages == len(raw["stages"])
+
+
+def test_another_model_at_the_source_path_is_not_taken_for_the_plan_s(plan, tmp_path):
+    _, out = plan
+    other = save_text_model(MULTI, tmp_path / "other.onnx", seed=7)  # same graph, other weights: another sha256
+    report = edgec.report(out, tmp_path / "r.html", model=other)
+    assert any("not the model this plan was compiled from" in n for n in report.notes)

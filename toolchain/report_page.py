@@ -24,6 +24,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -35,8 +36,6 @@ from edgec.runtime.run_stats import read_run_stats
 
 FRAMES = 4
 Analyze = Callable[..., Any]  # (model, cluster, input_shapes=) -> a Program with fusion groups
-_ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1,
-             "bool": 1, "bfloat16": 2, "uint16": 2, "uint32": 4, "uint64": 8}
 # names newer plans may use for a stage's energy per frame and its measured accuracy
 _ENERGY = ("predicted_energy_mj", "energy_mj")
 _ACCURACY = ("accuracy", "measured_accuracy")
@@ -128,6 +127,10 @@ def _model_graph(out: Path, manifest: Any, stages: Sequence[dict], model: str | 
         except EdgecError as exc:
             notes.append(f"fusion groups not shown: the analysis of {source} failed ({exc})")
         else:
+            if program.source_sha256 != manifest.source_model.get("sha256"):
+                notes.append(f"fusion groups not shown: {source} is not the model this plan was compiled from "
+                             "(its sha256 differs); pass the right one with --model")
+                return report_graph.build(sub_nodes, {}, stage_of, sizes)
             nodes = [report_graph.GraphNode(n.name, n.op, tuple(t.name for t in n.inputs if t.name),
                                             tuple(t.name for t in n.outputs)) for n in program.graph.nodes]
             group_of = {n: g.name for g in program.groups.values() for n in g.nodes}
@@ -146,10 +149,7 @@ def _input_shapes(manifest: Any) -> dict[str, list[int]]:
 
 
 def _nbytes(dtype: str, shape: Sequence[Any]) -> int:
-    n = _ITEMSIZE.get(dtype.replace("numpy.", ""), 4)
-    for d in shape:
-        n *= d if isinstance(d, int) else 1
-    return n
+    return int(np.dtype(dtype).itemsize * np.prod([d for d in shape if isinstance(d, int)], dtype=np.int64))
 
 
 # --- the page -------------------------------------------------------------------------------------------------
