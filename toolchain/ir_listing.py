@@ -71,6 +71,9 @@ def plan_summary(program: Program, nbytes: Callable[[object], int]) -> list[str]
     for part in parts:
         groups = part.groups[0] if len(part.groups) == 1 else f"{part.groups[0]}..{part.groups[-1]}"
         extra = f"  {part.backend}/{part.variant}" if hasattr(part, "backend") else ""
+        for key in ("step", "parallel", "weight"):  # where the plan has steps of parallel stages
+            if getattr(part, key, None) is not None:
+                extra += f"  {key} {getattr(part, key):g}" if key == "weight" else f"  {key} {getattr(part, key)}"
         lines.append(f"#   {part.name:<6} {where[part.name]:<14} {groups} ({len(part.groups)} groups)  "
                      f"{part.predicted_ms:.2f} ms  {part.memory_bytes / 2**20:.1f} MB{extra}")
     lines.append("# transfers:")
