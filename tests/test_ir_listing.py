@@ -78,3 +78,16 @@ def test_a_dump_the_same_as_the_one_before_is_one_line(tmp_path):
     assert [name for name, _ in printed] == ["load", "nothing", "shape-inference"]
     assert printed[1][1] == "# unchanged by nothing: the listing is as the IR after load shows"
     assert printed[2][1].startswith("# edgec IR")
+
+
+def test_the_summary_names_a_stage_s_step_and_share_where_the_plan_has_them(tmp_path):
+    from edgec.ir import tensor_nbytes
+    from edgec.ir_listing import plan_summary
+
+    model = save_text_model(MULTI, tmp_path / "m.onnx")
+    program = edgec.compile(model, TRIO, tmp_path / "out", strategy="even", keep_program=True).program
+    first = program.stages[0]
+    assert "step" not in "\n".join(plan_summary(program, tensor_nbytes))
+    first.step, first.parallel, first.weight = 0, "replica", 0.5  # as a plan of parallel steps carries them
+    line = next(x for x in plan_summary(program, tensor_nbytes) if x.startswith(f"#   {first.name} "))
+    assert line.endswith("step 0  parallel replica  weight 0.5")
