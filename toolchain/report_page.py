@@ -32,6 +32,7 @@ from edgec import report_graph, report_svg, report_timeline
 from edgec.errors import EdgecError
 from edgec.ir import tensor_nbytes
 from edgec.manifest import Manifest, read_manifest
+from edgec.protowire import WireError, scan_model
 from edgec.runtime.run_stats import read_run_stats
 
 FRAMES = 4
@@ -109,9 +110,9 @@ def _model_graph(out: Path, manifest: Any, stages: Sequence[dict], model: str | 
     sub_nodes: list[report_graph.GraphNode] = []
     for st in stages:
         path = out / st["model"]
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except (OSError, DecodeError) as exc:
+        try:  # the structure only: weights stay in the file
+            proto = onnx.ModelProto.FromString(scan_model(path, min_bytes=1024)[0])
+        except (OSError, WireError, DecodeError) as exc:
             raise EdgecError(f"cannot read the sub-model ({exc}); recompile with edgec compile",
                              where=str(path)) from None
         for node in proto.graph.node:
