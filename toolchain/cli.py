@@ -202,7 +202,7 @@ def profile_cmd(
     shown = progress_console(console, quiet)
     with Counter(shown, "micro-benchmarks", None) as bar:
         doc = write_profile(out, units or None,
-                            on_bench=lambda unit_name, bench, done, total: bar.show(done, total, f"{unit_name}: {bench}"))
+                            on_bench=lambda unit_name, bench, done, total: bar.show(done, total, f"{unit_name}: timed {bench}"))
     for name, u in doc["units"].items():
         console.print(f"{name}: peak {u['peak_gflops']:.1f} GFLOP/s, bandwidth {u['bandwidth_gbs']:.1f} GB/s, "
                       f"overhead {u['overhead_ms']:.3f} ms/node", highlight=False)
