@@ -201,8 +201,10 @@ def profile_cmd(
         units[name] = (len(cores), cores)
     shown = progress_console(console, quiet)
     with Counter(shown, "micro-benchmarks", None) as bar:
-        doc = write_profile(out, units or None,
-                            on_bench=lambda unit_name, bench, done, total: bar.show(done, total, f"{unit_name}: timed {bench}"))
+        def timed(unit_name: str, bench: str, done: int, total: int) -> None:
+            bar.show(done, total, f"{unit_name}: timed {bench}")
+
+        doc = write_profile(out, units or None, on_bench=timed)
     for name, u in doc["units"].items():
         console.print(f"{name}: peak {u['peak_gflops']:.1f} GFLOP/s, bandwidth {u['bandwidth_gbs']:.1f} GB/s, "
                       f"overhead {u['overhead_ms']:.3f} ms/node", highlight=False)
