@@ -22,6 +22,7 @@ from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
+from edgec.runtime.trust import seal
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
 from edgec.verification import OutputCheck, VerifyResult, verify
@@ -103,6 +104,7 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         manifest.passes = [{"name": t.name, "ms": round(t.ms, 3)} for t in timer.timings]
         check_against_schema(manifest)
         manifest.write(staging / "manifest.json")
+        seal(str(staging))
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
