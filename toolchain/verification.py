@@ -100,7 +100,11 @@ def verify(out: str | os.PathLike, *, model: str | os.PathLike | None = None,
 def check_bundle(out: Path, manifest: Manifest) -> None:
     """The manifest against its digest, the files against the manifest, the manifest against the sub-models."""
     check_manifest_digest(str(out))
-    check_listed_files(str(out), manifest.files)
+    models = []
+    for stage in manifest.stages:  # sub-models first: their errors name the stage
+        checked_model(str(out), stage)
+        models += [stage.model] + ([stage.external_data["path"]] if stage.external_data else [])
+    check_listed_files(str(out), manifest.files, skip=models)
     for stage in manifest.stages:
         check_session(stage.session, str(out), f"manifest.json: stage {stage.name} session")
         path = out / stage.model

@@ -218,7 +218,7 @@ class _Run:
 
     def _not_up(self, device: str) -> str:
         ep = self.d.deployment.devices[device]
-        keys = ("CURVE keys in use: the device must serve with --keys and the same cluster's keys"
+        keys = ("CURVE keys in use: the device must serve with --keys, with the same keys as this driver"
                 if self.d.keys else "no CURVE keys in use: a device serving with --keys refuses this driver; "
                                     "pass --keys")
         return (f"device {device} (stages {', '.join(self.d.plan.stage_names(device))}) did not come up within "
