@@ -22,7 +22,7 @@ syntax: it runs on the boards.
 
 import hashlib
 import os
-from typing import Any, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from edgec.errors import EdgecError
 
@@ -150,3 +150,17 @@ def check_session(settings: Mapping[str, Any], out_dir: str, where: str) -> None
 def _inside(root: str, path: str) -> bool:
     root = os.path.realpath(root)
     return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
+def anchored(settings: Mapping[str, Any], out_dir: str) -> Dict[str, Any]:
+    """The settings with the TensorRT provider's folders (relative to out/ in the manifest) made absolute, so
+    a device finds its engine cache whatever folder it was started from."""
+    out = dict(settings)
+    trt = settings.get("ort_tensorrt_ep")
+    if isinstance(trt, Mapping) and isinstance(trt.get("TensorrtExecutionProvider"), Mapping):
+        opts = dict(trt["TensorrtExecutionProvider"])
+        for key in _TRT_PATHS:
+            if key in opts:
+                opts[key] = os.path.join(os.path.abspath(out_dir), str(opts[key]))
+        out["ort_tensorrt_ep"] = dict(trt, TensorrtExecutionProvider=opts)
+    return out
