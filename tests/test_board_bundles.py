@@ -150,3 +150,41 @@ def test_the_readme_commands_serve_and_run_the_bundle_here(trio, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr + "\n".join(errs)
     assert run.stdout.startswith("4 of 4 frames")
     assert all("WARNING" in e and "without CURVE keys" in e for e in errs)
+
+
+@pytest.mark.parametrize("entry, message", [({"port": 80}, "port"), ({"port": "5550"}, "port"),
+                                            ({"bind": 7}, "bind")])
+def test_a_bad_host_entry_in_the_cluster_file_is_one_line(tmp_path, entry, message):
+    spec = json.loads((REPO / "samples/clusters/edge-trio.json").read_text())
+    spec["devices"][0].update(entry)
+    (tmp_path / "cluster.json").write_text(json.dumps(spec))
+    subprocess.run([sys.executable, str(REPO / "samples/make_sample_model.py"), str(tmp_path / "m.onnx")],
+                   check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "edgec.cli", "compile", str(tmp_path / "m.onnx"), "-t",
+                           str(tmp_path / "cluster.json"), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("edgec: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_an_edited_deployment_moves_a_device_without_touching_the_seal(trio, tmp_path):
+    out, base = trio
+    import shutil as _shutil
+
+    copy = tmp_path / "out"
+    _shutil.copytree(out, copy)
+    dep = json.loads((copy / "deployment.json").read_text())
+    dep["devices"]["rpi4"].update(host="10.0.0.12", bind="0.0.0.0")
+    (copy / "deployment.json").write_text(json.dumps(dep))
+    plan = read_pipeline(str(copy))
+    moved = load_deployment(None, plan)
+    assert moved.status(plan, "rpi4") == f"tcp://10.0.0.12:{base + 10}"
+    assert moved.status(plan, "rpi4", bind=True) == f"tcp://*:{base + 10}"
+    from edgec.runtime.trust import check_manifest_digest
+
+    check_manifest_digest(str(copy))  # the deployment is not sealed: editing it is how a plan is moved
+    del dep["devices"]["nano"]
+    (copy / "deployment.json").write_text(json.dumps(dep))
+    proc = subprocess.run([sys.executable, "-m", "edgec.runtime", "run", str(copy), "--frames", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "deployment.json: $.devices: no entry for device nano" in proc.stderr
