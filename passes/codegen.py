@@ -42,6 +42,7 @@ from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
 from edgec.costmodel.transfer import transfer_ms
 from edgec.pipeline import PassResult
 from edgec import runtime_wheel
+from edgec.runtime.trust import seal
 from edgec.submodel_files import EXTERNAL_DATA_BYTES, write_submodel
 
 
@@ -107,6 +108,7 @@ class Codegen:
             edgec_version=__version__,
         )
         manifest.write(out / "manifest.json")
+        seal(str(out))  # manifest.sha256: the runtime refuses a manifest without it (edgec.runtime.trust)
         return PassResult(program, changed=False)
 
 
