@@ -24,6 +24,9 @@ from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
+from edgec.runtime.deployment import DEPLOYMENT_FILE, default_deployment
+from edgec.runtime.pipeline import read_pipeline
+from edgec.runtime.trust import seal
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.report_page import Report, write_report
 from edgec.pipeline import (DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, ShowProgress, TimePasses,
@@ -111,6 +114,8 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         manifest.passes = [{"name": t.name, "ms": round(t.ms, 3)} for t in timer.timings]
         check_against_schema(manifest)
         manifest.write(staging / "manifest.json")
+        seal(str(staging))
+        default_deployment(read_pipeline(str(staging))).write(str(staging / DEPLOYMENT_FILE))  # editable: unsealed
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

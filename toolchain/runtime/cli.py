@@ -61,9 +61,10 @@ def run(out: str, inputs: Optional[str] = None, frames: Optional[int] = None, lo
     if local:
         if deployment is not None:
             raise EdgecError("--local picks its own ports; leave out --deployment")
+        from edgec.runtime.interrupt import terminate_as_interrupt
         from edgec.runtime.local import LocalCluster
 
-        with LocalCluster(out, keys_dir=keys, pin=not no_pin) as cluster:
+        with terminate_as_interrupt(), LocalCluster(out, keys_dir=keys, pin=not no_pin) as cluster:
             for note in cluster.notes:
                 print("edgec: " + note, file=err, flush=True)
             driver = Driver(out, cluster.deployment, keys, timeout_s=timeout, watch=cluster.problems)
@@ -174,5 +175,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except EdgecError as exc:
         print("edgec: {}".format(exc), file=sys.stderr, flush=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        sys.exit(getattr(exc, "exit_code", 130))
