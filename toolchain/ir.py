@@ -68,6 +68,25 @@ class Stage:
     memory_bytes: int
     backend: str
     variant: str
+    weight: float | None = None  # a replicated stage: this copy's share of the frames
+    replicas: list["Replica"] = field(default_factory=list)  # the stage's other copies (same groups)
+
+    @property
+    def unit_id(self) -> str:
+        return f"{self.device}.{self.unit}"
+
+
+@dataclass
+class Replica:
+    """Another copy of a stage on another unit: it computes the same groups on its share of the frames."""
+
+    device: str
+    unit: str
+    predicted_ms: float
+    memory_bytes: int
+    backend: str
+    variant: str
+    weight: float
 
     @property
     def unit_id(self) -> str:
@@ -79,6 +98,7 @@ class Prediction:
     latency_ms: float
     bottleneck_ms: float
     throughput_fps: float
+    energy_mj: float | None = None  # per frame; None where a unit has no power figures
 
 
 @dataclass

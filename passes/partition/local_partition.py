@@ -31,6 +31,7 @@ import numpy as np
 from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
 from edgec.ir import Prediction, Program, Stage
+from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.memory import stage_memory_bytes
 from edgec.costmodel.transfer import transfer_ms
 from edgec.liveness import hand_offs
@@ -182,7 +183,8 @@ def _boundaries(gg: GroupGraph, groups: list[str], board: int,
 
 def board_prediction(program: Program) -> Prediction:
     """Latency and bottleneck of the placed program: per board the sum of its unit stages, and the
-    transfers between boards (source to the first, board to board, the last to the sink)."""
+    transfers between boards (source to the first, board to board, the last to the sink); and its
+    energy per frame (edgec.costmodel.energy)."""
     cluster = program.cluster
     assert cluster is not None
     boards: list[tuple[str, float]] = []
@@ -196,4 +198,7 @@ def board_prediction(program: Program) -> Prediction:
     latency = sum(ms for _, ms in boards) + sum(transfers)
     bottleneck = max([ms for _, ms in boards] + transfers)
     fps = 1000.0 / bottleneck if bottleneck > 0 else float("inf")
-    return Prediction(latency, bottleneck, fps)
+    network = float(sum(nbytes for _, _, nbytes in hand_offs(program)))
+    energy = plan_energy_mj(cluster, [ActiveStage(s.device, s.unit, s.predicted_ms) for s in program.stages],
+                            bottleneck, network)
+    return Prediction(latency, bottleneck, fps, energy)
