@@ -20,8 +20,8 @@ from edgec.passes.cost import Cost
 from edgec.passes.fusion import Fusion
 from edgec.passes.load import Load
 from edgec.passes.partition.capability import Capability
-from edgec.passes.partition.global_partition import STRATEGY_NAMES as BASELINES, GlobalPartition
-from edgec.passes.partition.hierarchical import JOINT_STRATEGIES, JointPartition, Limits
+from edgec.passes.partition.global_partition import STRATEGY_NAMES, GlobalPartition
+from edgec.passes.partition.hierarchical import Limits
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
@@ -32,7 +32,7 @@ OBJECTIVES = ("throughput", "latency", "energy")
 # hierarchical (the default): boards and units jointly, units as concurrent workers, replicas where they pay;
 # data-parallel: whole-model replicas only; pipeline: one segment per board, its units one after another;
 # the rest: the research baselines of the single-level partition, for comparison
-STRATEGIES = (*JOINT_STRATEGIES, "pipeline", *(s for s in BASELINES if s != "optimal"))
+STRATEGIES = tuple(s for s in STRATEGY_NAMES if s != "optimal")  # "optimal" still names "pipeline"
 
 
 @dataclass
@@ -54,17 +54,11 @@ def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Se
                  max_latency_ms: float | None = None,
                  external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Pass]:
     """The default pipeline (the placement passes follow the strategy)."""
-    if strategy in JOINT_STRATEGIES:
-        placement: list[Pass] = [JointPartition(objective=objective, strategy=strategy, min_fps=min_fps,
-                                                max_latency_ms=max_latency_ms)]
-    else:
-        single = "optimal" if strategy == "pipeline" else strategy
-        placement = [GlobalPartition(objective="latency" if objective == "latency" else "throughput",
-                                     strategy=single), LocalPartition()]
     return [
         *analysis_passes(model_path, input_shapes=input_shapes),
         Capability(),
-        *placement,
+        GlobalPartition(objective=objective, strategy=strategy, min_fps=min_fps, max_latency_ms=max_latency_ms),
+        LocalPartition(),
         Codegen(out_dir, objective=objective, external_data_bytes=external_data_bytes),
     ]
 

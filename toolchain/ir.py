@@ -47,13 +47,17 @@ class GroupCost:
 
 @dataclass
 class DeviceSegment:
-    """The global partition's answer: a contiguous run of groups placed on one device (no unit yet)."""
+    """The global partition's answer: a contiguous run of groups placed on one device (no unit yet), or,
+    where boards and units were searched together, on one unit of it (``unit``, with any replicas)."""
 
     name: str
     device: str
     groups: list[str]
     predicted_ms: float = 0.0  # on the device's fastest unit per group, a lower bound
     memory_bytes: int = 0
+    unit: str | None = None  # chosen with the boards: the local partition keeps it
+    weight: float | None = None
+    replicas: list["Replica"] = field(default_factory=list)
 
 
 @dataclass

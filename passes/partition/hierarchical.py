@@ -1,4 +1,4 @@
-"""The joint `partition` pass: boards and their units in one search, units as concurrent workers.
+"""The joint search over boards and their units, units as concurrent workers (the `partition` pass runs it).
 
 Strategies:
 
@@ -30,12 +30,11 @@ latency pick by (bottleneck, latency) and (latency, bottleneck).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 
 from edgec.backends.registry import backend_for
-from edgec.costmodel.energy import ActiveStage, plan_energy_mj, require_power
+from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.memory import stage_memory_bytes
 from edgec.errors import EdgecError
 from edgec.ir import DeviceSegment, Prediction, Program, Replica, Stage, tensor_nbytes
@@ -43,9 +42,8 @@ from edgec.liveness import stage_boundaries
 from edgec.passes.partition.build import build_problem, group_graph
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.partition.optimal import Infeasible, solve
-from edgec.passes.partition.replicas import replica_candidates, replica_stages
+from edgec.passes.partition.replicas import replica_candidates, replica_plan, replica_stages
 from edgec.passes.partition.workers import Worker, predict_chain, unit_problem
-from edgec.pipeline import PassResult
 
 JOINT_STRATEGIES = ("hierarchical", "data-parallel")
 
@@ -92,131 +90,150 @@ def pick(candidates: list[Candidate], objective: str, limits: Limits) -> Candida
     return min(ok, key=lambda c: (c.prediction.bottleneck_ms, c.prediction.latency_ms))
 
 
-@dataclass(frozen=True)
-class JointPartition:
-    objective: str = "throughput"
-    strategy: str = "hierarchical"
-    min_fps: float | None = None
-    max_latency_ms: float | None = None
-    name: ClassVar[str] = "partition"
-    requires: ClassVar[frozenset[str]] = frozenset({"cluster", "groups", "costs", "unsupported"})
-    provides: ClassVar[frozenset[str]] = frozenset({"segments", "stages", "prediction"})
-
-    def run(self, program: Program) -> PassResult:
-        cluster = program.cluster
-        if cluster is None:
-            raise EdgecError("no cluster given; pass one with -t cluster.json")
-        if self.objective == "energy":
-            require_power(cluster, [f"{d.name}.{u}" for d in cluster.devices.values() for u in d.units])
-        gg = group_graph(program)
-        program.graph.nodes = [n for g in gg.order for n in gg.members[g]]
+def joint_plan(program: Program, objective: str, strategy: str, limits: Limits) -> Candidate:
+    """The best plan of the strategy's families for the objective within the limits. Leaves
+    ``program.stages`` and ``program.prediction`` as it found them (the local partition writes them)."""
+    cluster = program.cluster
+    assert cluster is not None
+    gg = group_graph(program)
+    saved = (program.segments, program.stages, program.prediction)
+    try:
         candidates: list[Candidate] = []
-        if self.strategy == "hierarchical":
-            candidates += self._chains(program, gg)
-            candidates += self._single_level(program)
-        candidates += self._replicas(program, gg)
-        if not candidates:
-            raise EdgecError(f"--strategy {self.strategy}: no plan fits this cluster (no unit runs the whole "
-                             f"model within its board's memory)" if self.strategy == "data-parallel" else
-                             "no plan fits this cluster")
-        best = pick(candidates, self.objective, Limits(self.min_fps, self.max_latency_ms))
-        for k, st in enumerate(best.stages):
-            st.name = f"s{k}"
-        program.stages = best.stages
-        program.segments = best.segments or [
-            DeviceSegment(f"seg{k}", st.device, list(st.groups), st.predicted_ms, st.memory_bytes)
-            for k, st in enumerate(best.stages)]
-        program.prediction = best.prediction
-        return PassResult(program, changed=True)
+        if strategy == "hierarchical":
+            candidates += _chains(program, gg, objective)
+            candidates += _single_level(program, objective)
+        candidates += _replicas(program, gg)
+    finally:
+        program.segments, program.stages, program.prediction = saved
+    if not candidates:
+        raise EdgecError(f"--strategy {strategy}: no plan fits this cluster" + (
+            " (no unit runs the whole model within its board's memory)" if strategy == "data-parallel" else ""))
+    return pick(candidates, objective, limits)
 
-    # families ---------------------------------------------------------------
-    def _chains(self, program: Program, gg) -> list[Candidate]:
-        problem, ws = unit_problem(program, gg)
-        objectives = ("throughput", "latency") if self.objective == "energy" else (self.objective,)
-        out = []
-        for objective in objectives:
-            try:
-                plan = solve(problem, objective)
-            except Infeasible:
-                continue
-            stages = []
-            for seg in plan.segments:
-                w = ws[seg.device]
-                dev = program.cluster.devices[w.device]  # type: ignore[union-attr]
-                unit = dev.units[w.unit]
-                groups = list(gg.order[seg.start:seg.end])
-                ms = float(sum(program.group_ms(g, w.unit_id) for g in groups))
-                stages.append(Stage("", w.device, w.unit, groups, ms,
-                                    stage_memory_bytes(program.nodes_of(groups), program.output_names()),
-                                    unit.backend, backend_for(dev, unit).default_variant))
-            cand = self._chain_candidate(program, stages)
-            if cand is not None:
-                out.append(cand)
-        return out
 
-    def _chain_candidate(self, program: Program, stages: list[Stage]) -> Candidate | None:
-        """The chain predicted exactly, or None if a board cannot hold its units' stages together or a unit
-        cannot bind the tensors at its stage's edges."""
-        cluster = program.cluster
-        assert cluster is not None
-        held: dict[str, int] = {}
-        for st in stages:
-            held[st.device] = held.get(st.device, 0) + st.memory_bytes
-        if any(b > cluster.devices[d].memory_bytes for d, b in held.items()):
-            return None
-        saved = program.stages
-        program.stages = stages
+def candidate_segments(candidate: Candidate) -> list[DeviceSegment]:
+    """A chosen plan as the global partition's segments: the single-level family's as they are (the local
+    partition splits them over units), the others with their units and replicas."""
+    if candidate.family == "single-level":
+        return candidate.segments
+    return [DeviceSegment(f"seg{k}", st.device, list(st.groups), st.predicted_ms, st.memory_bytes, unit=st.unit,
+                          weight=st.weight, replicas=list(st.replicas))
+            for k, st in enumerate(candidate.stages)]
+
+
+def predict_placed(program: Program) -> Prediction:
+    """The prediction of stages chosen on units by the joint search: a chain of unit workers, or one step
+    of replicas. Sets each stage's (and replica's) predicted_ms, contention included."""
+    cluster = program.cluster
+    assert cluster is not None
+    stages = program.stages
+    if len(stages) == 1 and stages[0].replicas:
+        st = stages[0]
+        copies = [_as_replica(st)] + st.replicas
+        workers = [Worker(r.device, r.unit) for r in copies]
+        plan = replica_plan(program, workers, [_alone_ms(program, st.groups, w) for w in workers])
+        st.predicted_ms = plan.ms[0]
+        for r, ms, weight in zip(st.replicas, plan.ms[1:], plan.weights[1:]):
+            r.predicted_ms, r.weight = ms, weight
+        st.weight = plan.weights[0]
+        active = [ActiveStage(w.device, w.unit, ms, wt) for w, ms, wt in zip(workers, plan.ms, plan.weights)]
+        energy = plan_energy_mj(cluster, active, plan.bottleneck_ms, plan.network_bytes)
+        return Prediction(plan.latency_ms, plan.bottleneck_ms, _fps(plan.bottleneck_ms), energy)
+    lives = stage_boundaries(program)
+    tensors = program.graph.tensors()
+    nbytes = [float(sum(tensor_nbytes(tensors[t]) for t in live)) for live in lives]
+    chain = predict_chain(program, [(Worker(s.device, s.unit), s.groups,
+                                     _alone_ms(program, s.groups, Worker(s.device, s.unit))) for s in stages], nbytes)
+    for st, ms in zip(stages, chain.stage_ms):
+        st.predicted_ms = float(ms)
+    net = sum(b for b, (a, c) in zip(nbytes, _hops(cluster, stages)) if a != c)
+    energy = plan_energy_mj(cluster, [ActiveStage(s.device, s.unit, s.predicted_ms) for s in stages],
+                            chain.bottleneck_ms, net)
+    return Prediction(chain.latency_ms, chain.bottleneck_ms, _fps(chain.bottleneck_ms), energy)
+
+
+# families -------------------------------------------------------------------
+def _chains(program: Program, gg, objective: str) -> list[Candidate]:
+    problem, ws = unit_problem(program, gg)
+    objectives = ("throughput", "latency") if objective == "energy" else (objective,)
+    out = []
+    for obj in objectives:
         try:
-            lives = stage_boundaries(program)
-        finally:
-            program.stages = saved
-        tensors = program.graph.tensors()
-        nbytes = [float(sum(tensor_nbytes(tensors[t]) for t in live)) for live in lives]
-        for k, st in enumerate(stages):
-            dev = cluster.devices[st.device]
-            backend = backend_for(dev, dev.units[st.unit])
-            for live in (lives[k], lives[k + 1]):
-                if not all(backend.can_bind(_dtype(tensors[t])) for t in live):
-                    return None
-        chain = predict_chain(program, [(Worker(s.device, s.unit), s.groups, s.predicted_ms) for s in stages], nbytes)
-        for st, ms in zip(stages, chain.stage_ms):
-            st.predicted_ms = float(ms)
-        net = sum(b for b, (a, c) in zip(nbytes, _hops(cluster, stages)) if a != c)
-        energy = plan_energy_mj(cluster, [ActiveStage(s.device, s.unit, s.predicted_ms) for s in stages],
-                                chain.bottleneck_ms, net)
-        fps = 1000.0 / chain.bottleneck_ms if chain.bottleneck_ms > 0 else float("inf")
-        return Candidate("units", stages, Prediction(chain.latency_ms, chain.bottleneck_ms, fps, energy))
-
-    def _single_level(self, program: Program) -> list[Candidate]:
-        gg = group_graph(program)
-        try:
-            plan = solve(build_problem(program, gg), "latency" if self.objective == "latency" else "throughput")
+            plan = solve(problem, obj)
         except Infeasible:
-            return []
-        devices = list(program.cluster.devices.values())  # type: ignore[union-attr]
-        program.segments = [
-            DeviceSegment(f"seg{k}", devices[seg.device].name, list(gg.order[seg.start:seg.end]),
-                          predicted_ms=plan.stage_ms[k], memory_bytes=plan.memory_bytes[k])
-            for k, seg in enumerate(plan.segments)]
-        LocalPartition().run(program)
-        assert program.prediction is not None
-        return [Candidate("single-level", list(program.stages), program.prediction, list(program.segments))]
+            continue
+        stages = []
+        for seg in plan.segments:
+            w = ws[seg.device]
+            dev = program.cluster.devices[w.device]  # type: ignore[union-attr]
+            unit = dev.units[w.unit]
+            groups = list(gg.order[seg.start:seg.end])
+            stages.append(Stage("", w.device, w.unit, groups, _alone_ms(program, groups, w),
+                                stage_memory_bytes(program.nodes_of(groups), program.output_names()),
+                                unit.backend, backend_for(dev, unit).default_variant))
+        if _fits(program, stages):
+            program.stages = stages
+            out.append(Candidate("units", stages, predict_placed(program)))
+    return out
 
-    def _replicas(self, program: Program, gg) -> list[Candidate]:
-        cluster = program.cluster
-        assert cluster is not None
-        tensors = program.graph.tensors()
-        in_bytes = sum(tensor_nbytes(t) for t in program.graph.inputs)
-        out_bytes = sum(tensor_nbytes(tensors[t.name]) for t in program.graph.outputs)
-        out = []
-        for plan in replica_candidates(program, gg, in_bytes, out_bytes):
-            stages = replica_stages(program, gg, plan)
-            active = [ActiveStage(r.device, r.unit, r.predicted_ms, r.weight) for r in
-                      [_as_replica(stages[0])] + stages[0].replicas]
-            energy = plan_energy_mj(cluster, active, plan.bottleneck_ms, plan.network_bytes)
-            fps = 1000.0 / plan.bottleneck_ms if plan.bottleneck_ms > 0 else float("inf")
-            out.append(Candidate("replicas", stages, Prediction(plan.latency_ms, plan.bottleneck_ms, fps, energy)))
-        return out
+
+def _fits(program: Program, stages: list[Stage]) -> bool:
+    """A board holds its units' stages together, and each unit binds the tensors at its stage's edges."""
+    cluster = program.cluster
+    assert cluster is not None
+    held: dict[str, int] = {}
+    for st in stages:
+        held[st.device] = held.get(st.device, 0) + st.memory_bytes
+    if any(b > cluster.devices[d].memory_bytes for d, b in held.items()):
+        return False
+    saved = program.stages
+    program.stages = stages
+    try:
+        lives = stage_boundaries(program)
+    finally:
+        program.stages = saved
+    tensors = program.graph.tensors()
+    for k, st in enumerate(stages):
+        dev = cluster.devices[st.device]
+        backend = backend_for(dev, dev.units[st.unit])
+        for live in (lives[k], lives[k + 1]):
+            if not all(backend.can_bind(_dtype(tensors[t])) for t in live):
+                return False
+    return True
+
+
+def _single_level(program: Program, objective: str) -> list[Candidate]:
+    gg = group_graph(program)
+    try:
+        plan = solve(build_problem(program, gg), "latency" if objective == "latency" else "throughput")
+    except Infeasible:
+        return []
+    devices = list(program.cluster.devices.values())  # type: ignore[union-attr]
+    program.segments = [
+        DeviceSegment(f"seg{k}", devices[seg.device].name, list(gg.order[seg.start:seg.end]),
+                      predicted_ms=plan.stage_ms[k], memory_bytes=plan.memory_bytes[k])
+        for k, seg in enumerate(plan.segments)]
+    segments = list(program.segments)
+    LocalPartition().run(program)
+    assert program.prediction is not None
+    return [Candidate("single-level", list(program.stages), program.prediction, segments)]
+
+
+def _replicas(program: Program, gg) -> list[Candidate]:
+    out = []
+    for plan in replica_candidates(program, gg):
+        program.stages = replica_stages(program, gg, plan)
+        prediction = predict_placed(program)
+        out.append(Candidate("replicas", program.stages, prediction))
+    return out
+
+
+def _alone_ms(program: Program, groups: list[str], w: Worker) -> float:
+    return float(sum(program.group_ms(g, w.unit_id) for g in groups))
+
+
+def _fps(bottleneck_ms: float) -> float:
+    return 1000.0 / bottleneck_ms if bottleneck_ms > 0 else float("inf")
 
 
 def _as_replica(stage: Stage) -> Replica:

@@ -1,5 +1,9 @@
 """The `local-partition` pass: which compute unit of a board runs each group of the board's stage.
 
+Segments the global pass placed on units already (the joint strategies, which
+search boards and units together) become one stage each, unchanged, predicted
+with every unit a concurrent worker. For the single-level plan:
+
 The global pass cuts the model into one contiguous segment per board
 (``program.segments``); this pass writes ``program.stages`` and the prediction. Inside a
 board, the runtime runs the board's stages one after another in one process
@@ -23,6 +27,7 @@ unit stages and the transfers between boards.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -101,6 +106,8 @@ class LocalPartition:
         cluster = program.cluster
         if cluster is None or not program.segments:
             raise EdgecError("local-partition runs after the global partition pass")
+        if all(board.unit is not None for board in program.segments):
+            return self._keep_units(program)
         gg = group_graph(program)
         position = {g: i for i, g in enumerate(gg.order)}
         board_of = {g: k for k, board in enumerate(program.segments) for g in board.groups}
@@ -147,6 +154,26 @@ class LocalPartition:
             stage.name = f"s{k}"
         program.stages = stages
         program.prediction = board_prediction(program)
+        return PassResult(program, changed=True)
+
+
+    def _keep_units(self, program: Program) -> PassResult:
+        """Segments whose units the joint search chose: one stage each, predicted with the units as
+        concurrent workers (edgec.passes.partition.hierarchical)."""
+        from edgec.passes.partition.hierarchical import predict_placed  # it builds on this pass
+
+        cluster = program.cluster
+        assert cluster is not None
+        stages = []
+        for k, seg in enumerate(program.segments):
+            device = cluster.devices[seg.device]
+            unit = device.units[seg.unit]  # type: ignore[index]
+            stages.append(Stage(f"s{k}", seg.device, unit.name, list(seg.groups), seg.predicted_ms,
+                                stage_memory_bytes(program.nodes_of(seg.groups), program.output_names()),
+                                unit.backend, backend_for(device, unit).default_variant, weight=seg.weight,
+                                replicas=[dataclasses.replace(r) for r in seg.replicas]))
+        program.stages = stages
+        program.prediction = predict_placed(program)
         return PassResult(program, changed=True)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from edgec.backends.registry import backend_for
 from edgec.costmodel.memory import stage_memory_bytes
 from edgec.costmodel.transfer import transfer_ms
-from edgec.ir import Program, Replica, Stage
+from edgec.ir import Program, Replica, Stage, tensor_nbytes
 from edgec.passes.partition.build import GroupGraph
 from edgec.passes.partition.workers import Worker, board_bandwidth_Bps, traffic_bytes, workers_of
 
@@ -39,7 +39,7 @@ class ReplicaPlan:
     network_bytes: float  # per frame, over the network
 
 
-def replica_candidates(program: Program, gg: GroupGraph, in_bytes: int, out_bytes: int) -> list[ReplicaPlan]:
+def replica_candidates(program: Program, gg: GroupGraph) -> list[ReplicaPlan]:
     """One plan per k = 1 .. number of units able to hold the whole model, the k fastest of them."""
     cluster = program.cluster
     assert cluster is not None
@@ -51,7 +51,6 @@ def replica_candidates(program: Program, gg: GroupGraph, in_bytes: int, out_byte
         if np.isfinite(ms) and memory <= cluster.devices[w.device].memory_bytes:
             able.append((ms, w))
     able.sort(key=lambda x: x[0])
-    traffic = traffic_bytes(program, groups)
     plans = []
     for k in range(1, len(able) + 1):
         chosen = able[:k]
@@ -60,23 +59,36 @@ def replica_candidates(program: Program, gg: GroupGraph, in_bytes: int, out_byte
             per_board[w.device] = per_board.get(w.device, 0) + 1
         if any(c * memory > cluster.devices[d].memory_bytes for d, c in per_board.items()):
             continue
-        ms = [t + (per_board[w.device] - 1) * traffic * 1e3 / board_bandwidth_Bps(program, w.device)
-              for t, w in chosen]
-        links_in = [transfer_ms(cluster, in_bytes, cluster.source, w.device) for _, w in chosen]
-        links_out = [transfer_ms(cluster, out_bytes, w.device, cluster.sink) for _, w in chosen]
-        rate = [1.0 / max(m, i, o) for m, i, o in zip(ms, links_in, links_out)]
-        weights = [r / sum(rate) for r in rate]
-        period = 1.0 / sum(rate)
-        source_out = sum(wt * t for wt, t in zip(weights, links_in))
-        sink_in = sum(wt * t for wt, t in zip(weights, links_out))
-        floors = [sum(traffic for _, w in chosen if w.device == d) * 1e3 / board_bandwidth_Bps(program, d)
-                  for d, c in per_board.items() if c > 1]
-        bottleneck = max([period, source_out, sink_in] + floors)
-        latency = max(i + m + o for m, i, o in zip(ms, links_in, links_out))
-        net = sum(wt * ((in_bytes if w.device != cluster.source else 0) + (out_bytes if w.device != cluster.sink else 0))
-                  for wt, (_, w) in zip(weights, chosen))
-        plans.append(ReplicaPlan(tuple(w for _, w in chosen), tuple(ms), tuple(weights), latency, bottleneck, net))
+        plans.append(replica_plan(program, [w for _, w in chosen], [t for t, _ in chosen]))
     return plans
+
+
+def replica_plan(program: Program, replicas: list[Worker], alone_ms: list[float]) -> ReplicaPlan:
+    """Predict the whole model replicated on `replicas`, each taking `alone_ms` by itself."""
+    cluster = program.cluster
+    assert cluster is not None
+    tensors = program.graph.tensors()
+    in_bytes = sum(tensor_nbytes(t) for t in program.graph.inputs)
+    out_bytes = sum(tensor_nbytes(tensors[t.name]) for t in program.graph.outputs)
+    traffic = traffic_bytes(program, list(program.groups))
+    per_board: dict[str, int] = {}
+    for w in replicas:
+        per_board[w.device] = per_board.get(w.device, 0) + 1
+    ms = [t + (per_board[w.device] - 1) * traffic * 1e3 / board_bandwidth_Bps(program, w.device)
+          for t, w in zip(alone_ms, replicas)]
+    links_in = [transfer_ms(cluster, in_bytes, cluster.source, w.device) for w in replicas]
+    links_out = [transfer_ms(cluster, out_bytes, w.device, cluster.sink) for w in replicas]
+    rate = [1.0 / max(m, i, o) for m, i, o in zip(ms, links_in, links_out)]
+    weights = [r / sum(rate) for r in rate]
+    period = 1.0 / sum(rate)
+    source_out = sum(wt * t for wt, t in zip(weights, links_in))
+    sink_in = sum(wt * t for wt, t in zip(weights, links_out))
+    floors = [c * traffic * 1e3 / board_bandwidth_Bps(program, d) for d, c in per_board.items() if c > 1]
+    bottleneck = max([period, source_out, sink_in] + floors)
+    latency = max(i + m + o for m, i, o in zip(ms, links_in, links_out))
+    net = sum(wt * ((in_bytes if w.device != cluster.source else 0) + (out_bytes if w.device != cluster.sink else 0))
+              for wt, w in zip(weights, replicas))
+    return ReplicaPlan(tuple(replicas), tuple(ms), tuple(weights), latency, bottleneck, net)
 
 
 def replica_stages(program: Program, gg: GroupGraph, plan: ReplicaPlan) -> list[Stage]:
