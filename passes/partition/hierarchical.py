@@ -10,11 +10,15 @@ Strategies:
     boards and the split inside each board are chosen together, each board
     costed by its units running at once. Exact up to 2^12 unit sets (the
     reference trio has 5 units: exact); beyond, `solve`'s beam search (mixed-8
-    has 13 units, in 12 interchangeability classes: beam). Two places are
-    bounds rather than exact: the DP charges contention to every unit of a
-    multi-unit board (see `unit_problem`) and it uses each unit at most once,
-    so a board whose GPU needs its CPU in the middle (GPU, CPU, GPU) is found
-    only by the single-level family below;
+    has 13 units, in 12 interchangeability classes: beam). Contention between
+    the units of a board depends on which of them the plan keeps busy, which
+    no additive DP cost can express, so the DP runs twice: charging every
+    unit of a multi-unit board as if its sibling were busy (an upper bound)
+    and charging nothing (a lower bound: if that plan's exact prediction equals
+    its DP value, it is the optimum of the stated model); both plans are then
+    predicted exactly. The DP uses each unit at most once, so a board whose
+    GPU needs its CPU in the middle (GPU, CPU, GPU) is found only by the
+    single-level family below;
   - the whole model replicated over the k fastest able units, frames dealt
     by speed (edgec.passes.partition.replicas);
   - today's single-level plan: one segment per board, split over its units
@@ -29,6 +33,7 @@ latency pick by (bottleneck, latency) and (latency, bottleneck).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,10 +159,10 @@ def predict_placed(program: Program) -> Prediction:
 
 # families -------------------------------------------------------------------
 def _chains(program: Program, gg, objective: str) -> list[Candidate]:
-    problem, ws = unit_problem(program, gg)
     objectives = ("throughput", "latency") if objective == "energy" else (objective,)
     out = []
-    for obj in objectives:
+    for contention, obj in itertools.product((True, False), objectives):
+        problem, ws = unit_problem(program, gg, contention)
         try:
             plan = solve(problem, obj)
         except Infeasible:

@@ -80,15 +80,16 @@ def handoff_ms(program: Program, nbytes: float, a: Worker, b: Worker) -> float:
     return STAGE_CALL_MS + nbytes * 1e3 / INTRA_BOARD_BPS + copies
 
 
-def unit_problem(program: Program, gg: GroupGraph) -> tuple[PartitionProblem, list[Worker]]:
+def unit_problem(program: Program, gg: GroupGraph, contention: bool = True) -> tuple[PartitionProblem, list[Worker]]:
     """The partition problem whose 'devices' are the cluster's compute units.
 
-    A unit's item times are its own (inf where it cannot run the group), plus, on a board of several
-    units, the item's DRAM traffic at the board's bandwidth: the search charges every unit of such a
-    board as if a sibling were always busy beside it with as much traffic (the contention model's
-    bound, kept additive so the exact DP applies); the plan it returns is then predicted exactly
-    (`predict_chain`). Every unit may use its whole board's memory; the sum over a board's units is
-    checked on the plan. The source and sink are the first unit of their boards.
+    A unit's item times are its own (inf where it cannot run the group), plus, with `contention`, on a
+    board of several units, the item's DRAM traffic at the board's bandwidth: every unit of such a
+    board is charged as if a sibling were always busy beside it with as much traffic (an upper bound
+    of the contention model, kept additive so the exact DP applies); without, no contention at all (a
+    lower bound). The plan the DP returns is then predicted exactly (`predict_chain`). Every unit may
+    use its whole board's memory; the sum over a board's units is checked on the plan. The source and
+    sink are the first unit of their boards.
     """
     cluster = program.cluster
     assert cluster is not None
@@ -98,7 +99,7 @@ def unit_problem(program: Program, gg: GroupGraph) -> tuple[PartitionProblem, li
     compute = np.full((n, len(ws)), np.inf)
     for w, worker in enumerate(ws):
         dev = cluster.devices[worker.device]
-        shared = len(dev.units) > 1
+        shared = contention and len(dev.units) > 1
         bw = board_bandwidth_Bps(program, worker.device) if shared else 0.0
         for i, g in enumerate(gg.order):
             ms = program.group_ms(g, worker.unit_id)
