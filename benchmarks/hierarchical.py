@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from rich.console import Console
 from rich.table import Table
 
@@ -46,6 +45,7 @@ from edgec.pipeline import PassManager
 from edgec.runtime.frames import random_frames
 from edgec.runtime.local import run_local
 from edgec.runtime.pipeline import read_pipeline
+from edgec.runtime.session import inference_session
 from edgec.zoo import write_random_zoo_model, zoo_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,9 +113,7 @@ def ort_thread_speedup(model: Path, frames, repeats: int, n: int) -> tuple[float
     """Median fps of a bare ONNX Runtime session with 1 and with 2 intra-op threads."""
     fps = {}
     for threads in (1, 2):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        sess = inference_session(str(model), {"intra_op_num_threads": threads})
         name = sess.get_inputs()[0].name
         sess.run(None, {name: frames[0][name]})
         runs = []
@@ -143,7 +141,7 @@ def measured(console: Console, folder: Path, frames_n: int, repeats: int) -> Non
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     plan = read_pipeline(str(plans["hierarchical (default)"]))
     frames = random_frames(plan.inputs, 4, seed=0)
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    sess = inference_session(str(model))
     expected = [sess.run(None, f) for f in frames]
     fps = {}
     for label, out in plans.items():

@@ -162,3 +162,20 @@ def test_a_measured_profile_s_power_figures_are_used(tmp_path):
     power = unit_power(device, device.units["cpu"])
     assert (power.active_w, power.idle_w) == (7.5, 2.0) and "measured" in power.source
     assert unit_power(device, device.units["cpu1"]) is None
+
+
+def test_edgec_profile_records_measured_power_for_a_unit(tmp_path):
+    from edgec.costmodel.energy import parse_power_option, record_measured_power
+    from edgec.errors import EdgecError
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"version": 1, "host": {}, "units": {"cpu": {"peak_gflops": 30.0}}}))
+    assert parse_power_option("cpu=3.7,2.7") == ("cpu", (3.7, 2.7))
+    doc = record_measured_power(path, dict([parse_power_option("cpu=3.7,2.7")]))
+    assert json.loads(path.read_text())["units"]["cpu"]["power"] == {"active_w": 3.7, "idle_w": 2.7} == \
+        doc["units"]["cpu"]["power"]
+    for bad in ("cpu=3.7", "cpu=-1,2", "=1,2", "cpu"):
+        with pytest.raises(EdgecError, match="expected NAME=ACTIVE_W,IDLE_W"):
+            parse_power_option(bad)
+    with pytest.raises(EdgecError, match="no such unit in the profile"):
+        record_measured_power(path, {"gpu": (1.0, 1.0)})

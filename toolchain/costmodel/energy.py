@@ -133,3 +133,31 @@ def plan_energy_mj(cluster: Cluster, stages: Iterable[ActiveStage], period_ms: f
     total += sum(idle.values()) * period_ms
     total += network_bytes * NETWORK_NJ_PER_BYTE * 1e-6  # nJ -> mJ
     return total
+
+
+def parse_power_option(text: str) -> tuple[str, tuple[float, float]]:
+    """`edgec profile --power NAME=ACTIVE_W,IDLE_W` -> (name, (active, idle))."""
+    name, sep, values = text.partition("=")
+    try:
+        active, idle = (float(v) for v in values.split(","))
+    except ValueError:
+        active = idle = -1.0
+    if not sep or not name or not (active >= 0 and idle >= 0) or active == float("inf") or idle == float("inf"):
+        raise EdgecError(f"--power '{text}': expected NAME=ACTIVE_W,IDLE_W with two non-negative watts, e.g. "
+                         f"cpu=3.7,2.7")
+    return name, (active, idle)
+
+
+def record_measured_power(path, powers: dict[str, tuple[float, float]]) -> dict:
+    """Add measured power figures to the units of the profile file at `path`; its JSON."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    missing = [name for name in powers if name not in doc["units"]]
+    if missing:
+        raise EdgecError(f"--power {missing[0]}: no such unit in the profile (units: {', '.join(doc['units'])}); "
+                         f"name one of them, or add it with --unit")
+    for name, (active, idle) in powers.items():
+        doc["units"][name]["power"] = {"active_w": active, "idle_w": idle}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
+    return doc
