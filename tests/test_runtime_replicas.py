@@ -144,3 +144,72 @@ def test_two_units_of_one_device_serve_their_stages_at_once(tmp_path):
 TWO_UNITS = {"name": "two-units", "devices": [{"name": "h", "type": "host", "units": {
     "cpu": {"cores": [0]}, "cpu1": {"kind": "cpu", "cores": [1], "gflops": 20.0, "backend": "neon"}}}],
     "network": {"bandwidth_mbps": 1000, "latency_ms": 0.05}, "source": "h", "sink": "h"}
+
+
+def _replicate_middle_stage(out, device):
+    """Make the middle stage of a three-stage chain a step of two replicas, the copy on `device`."""
+    import shutil
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = manifest["stages"]
+    assert len(stages) == 3
+    copy = json.loads(json.dumps(stages[1]))
+    copy["name"], copy["device"] = "s1r1", device
+    copy["model"] = f"{device}/s1r1.onnx"
+    (out / device).mkdir(exist_ok=True)
+    shutil.copy(out / stages[1]["model"], out / copy["model"])
+    for k, st in enumerate(stages):
+        st["step"] = k
+    stages[1].update(parallel="replica", weight=0.5)
+    copy.update(parallel="replica", weight=0.5, step=1)
+    stages.insert(2, copy)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+@pytest.fixture
+def middle_replicas(tmp_path):
+    from test_runtime_local import compile_for_hosts
+
+    model = save_text_model(MULTI, tmp_path / "multi.onnx")
+    out = compile_for_hosts(model, tmp_path, [0, 1, 0])
+    assert len(read_pipeline(str(out)).segments) == 3
+    _replicate_middle_stage(out, "d3")  # a fourth device (the runtime needs no more of it than its stage)
+    return model, out
+
+
+def test_a_replicated_middle_step_is_dealt_by_the_stage_before_and_reordered_at_the_sink(middle_replicas):
+    model, out = middle_replicas
+    plan = read_pipeline(str(out))
+    assert [len(s.segments) for s in plan.steps] == [1, 2, 1] and plan.steps[1].fan_out == "replica"
+    assert edgec.verify(out).passed  # the replica is the same sub-model
+    frames = random_frames(plan.inputs, 4, seed=2)
+    result = run_local(str(out), frames, 60)
+    assert result.ok, result.summary()
+    expected = expected_outputs(model, plan, frames)
+    for k, got in enumerate(result.outputs):
+        assert_close(expected[k % 4], got)
+    by_stage = {",".join(s["stages"]): s["frames"] for s in result.stats}
+    assert by_stage["s1"] + by_stage["s1r1"] == 60 and min(by_stage["s1"], by_stage["s1r1"]) > 0
+    assert by_stage["s2"] == 60  # the step after waited for both replicas' end markers
+
+
+def test_a_killed_middle_replica_loses_no_frame(middle_replicas):
+    model, out = middle_replicas
+    plan = read_pipeline(str(out))
+    frames = random_frames(plan.inputs, 4, seed=4)
+    expected = expected_outputs(model, plan, frames)
+    n = 200
+    with LocalCluster(str(out)) as cluster:
+        victim = cluster.procs["d3"]
+
+        def kill_at_20(seq, outputs, err):
+            if seq == 20:
+                victim.send_signal(signal.SIGKILL)
+
+        driver = Driver(str(out), cluster.deployment, timeout_s=5, watch=cluster.problems)
+        result = driver.run(lambda k: frames[k % 4], n, kill_at_20)
+    assert result.ok, result.summary()
+    assert len(result.outputs) == n
+    for k, got in enumerate(result.outputs):
+        assert_close(expected[k % 4], got)
+    assert any("device d3" in note and "dealt again" in note for note in result.notes)
