@@ -179,3 +179,36 @@ def test_edgec_profile_records_measured_power_for_a_unit(tmp_path):
             parse_power_option(bad)
     with pytest.raises(EdgecError, match="no such unit in the profile"):
         record_measured_power(path, {"gpu": (1.0, 1.0)})
+
+
+def test_replicating_the_bottleneck_step_lowers_the_bottleneck_and_deals_by_speed(random_zoo, tmp_path):
+    from edgec.passes.partition.hierarchical import _replicate_bottleneck, _single_level
+
+    program = _program(random_zoo("resnet50"), TRIO)
+    (base,) = _single_level(program, "throughput")  # xu4.big, nano.gpu, rpi4.cpu: the nano's GPU binds
+    grown = _replicate_bottleneck(program, base)
+    assert grown and grown[0].stages[1].replicas[0].unit_id == "nano.cpu"  # the step the GPU holds
+    bottlenecks = [base.prediction.bottleneck_ms] + [c.prediction.bottleneck_ms for c in grown]
+    assert all(b > a for a, b in zip(bottlenecks[1:], bottlenecks))  # each replica added pays
+    for cand in grown:
+        replicated = [st for st in cand.stages if st.replicas]
+        assert replicated
+        for st in replicated:
+            shares = [st.weight] + [r.weight for r in st.replicas]
+            assert sum(shares) == pytest.approx(1.0)
+            copies = [st.predicted_ms] + [r.predicted_ms for r in st.replicas]
+            # dealt in proportion to speed: the faster copy takes the larger share
+            assert np.argmax(shares) == np.argmin(copies)
+
+
+def test_two_replicas_share_frames_in_proportion_to_their_speed(trio_program):
+    from edgec.passes.partition.workers import Copy, predict_steps
+
+    program = trio_program
+    groups = list(program.groups)
+    fast, slow = Worker("nano", "gpu"), Worker("rpi4", "cpu")
+    ms = {w: float(sum(program.group_ms(g, w.unit_id) for g in groups)) for w in (fast, slow)}
+    pred = predict_steps(program, [[Copy(fast, groups, ms[fast]), Copy(slow, groups, ms[slow])]], [0.0, 0.0])
+    w_fast, w_slow = pred.weights[0]
+    assert w_fast / w_slow == pytest.approx(ms[slow] / ms[fast], rel=1e-6)
+    assert pred.bottleneck_ms == pytest.approx(1.0 / (1.0 / ms[fast] + 1.0 / ms[slow]), rel=1e-6)
