@@ -151,6 +151,7 @@ class StepsPrediction:
     latency_ms: float
     bottleneck_ms: float
     network_bytes: float  # per frame, expected over the dealing
+    binding: str = ""  # the resource whose load is the bottleneck
 
     @property
     def stage_ms(self) -> tuple[float, ...]:
@@ -199,13 +200,16 @@ def predict_steps(program: Program, steps: list[list[Copy]], handoff_bytes: list
                         sum(wb * hand[k + 1][r][b] for b, wb in enumerate(w_out))) for r in range(len(step))]
             rate = [1.0 / x if x > 0 else 1e12 for x in load]
             weights[k + 1] = [x / sum(rate) for x in rate]
-    loads: list[float] = []
+    loads: list[tuple[float, str]] = []
     for k, step in enumerate(steps):
-        loads += [weights[k + 1][r] * ms[k][r] for r in range(len(step))]
+        what = (f"step {k}: its {len(step)} replicas, all busy" if len(step) > 1 else f"step {k} on {step[0].worker.unit_id}")
+        loads += [(weights[k + 1][r] * ms[k][r], what) for r, c in enumerate(step)]
     for k in range(len(chain) - 1):
         wa, wb = weights[k], weights[k + 1]
-        loads += [wa[a] * sum(wb[b] * hand[k][a][b] for b in range(len(wb))) for a in range(len(wa))]
-        loads += [wb[b] * sum(wa[a] * hand[k][a][b] for a in range(len(wa))) for b in range(len(wb))]
+        loads += [(wa[a] * sum(wb[b] * hand[k][a][b] for b in range(len(wb))),
+                   f"sending from {chain[k][a].worker.unit_id}") for a in range(len(wa))]
+        loads += [(wb[b] * sum(wa[a] * hand[k][a][b] for a in range(len(wa))),
+                   f"receiving on {chain[k + 1][b].worker.unit_id}") for b in range(len(wb))]
     floors: dict[str, float] = {}
     for device in bandwidth:
         mine = [(k, r) for k, step in enumerate(steps) for r, c in enumerate(step) if c.worker.device == device]
@@ -218,7 +222,9 @@ def predict_steps(program: Program, steps: list[list[Copy]], handoff_bytes: list
             per_worker[c.worker] = per_worker.get(c.worker, 0.0) + weights[k + 1][r] * ms[k][r]
     slowest_hand = [max(max(row) for row in h) for h in hand]
     latency = sum(max(row) for row in ms) + sum(slowest_hand)
-    bottleneck = max(loads + list(floors.values()) + list(per_worker.values()))
+    loads += [(v, f"{d} DRAM") for d, v in floors.items()]
+    loads += [(v, f"{w.unit_id} holding several steps") for w, v in per_worker.items()]
+    bottleneck, binding = max(loads)
     network = 0.0
     for k in range(len(chain) - 1):
         for a, ca in enumerate(chain[k]):
@@ -226,7 +232,7 @@ def predict_steps(program: Program, steps: list[list[Copy]], handoff_bytes: list
                 if ca.worker.device != cb.worker.device:
                     network += weights[k][a] * weights[k + 1][b] * handoff_bytes[k]
     return StepsPrediction(tuple(tuple(r) for r in ms), tuple(tuple(w) for w in weights[1:-1]),
-                           tuple(slowest_hand), floors, float(latency), float(bottleneck), float(network))
+                           tuple(slowest_hand), floors, float(latency), float(bottleneck), float(network), binding)
 
 
 def predict_chain(program: Program, stages: list[tuple[Worker, list[str], float]],
