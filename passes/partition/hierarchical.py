@@ -42,16 +42,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgec.backends.registry import backend_for
-from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.memory import stage_memory_bytes
 from edgec.errors import EdgecError
-from edgec.ir import DeviceSegment, Prediction, Program, Replica, Stage, tensor_nbytes
+from edgec.ir import DeviceSegment, Prediction, Program, Replica, Stage
 from edgec.liveness import stage_boundaries
 from edgec.passes.partition.build import build_problem, group_graph
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.partition.optimal import Infeasible, solve
+from edgec.passes.partition.placed import alone_ms as _alone_ms
+from edgec.passes.partition.placed import predict_placed
 from edgec.passes.partition.replicas import replica_sets, replica_stages
-from edgec.passes.partition.workers import Copy, Worker, predict_steps, unit_problem, workers_of
+from edgec.passes.partition.workers import unit_problem, workers_of
 
 JOINT_STRATEGIES = ("hierarchical", "data-parallel")
 
@@ -128,34 +129,6 @@ def candidate_segments(candidate: Candidate) -> list[DeviceSegment]:
     return [DeviceSegment(f"seg{k}", st.device, list(st.groups), st.predicted_ms, st.memory_bytes, unit=st.unit,
                           weight=st.weight, replicas=list(st.replicas))
             for k, st in enumerate(candidate.stages)]
-
-
-def predict_placed(program: Program) -> Prediction:
-    """The prediction of stages the joint search placed on units: a pipeline of steps, each one unit or a
-    stage and its replicas, every unit a concurrent worker (`predict_steps`). Sets each stage's and
-    replica's predicted_ms (contention included) and each replica's weight."""
-    cluster = program.cluster
-    assert cluster is not None
-    stages = program.stages
-    lives = stage_boundaries(program)
-    tensors = program.graph.tensors()
-    nbytes = [float(sum(tensor_nbytes(tensors[t]) for t in live)) for live in lives]
-    steps = []
-    for st in stages:
-        workers = [Worker(st.device, st.unit)] + [Worker(r.device, r.unit) for r in st.replicas]
-        steps.append([Copy(w, st.groups, _alone_ms(program, st.groups, w)) for w in workers])
-    pred = predict_steps(program, steps, nbytes)
-    active = []
-    for k, st in enumerate(stages):
-        st.predicted_ms = float(pred.ms[k][0])
-        if st.replicas:
-            st.weight = float(pred.weights[k][0])
-        for r, ms, weight in zip(st.replicas, pred.ms[k][1:], pred.weights[k][1:]):
-            r.predicted_ms, r.weight = float(ms), float(weight)
-        active += [ActiveStage(c.worker.device, c.worker.unit, ms, w)
-                   for c, ms, w in zip(steps[k], pred.ms[k], pred.weights[k])]
-    energy = plan_energy_mj(cluster, active, pred.bottleneck_ms, pred.network_bytes)
-    return Prediction(pred.latency_ms, pred.bottleneck_ms, _fps(pred.bottleneck_ms), energy)
 
 
 # families -------------------------------------------------------------------
@@ -281,19 +254,6 @@ def _replicate_bottleneck(program: Program, base: Candidate) -> list[Candidate]:
         prediction = better
         snapshot = [dataclasses.replace(s, replicas=[dataclasses.replace(r) for r in s.replicas]) for s in stages]
         out.append(Candidate("replicated pipeline", snapshot, prediction))
-
-
-def _alone_ms(program: Program, groups: list[str], w: Worker) -> float:
-    return float(sum(program.group_ms(g, w.unit_id) for g in groups))
-
-
-def _fps(bottleneck_ms: float) -> float:
-    return 1000.0 / bottleneck_ms if bottleneck_ms > 0 else float("inf")
-
-
-def _as_replica(stage: Stage) -> Replica:
-    return Replica(stage.device, stage.unit, stage.predicted_ms, stage.memory_bytes, stage.backend, stage.variant,
-                   stage.weight if stage.weight is not None else 1.0)
 
 
 def _dtype(t) -> str:

@@ -34,10 +34,10 @@ from edgec.costmodel.resolve import resolve_unit_profile
 from edgec.costmodel.transfer import transfer_ms
 from edgec.ir import Program
 from edgec.passes.partition.build import GroupGraph, build_problem
-from edgec.passes.partition.local_partition import STAGE_CALL_MS
 from edgec.passes.partition.problem import PartitionProblem
 
 INTRA_BOARD_BPS = 2.0e9
+STAGE_CALL_MS = 0.05  # one more session run per frame: ONNX Runtime's fixed cost of a call, order of 50 us on ARM
 
 
 @dataclass(frozen=True)
