@@ -213,3 +213,41 @@ def test_a_killed_middle_replica_loses_no_frame(middle_replicas):
     for k, got in enumerate(result.outputs):
         assert_close(expected[k % 4], got)
     assert any("device d3" in note and "dealt again" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda st: st[1].update(weight=0.9), "$.stages[0].weight: the weights of step 0 sum to"),
+    (lambda st: st[1].pop("weight"), "$.stages[1]: missing field 'weight'"),
+    (lambda st: st[1].update(parallel="slice"), "need one shared 'parallel' mode"),
+    (lambda st: st[1].update(step=3), "step 0 comes after step 3"),
+    (lambda st: st[1].pop("step"), "$.stages[1]: missing field 'step'"),
+    (lambda st: st[1].update(weight=1.5), "$.stages[1].weight: a replica's share of the frames lies in (0, 1]"),
+])
+def test_a_manifest_with_bad_steps_is_one_line_naming_the_json_path(replica_plan, tmp_path, change, says):
+    from edgec.errors import EdgecError
+    from edgec.manifest import read_manifest
+
+    _, out = replica_plan
+    data = json.loads((out / "manifest.json").read_text())
+    change(data["stages"])
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(EdgecError) as info:
+        read_manifest(tmp_path)
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_step_of_slices_is_refused_until_a_runtime_joins_them(replica_plan, tmp_path):
+    import shutil
+
+    from edgec.errors import EdgecError
+
+    _, out = replica_plan
+    folder = tmp_path / "plan"
+    shutil.copytree(out, folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    for st in data["stages"]:
+        st["parallel"] = "slice"
+        st.pop("weight")
+    (folder / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(EdgecError, match="this runtime cannot run a step of 'slice' stages"):
+        read_pipeline(str(folder))
