@@ -212,3 +212,27 @@ def test_two_replicas_share_frames_in_proportion_to_their_speed(trio_program):
     w_fast, w_slow = pred.weights[0]
     assert w_fast / w_slow == pytest.approx(ms[slow] / ms[fast], rel=1e-6)
     assert pred.bottleneck_ms == pytest.approx(1.0 / (1.0 / ms[fast] + 1.0 / ms[slow]), rel=1e-6)
+
+
+def test_the_nano_s_5w_mode_takes_its_own_power_figures(tmp_path):
+    model = save_text_model(MULTI, tmp_path / "multi.onnx")
+    spec = json.loads(TRIO.read_text())
+    energies = {}
+    for mode in ("MAXN", "5W"):
+        for d in spec["devices"]:
+            if d["type"] == "jetson-nano":
+                d["power_mode"] = mode
+        path = tmp_path / f"trio-{mode}.json"
+        path.write_text(json.dumps(spec))
+        m = edgec.compile(model, path, tmp_path / mode, strategy="pipeline").manifest
+        assert any(s.device == "nano" for s in m.stages)
+        energies[mode] = m.predicted["energy_mj"]
+    assert energies["5W"] < energies["MAXN"]
+    for d in spec["devices"]:
+        if d["type"] == "raspberry-pi-4":
+            d["power_mode"] = "5W"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec))
+    proc = _cli("compile", model, "-t", path, "-o", tmp_path / "out", "--objective", "energy")
+    assert proc.returncode == 2 and "device 'rpi4' names power_mode 5W" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
