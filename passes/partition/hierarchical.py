@@ -8,14 +8,16 @@ Strategies:
     (edgec.passes.partition.workers): the exact global DP (`optimal.solve`)
     run over the cluster's units instead of its boards, so the cut between
     boards and the split inside each board are chosen together, each board
-    costed by its units running at once. Exact up to 2^12 unit sets (the
-    reference trio has 5 units: exact); beyond, `solve`'s beam search (mixed-8
-    has 13 units, in 12 interchangeability classes: beam). Contention between
+    costed by its units running at once. Exact up to 2^12 unit sets: the
+    reference trio's 5 units and mixed-8's 11 (2^11 sets) are searched
+    exactly, in 0.1-1 s; a cluster of more than 12 distinct units gets
+    `solve`'s beam search (a heuristic: see edgec.passes.partition.optimal),
+    as its exact DP grows as 2^units. Contention between
     the units of a board depends on which of them the plan keeps busy, which
     no additive DP cost can express, so the DP runs twice: charging every
     unit of a multi-unit board as if its sibling were busy (an upper bound)
     and charging nothing (a lower bound: if that plan's exact prediction equals
-    its DP value, it is the optimum of the stated model); both plans are then
+    its DP value, it is the best chain of distinct units); both plans are then
     predicted exactly. The DP uses each unit at most once, so a board whose
     GPU needs its CPU in the middle (GPU, CPU, GPU) is found only by the
     single-level family below;
