@@ -31,7 +31,7 @@ err_console = Console(stderr=True)
 # strategies here, as the partitioner's own list would load the compiler for every command; tests/test_cli.py
 # holds both to what the library accepts).
 Objective = Enum("Objective", {name: name for name in OBJECTIVES}, type=str)  # type: ignore[misc]
-STRATEGIES = ("optimal", "random", "greedy", "even", "single", "two-way")
+STRATEGIES = ("hierarchical", "data-parallel", "pipeline", "random", "greedy", "even", "single", "two-way")
 Strategy = Enum("Strategy", {name: name for name in STRATEGIES}, type=str)  # type: ignore[misc]
 
 
@@ -55,8 +55,14 @@ def compile_cmd(
     target: Path = typer.Option(..., "-t", "--target", metavar="CLUSTER.JSON", help="the cluster to compile for"),
     out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="output folder"),
     objective: Objective = typer.Option("throughput", help="what to minimise: throughput (the pipeline's "
-                                        "bottleneck), latency (one inference end to end)"),
-    strategy: Strategy = typer.Option("optimal", help="partitioner: the optimum, or a research baseline"),
+                                        "bottleneck), latency (one inference end to end), or energy (per frame, "
+                                        "under --min-fps / --max-latency-ms)"),
+    strategy: Strategy = typer.Option("hierarchical", help="hierarchical (boards and units jointly, every unit a "
+                                      "concurrent worker, replicas where they pay), data-parallel (whole-model "
+                                      "replicas), pipeline (one segment per board), or a research baseline"),
+    min_fps: Optional[float] = typer.Option(None, "--min-fps", metavar="FPS", help="refuse plans slower than this"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", metavar="MS",
+                                                   help="refuse plans slower per frame end to end than this"),
     input_shape: List[str] = typer.Option([], "--input-shape", metavar="NAME=DIMS",
                                           help="pin dynamic dims, e.g. images=1x3x224x224 (repeatable)"),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", metavar="DIR", help="write NN-<pass>.txt/.json after "
@@ -72,8 +78,8 @@ def compile_cmd(
     shapes = dict(parse_input_shape(s) for s in input_shape)
     from edgec import api  # the compiler side loads only for the commands that need it (boards serve without it)
 
-    result = api.compile(model, target, out, objective=objective.value, strategy=strategy.value, input_shapes=shapes,
-                         dump_ir=dump_ir,
+    result = api.compile(model, target, out, objective=objective.value, strategy=strategy.value, min_fps=min_fps,
+                         max_latency_ms=max_latency_ms, input_shapes=shapes, dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
                                                                    highlight=False),
@@ -81,7 +87,7 @@ def compile_cmd(
     m = result.manifest
     console.print(f"wrote {out}/: {len(m.stages)} stages on {len({s.device for s in m.stages})} devices; "
                   f"predicted latency {m.predicted['latency_ms']:.2f} ms, bottleneck {m.predicted['bottleneck_ms']:.2f} ms "
-                  f"({m.predicted['throughput_fps']:.1f} fps)", highlight=False)
+                  f"({m.predicted['throughput_fps']:.1f} fps){_energy(m.predicted)}", highlight=False)
     if time_passes:
         table = Table("pass", "ms", "changed", title="pass timings")
         for t in result.timings:
@@ -141,10 +147,12 @@ def inspect_cmd(out: Path = typer.Argument(..., metavar="OUT", help="folder writ
     from edgec.manifest import read_manifest
 
     m = read_manifest(out)
-    table = Table("stage", "device", "unit", "backend", "variant", "inputs", "outputs", "pred ms", "memory MB",
+    table = Table("step", "stage", "device", "unit", "cores", "parallel", "weight", "backend", "variant",
+                  "pred ms", "MB",
                   title=f"{m.source_model['path']} -> {m.cluster.get('name', '')} ({m.objective})")
-    for s in m.stages:
-        table.add_row(s.name, s.device, s.unit, s.backend, s.variant, str(len(s.inputs)), str(len(s.outputs)),
+    for k, s in enumerate(m.stages):
+        table.add_row(str(k if s.step is None else s.step), s.name, s.device, s.unit, ",".join(map(str, s.cores)),
+                      s.parallel or "", "" if s.weight is None else f"{s.weight:.3f}", s.backend, s.variant,
                       f"{s.predicted_ms:.2f}", f"{s.memory_bytes / 2**20:.1f}")
     console.print(table)
     tt = Table("from", "to", "tensors", "KB", "pred ms", title="transfers")
@@ -154,7 +162,12 @@ def inspect_cmd(out: Path = typer.Argument(..., metavar="OUT", help="folder writ
     console.print(tt)
     p = m.predicted
     console.print(f"predicted: latency {p['latency_ms']:.2f} ms, bottleneck {p['bottleneck_ms']:.2f} ms, "
-                  f"throughput {p['throughput_fps']:.1f} fps", highlight=False)
+                  f"throughput {p['throughput_fps']:.1f} fps{_energy(p)}", highlight=False)
+
+
+def _energy(predicted: dict) -> str:
+    e = predicted.get("energy_mj")
+    return "" if e is None else f", energy {e:.1f} mJ/frame"
 
 
 @app.command("report")
@@ -184,10 +197,17 @@ def profile_cmd(
     unit: List[str] = typer.Option([], "--unit", metavar="NAME=CORES",
                                    help="e.g. big=4,5,6,7 (repeatable; default: one "
                                    "unit 'cpu' on all cores)"),
+    power: List[str] = typer.Option([], "--power", metavar="NAME=ACTIVE_W,IDLE_W",
+                                    help="a unit's power measured with a meter (the board's draw above idle while "
+                                    "the unit computes, and the board's idle draw), for --objective energy "
+                                    "(repeatable)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
     """Measure this machine's compute units with ONNX Runtime micro-benchmarks and write a profile."""
+    from edgec.costmodel.energy import parse_power_option, record_measured_power
     from edgec.costmodel.profiler import write_profile
+
+    powers = dict(parse_power_option(p) for p in power)
 
     units = {}
     for spec in unit:
@@ -199,15 +219,22 @@ def profile_cmd(
         if not sep or not name or not cores:
             raise EdgecError(f"--unit '{spec}': expected NAME=CORES with comma-separated core ids, e.g. big=4,5,6,7")
         units[name] = (len(cores), cores)
+    unknown = [name for name in powers if name not in (units or {"cpu": None})]
+    if unknown:
+        raise EdgecError(f"--power {unknown[0]}: no such unit; name one given with --unit (default: cpu)")
     shown = progress_console(console, quiet)
     with Counter(shown, "micro-benchmarks", None) as bar:
         def timed(unit_name: str, bench: str, done: int, total: int) -> None:
             bar.show(done, total, f"{unit_name}: timed {bench}")
 
         doc = write_profile(out, units or None, on_bench=timed)
+    if powers:
+        doc = record_measured_power(out, powers)
     for name, u in doc["units"].items():
         console.print(f"{name}: peak {u['peak_gflops']:.1f} GFLOP/s, bandwidth {u['bandwidth_gbs']:.1f} GB/s, "
-                      f"overhead {u['overhead_ms']:.3f} ms/node", highlight=False)
+                      f"overhead {u['overhead_ms']:.3f} ms/node"
+                      + (f", power {u['power']['active_w']:g} W active / {u['power']['idle_w']:g} W idle"
+                         if "power" in u else ""), highlight=False)
     console.print(f"wrote {out}", highlight=False)
 
 
