@@ -82,7 +82,7 @@ def _compile(tmp_path, host_a, host_b):
     for device, host in zip(spec["devices"], (host_a, host_b)):
         device.update(host=host, port=47000)
     (tmp_path / "cluster.json").write_text(json.dumps(spec))
-    out = edgec.compile(model, tmp_path / "cluster.json", tmp_path / "out").out_dir
+    out = edgec.compile(model, tmp_path / "cluster.json", tmp_path / "out", strategy="pipeline").out_dir
     assert read_pipeline(str(out)).devices == ["d0", "d1"]
     return model, out
 
