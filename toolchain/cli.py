@@ -55,11 +55,11 @@ def compile_cmd(
     target: Path = typer.Option(..., "-t", "--target", metavar="CLUSTER.JSON", help="the cluster to compile for"),
     out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="output folder"),
     objective: Objective = typer.Option("throughput", help="what to minimise: throughput (the pipeline's "
-                                        "bottleneck), latency (one inference end to end), energy (per frame, "
+                                        "bottleneck), latency (one inference end to end), or energy (per frame, "
                                         "under --min-fps / --max-latency-ms)"),
-    strategy: Strategy = typer.Option("hierarchical", help="hierarchical: boards and units jointly, every unit a "
-                                      "concurrent worker, replicas where they pay; data-parallel: whole-model "
-                                      "replicas; pipeline (= optimal): one segment per board; or a research baseline"),
+    strategy: Strategy = typer.Option("hierarchical", help="hierarchical (boards and units jointly, every unit a "
+                                      "concurrent worker, replicas where they pay), data-parallel (whole-model "
+                                      "replicas), pipeline (one segment per board), or a research baseline"),
     min_fps: Optional[float] = typer.Option(None, "--min-fps", metavar="FPS", help="refuse plans slower than this"),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", metavar="MS",
                                                    help="refuse plans slower per frame end to end than this"),
@@ -79,8 +79,7 @@ def compile_cmd(
     from edgec import api  # the compiler side loads only for the commands that need it (boards serve without it)
 
     result = api.compile(model, target, out, objective=objective.value, strategy=strategy.value, min_fps=min_fps,
-                         max_latency_ms=max_latency_ms, input_shapes=shapes,
-                         dump_ir=dump_ir,
+                         max_latency_ms=max_latency_ms, input_shapes=shapes, dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
                                                                    highlight=False),
@@ -199,9 +198,9 @@ def profile_cmd(
                                    help="e.g. big=4,5,6,7 (repeatable; default: one "
                                    "unit 'cpu' on all cores)"),
     power: List[str] = typer.Option([], "--power", metavar="NAME=ACTIVE_W,IDLE_W",
-                                    help="a unit's power measured with a meter "
-                                    "(the board's draw above idle while the unit computes, and the board's idle "
-                                    "draw), for --objective energy (repeatable)"),
+                                    help="a unit's power measured with a meter (the board's draw above idle while "
+                                    "the unit computes, and the board's idle draw), for --objective energy "
+                                    "(repeatable)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
     """Measure this machine's compute units with ONNX Runtime micro-benchmarks and write a profile."""

@@ -146,14 +146,14 @@ class _Run:
         self.run_id = uuid.uuid4().hex[:12]
         self.ctx = ctx
         # connected only once every device is up and no other run is using them (_connect)
-        self.dealer: Optional[Dealer] = None  # the fan-out into the first step
+        self.dealer: Optional[Dealer] = None
         self.pull: Optional[zmq.Socket] = None
+        self.restarts = Restarts(settle_s=2 * HEARTBEAT_S)
         self.ends = EndGather([seg.names for seg in plan.last.segments])
         self.lost: List[str] = []  # devices whose replicas were found dead
         self.skip: List[str] = []  # their segments, which every dealer now deals around
         self.resent: set = set()  # frames sent again after a replica died: a second result is dropped
         self.to_resend: List[int] = []
-        self.restarts = Restarts(settle_s=2 * HEARTBEAT_S)
         self.subs: Dict[zmq.Socket, str] = {}
         for device in plan.devices:
             sub = driver._socket(ctx, zmq.SUB, device)
