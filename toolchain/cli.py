@@ -31,7 +31,7 @@ err_console = Console(stderr=True)
 # strategies here, as the partitioner's own list would load the compiler for every command; tests/test_cli.py
 # holds both to what the library accepts).
 Objective = Enum("Objective", {name: name for name in OBJECTIVES}, type=str)  # type: ignore[misc]
-STRATEGIES = ("hierarchical", "data-parallel", "pipeline", "random", "greedy", "even", "single", "two-way")
+STRATEGIES = ("hierarchical", "data-parallel", "pipeline", "optimal", "random", "greedy", "even", "single", "two-way")
 Strategy = Enum("Strategy", {name: name for name in STRATEGIES}, type=str)  # type: ignore[misc]
 
 

@@ -62,7 +62,9 @@ def plan_summary(program: Program, nbytes: Callable[[object], int]) -> list[str]
     if program.cluster is not None:
         where.update(source=program.cluster.source, sink=program.cluster.sink)
     kind = "stages" if program.stages else "device segments"
-    head = f"# plan: {len(parts)} {kind} on {len({p.device for p in parts})} devices"
+    copies = [r for p in parts for r in (getattr(p, "replicas", None) or [])]  # replicas count as the manifest's stages
+    devices = {p.device for p in parts} | {r.device for r in copies}
+    head = f"# plan: {len(parts) + len(copies)} {kind} on {len(devices)} devices"
     if program.prediction is not None:
         p = program.prediction
         head += (f"; predicted latency {p.latency_ms:.2f} ms, bottleneck {p.bottleneck_ms:.2f} ms "
@@ -76,6 +78,10 @@ def plan_summary(program: Program, nbytes: Callable[[object], int]) -> list[str]
                 extra += f"  {key} {getattr(part, key):g}" if key == "weight" else f"  {key} {getattr(part, key)}"
         lines.append(f"#   {part.name:<6} {where[part.name]:<14} {groups} ({len(part.groups)} groups)  "
                      f"{part.predicted_ms:.2f} ms  {part.memory_bytes / 2**20:.1f} MB{extra}")
+        for j, r in enumerate(getattr(part, "replicas", None) or []):  # the step's other copies, as the manifest names them
+            lines.append(f"#   {part.name + 'r' + str(j + 1):<6} {r.unit_id:<14} {groups} ({len(part.groups)} groups)  "
+                         f"{r.predicted_ms:.2f} ms  {r.memory_bytes / 2**20:.1f} MB  {r.backend}/{r.variant}  "
+                         f"replica of {part.name}  weight {r.weight:g}")
     lines.append("# transfers:")
     for (src, dst), tensors in crossing.items():
         link = f"{where.get(src, src)} -> {where.get(dst, dst)}"
