@@ -132,7 +132,8 @@ def stage_rows(outs: list[Path], runs: int, rounds: int) -> list[list[tuple[str,
     for k in range(rounds):
         for _, _, _, cores, sess, feeds, times in sessions:
             with pinned(cores):
-                times.append(time_session(sess, feeds, runs=runs, warmup=3 if k == 0 else 1, budget_s=20.0))
+                times.append(time_session(sess, feeds, runs=runs, warmup=3 if k == 0 else 1, budget_s=20.0,
+                                          cpu_time=len(cores or [1]) == 1))
     return [[(name, pred, statistics.median(times)) for o, name, pred, _, _, _, times in sessions if o == out]
             for out in outs]
 
@@ -155,7 +156,8 @@ def measure(name: str, model: Path, work: Path, pair: Path, single: Path, args) 
     for tag, cluster in (("pair", pair), ("whole", single)):
         outs[tag] = work / f"{name}-{tag}"
         edgec.compile(model, cluster, outs[tag])
-    wait_until_idle(30.0)
+    if not args.cpu_time:
+        wait_until_idle(30.0)
     pair_rows, whole_rows = stage_rows([outs["pair"], outs["whole"]], args.runs, args.rounds)
     errors = []
     for stage, pred, meas in pair_rows:
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     cores = [[int(c) for c in part.split(",")] for part in args.cores.split(";")]
     cores = [[c for c in dev if c in available] or [available[0]] for dev in cores]
+    args.cpu_time = all(len(c) == 1 for c in cores)  # one-core stages are timed by CPU time (time_session)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="edgec-cost-"))
     work.mkdir(parents=True, exist_ok=True)
 
@@ -196,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         profile_path = Path(args.profile)
     else:
         profile_path = work / "host.json"
-        wait_until_idle(30.0)
+        if any(len(c) > 1 for c in cores):
+            wait_until_idle(30.0)
         write_profile(profile_path, {"cpu": (len(cores[0]), cores[0])})
         print(f"profile measured in {time.perf_counter() - t0:.0f} s ({profile_path})")
     profile = load_profile(str(profile_path)).units["cpu"]
