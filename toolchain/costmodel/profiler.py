@@ -119,9 +119,9 @@ def fit_im2col_bandwidth(results: Sequence[BenchResult], fitted: UnitProfile) ->
 
 
 def _streams_weights(r: BenchResult) -> bool:
-    """A GEMM at batch 1 (a GEMV): each weight used once, so its time is the weights streamed from DRAM; the
-    bandwidth is fitted to it, which leaves its arithmetic efficiency undetermined."""
-    return r.op_class == "gemm" and r.work.param_bytes > 16 * r.work.flops / 2 / 4
+    """A GEMM at batch 1 or 2 (a GEMV): each fp32 weight in at most two multiply-adds, so its time is the
+    weights streamed from DRAM; the bandwidth is fitted to it, which leaves its arithmetic efficiency open."""
+    return r.op_class == "gemm" and r.work.param_bytes >= r.work.flops
 
 
 def _compute_bound(r: BenchResult, probe: UnitProfile) -> bool:
