@@ -326,7 +326,8 @@ def report(rows: list[Row], units: Sequence[str], solved: dict[str, tuple[float,
                 clock = f"{r.clock_ghz:5.2f}" if r.clock_ghz else "    -"
                 label = r.architecture if r.model not in ALIASES else f"{r.architecture}={r.model.split()[1]}"
                 print(f"  {label[:24]:24s} {r.board[:14]:14s} {r.runtime[:16]:16s} {clock} {r.published_ms:8.1f} "
-                      f"{r.bundle_ms:8.1f} {r.predicted_ms:8.1f} {r.error_pct:+7.1f} {r.winograd_share * 100:4.0f}% {r.ratio:5.3f}")
+                      f"{r.bundle_ms:8.1f} {r.predicted_ms:8.1f} {r.error_pct:+7.1f} {r.winograd_share * 100:4.0f}% "
+                      f"{r.ratio:5.3f}")
         n, med, worst = stats(rows, unit)
         print(f" validation: {n} figures, median |error| {med:.1f}%, worst {worst:.1f}%")
         reasons: dict[str, int] = {}

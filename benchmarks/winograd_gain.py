@@ -8,11 +8,12 @@ on that work (``WINOGRAD_GAIN_NCNN`` in edgec.costmodel.builtin, which
 benchmarks/published_latency.py uses to convert ncnn figures per conv class).
 
 The layers are the 3x3 stride-1 convs of a calibration model's ncnn benchmark
-graph (samples/archs/ncnn_params; ResNet-50 by default), each distinct shape timed alone
-as a one-layer ncnn net with zero weights, Winograd on and off interleaved, the
-fastest of the repeats (the least disturbed by other load). Needs the `ncnn` Python package (``pip install -e '.[bench]'``).
+graph (samples/archs/ncnn_params; ResNet-50 by default), each distinct shape
+timed alone as a one-layer ncnn net with zero weights, Winograd on and off
+interleaved, the fastest of the repeats (the least disturbed by other load).
+Needs the `ncnn` Python package (``pip install -e '.[bench]'``).
 
-    python benchmarks/winograd_gain.py [--model resnet50] [--threads 1] [--repeats 15]
+    python benchmarks/winograd_gain.py [--model resnet50] [--threads 1] [--repeats 40]
 """
 
 from __future__ import annotations
