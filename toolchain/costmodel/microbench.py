@@ -225,6 +225,8 @@ def default_benches() -> list[Bench]:
         Bench("gconv3x3 g32 128ch 56x56", "grouped", _conv_chain(128, 56, 3, group=32), channels_per_group=4),
         Bench("gconv3x3 g32 256ch 28x28", "grouped", _conv_chain(256, 28, 3, group=32), channels_per_group=8),
         Bench("matmul 256x512x512", "gemm", _matmul_chain(256, 512)),
+        # a transformer encoder's projections (BERT-base, 128 tokens): activations times weights, as MatMul
+        Bench("matmul 128x768x768", "gemm", _matmul_chain(128, 768)),
         Bench("fc 4096x4096", "gemm", _gemv_chain(4096), lengths=(1, 3)),
         Bench("add 256ch 28x28", "elementwise", _add_chain([1, 256, 28, 28])),
         Bench("relu 64ch 112x112", "elementwise", _unary_chain("Relu", [1, 64, 112, 112])),
