@@ -56,7 +56,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
 import edgec
@@ -212,12 +211,10 @@ def op_breakdown(name: str, model: Path, profile, cores: list[int], runs: int) -
         key_of.update({node.name: key, **{t.name: key for t in node.outputs}})
         predicted[key] = predicted.get(key, 0.0) + node_ms(node, work, profile, fused=node.name in fused,
                                                            blocked=node.name in blocked)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp, pinned(cores[:1]):
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        settings = {"intra_op_num_threads": 1, "inter_op_num_threads": 1, "enable_profiling": True,
+                    "profile_file_prefix": str(Path(tmp) / "ort")}
+        sess = inference_session(str(model), settings, providers=["CPUExecutionProvider"])
         feeds = random_feeds(sess)
         for _ in range(runs + 2):
             sess.run(None, feeds)
