@@ -11,8 +11,12 @@ What a user does to calibrate a board, done here for this machine:
    session settings from the manifest, in a process pinned to the stage's cores
    as the device's launcher pins it, next to the manifest's ``predicted_ms``.
    A model's stages and its whole are timed in turn, --rounds times over (the
-   median of --runs after warm-up each time; runs disturbed by other
-   processes timed again), and each gets the median of its rounds.
+   median of --runs after warm-up each time), and each gets the fastest of its
+   rounds, as each micro-benchmark of the profile does. A one-core stage is timed by its thread's CPU time, which time
+   slices given to other processes do not inflate (on a shared machine its
+   wall time varies 1-3x from run to run); the profile's micro-benchmarks are
+   timed the same way. Stages of several cores are timed by the wall clock,
+   runs disturbed by other processes timed again.
 
 The two devices are this machine's first two CPUs, one core each (``--cores``
 changes that). A device of one core is what this benchmark can measure
@@ -28,6 +32,9 @@ profile measured in one state predicts the other badly.
    (``--architectures``: MobileNetV3, EfficientNet-B0, RegNetY-400MF,
    ConvNeXt-T, a small ViT, from samples/architectures.py with random
    weights): their errors are printed apart, as out-of-sample figures.
+
+5. with --ops, each model's predicted ms per op class next to ONNX Runtime's
+   profiler (one thread, per-node kernel times): where a model's error comes from.
 
 Targets: MAPE <= 15% over all stages (in sample and out of sample, each),
 whole-model error <= 10%.
@@ -116,8 +123,11 @@ def stage_rows(outs: list[Path], runs: int, rounds: int) -> list[list[tuple[str,
     """Per compiled out/ folder, (stage, predicted ms, measured ms) for each of its stages.
 
     All stages of all folders are timed in turn, `rounds` times over, and each
-    stage's measurement is the median of its rounds: a slow spell of the
-    machine then does not fall on one stage (or on the whole model) alone.
+    stage's measurement is the fastest of its rounds: a slow spell of the
+    machine then does not fall on one stage (or on the whole model) alone, and
+    stages are measured as the profile's micro-benchmarks are (each chain's
+    fastest pass, edgec.costmodel.microbench.run_benches). With the median here
+    and the fastest there, a loaded machine makes every prediction read fast.
     """
     sessions = []
     for out in outs:
@@ -132,8 +142,9 @@ def stage_rows(outs: list[Path], runs: int, rounds: int) -> list[list[tuple[str,
     for k in range(rounds):
         for _, _, _, cores, sess, feeds, times in sessions:
             with pinned(cores):
-                times.append(time_session(sess, feeds, runs=runs, warmup=3 if k == 0 else 1, budget_s=20.0))
-    return [[(name, pred, statistics.median(times)) for o, name, pred, _, _, _, times in sessions if o == out]
+                times.append(time_session(sess, feeds, runs=runs, warmup=3 if k == 0 else 1, budget_s=20.0,
+                                          cpu_time=len(cores or [1]) == 1))
+    return [[(name, pred, min(times)) for o, name, pred, _, _, _, times in sessions if o == out]
             for out in outs]
 
 
@@ -155,7 +166,8 @@ def measure(name: str, model: Path, work: Path, pair: Path, single: Path, args) 
     for tag, cluster in (("pair", pair), ("whole", single)):
         outs[tag] = work / f"{name}-{tag}"
         edgec.compile(model, cluster, outs[tag], strategy="pipeline")  # per-stage figures of a chain
-    wait_until_idle(30.0)
+    if not args.cpu_time:
+        wait_until_idle(30.0)
     pair_rows, whole_rows = stage_rows([outs["pair"], outs["whole"]], args.runs, args.rounds)
     errors = []
     for stage, pred, meas in pair_rows:
@@ -171,6 +183,59 @@ def measure(name: str, model: Path, work: Path, pair: Path, single: Path, args) 
     return errors, abs(err)
 
 
+def op_breakdown(name: str, model: Path, profile, cores: list[int], runs: int) -> None:
+    """Per op class of the compiled graph: predicted ms against ONNX Runtime's profiler (the median over
+    `runs` of each node's kernel time, one thread on `cores`), each runtime node charged to the graph node it
+    stands for (its name, a fused node's ``<name>/...``, a blocked one's ``<output>_nchwc``; layout
+    reorders to "layout"). Wall-clock kernel times: under load, long kernels read high."""
+    from edgec.costmodel.layout import blocked_nodes
+    from edgec.costmodel.predict import layout_ms, node_ms
+    from edgec.costmodel.runtime_fusion import fused_nodes
+    from edgec.costmodel.work import node_work
+    from edgec.ir import Program
+    from edgec.passes.fusion import Fusion
+    from edgec.passes.load import Load
+    from edgec.passes.shape_inference import ShapeInference
+    from edgec.pipeline import PassManager
+
+    nodes = list(PassManager([Load(str(model)), ShapeInference(), Fusion()]).run(Program.empty()).graph.nodes)
+    fused = fused_nodes(nodes, profile.runtime, residual=profile.layout_block > 0)
+    blocked = blocked_nodes(nodes, profile.layout_block, fused)
+    predicted: dict[str, float] = {"layout": layout_ms(nodes, profile, fused)}
+    key_of: dict[str, str] = {}
+    for node in nodes:  # topological: an epilogue takes its producer's key
+        work = node_work(node)
+        key = f"{node.op}:{work.op_class}" if node.op == "Conv" else node.op
+        if node.name in fused:
+            key = next((key_of[t.name] for t in node.inputs if t.name in key_of), key)
+        key_of.update({node.name: key, **{t.name: key for t in node.outputs}})
+        predicted[key] = predicted.get(key, 0.0) + node_ms(node, work, profile, fused=node.name in fused,
+                                                           blocked=node.name in blocked)
+    with tempfile.TemporaryDirectory() as tmp, pinned(cores[:1]):
+        settings = {"intra_op_num_threads": 1, "inter_op_num_threads": 1, "enable_profiling": True,
+                    "profile_file_prefix": str(Path(tmp) / "ort")}
+        sess = inference_session(str(model), settings, providers=["CPUExecutionProvider"])
+        feeds = random_feeds(sess)
+        for _ in range(runs + 2):
+            sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    kernels: dict[tuple[str, str], list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            kernels.setdefault((e["name"][:-len("_kernel_time")], e["args"]["op_name"]), []).append(e["dur"] / 1e3)
+    measured: dict[str, float] = {}
+    for (node, op), times in kernels.items():
+        base = node.split("/")[0].removesuffix("_nchwc")
+        key = "layout" if op.startswith("Reorder") else key_of.get(base, f"(runtime {op})")
+        measured[key] = measured.get(key, 0.0) + statistics.median(times)
+    print(f"  {name}: per op class, predicted vs ONNX Runtime's profiler (kernel ms, median of {runs} runs)")
+    for key in sorted(set(predicted) | set(measured), key=lambda k: -max(predicted.get(k, 0), measured.get(k, 0))):
+        pred, meas = predicted.get(key, 0.0), measured.get(key, 0.0)
+        if max(pred, meas) >= 0.01:
+            print(f"    {key:28s} {pred:9.2f} {meas:9.2f}")
+    print(f"    {'total':28s} {sum(predicted.values()):9.2f} {sum(measured.values()):9.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", help="profile file with a unit 'cpu' (default: measure this machine now)")
@@ -183,11 +248,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"out-of-sample architectures from samples/architectures.py (default: "
                              f"{' '.join(OUT_OF_SAMPLE)})")
     parser.add_argument("--keep", help="keep the profile, clusters and out/ folders here")
+    parser.add_argument("--ops", action="store_true", help="also print each model's per-op-class predicted ms "
+                        "against ONNX Runtime's profiler")
     args = parser.parse_args(argv)
 
     available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     cores = [[int(c) for c in part.split(",")] for part in args.cores.split(";")]
     cores = [[c for c in dev if c in available] or [available[0]] for dev in cores]
+    args.cpu_time = all(len(c) == 1 for c in cores)  # one-core stages are timed by CPU time (time_session)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="edgec-cost-"))
     work.mkdir(parents=True, exist_ok=True)
 
@@ -196,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         profile_path = Path(args.profile)
     else:
         profile_path = work / "host.json"
-        wait_until_idle(30.0)
+        if any(len(c) > 1 for c in cores):
+            wait_until_idle(30.0)
         write_profile(profile_path, {"cpu": (len(cores[0]), cores[0])})
         print(f"profile measured in {time.perf_counter() - t0:.0f} s ({profile_path})")
     profile = load_profile(str(profile_path)).units["cpu"]
@@ -221,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_errors, model_errors = [], []
         for name, model in models:
             errors, whole = measure(name, model, work, pair, single, args)
+            if args.ops:
+                op_breakdown(name, model, profile, cores[0], args.runs)
             stage_errors += errors
             model_errors.append(whole)
         summary.append(f"{label}: stage MAPE {statistics.mean(stage_errors):.1f}% over {len(stage_errors)} stages "

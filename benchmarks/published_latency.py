@@ -6,12 +6,16 @@ ARM cores, a TensorRT fp16 engine on the Nano's GPU.
 
 - CPU units: every usable figure is ncnn's (benchncnn, 4 threads, fp32). It is
   converted to ONNX Runtime ms as published ms x clock / profile clock x
-  ORT/ncnn, with ORT/ncnn = 1.365 on every CPU unit: the mean of 1.35 (YOLOv8n)
-  and 1.38 (YOLOv8s), the only same-board pair (Raspberry Pi 4, Ultralytics'
-  RPi guide, YOLOv8-era table; see the .md's "Ratios between runtimes"). It was
-  measured on a detector (3x3 and 1x1 convs, SiLU, Concat/Split) on the A72; on
-  the A57, A15 and A7 it is an assumption. Predicted ORT ms is compared with
-  that converted figure (equivalently predicted / 1.365 with the ncnn figure).
+  ORT/ncnn, per conv class: ncnn runs dense 3x3 stride-1 convs as Winograd and
+  ONNX Runtime as im2col + SGEMM, so ORT/ncnn = r / (1 - s + s / g) for a model
+  with share s of its FLOPs in those convs (edgec.costmodel.builtin.ort_over_ncnn).
+  g, ncnn's Winograd gain, is measured with ncnn on the calibration ResNet-50's
+  layers (benchmarks/winograd_gain.py); r is solved from the only same-board
+  pair, YOLOv8n (ORT/ncnn 1.35) and YOLOv8s (1.38) on a Raspberry Pi 4
+  (Ultralytics' RPi guide, YOLOv8-era table; the .md's "Ratios between
+  runtimes"), whose shares come from their layer lists (yolov8_conv_macs). It
+  was measured on the A72; on the A57, A15 and A7 it is an assumption. Predicted
+  ORT ms is compared with that converted figure.
   XU4 LITTLE figures come from other Cortex-A7 boards (H2+, AX620A, BCM2836,
   RV1126) at their clocks, scaled to the XU4's 1.4 GHz the same way.
 - Nano GPU: TensorRT fp16 figures only (torch2trt's table: Python call overhead
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -48,7 +53,8 @@ from typing import Any, Sequence
 import onnx_graphsurgeon as gs
 
 from edgec.costmodel.builtin import (BUILTIN_CLOCK_GHZ, BUILTIN_PROFILES, CALIBRATION_MODELS, ORT_OVER_NCNN,
-                                     ORT_OVER_NCNN_SOURCE, gemm_eff)
+                                     ORT_OVER_NCNN_SOURCE, WINOGRAD_GAIN_NCNN, WINOGRAD_GAIN_NCNN_SOURCE, gemm_eff,
+                                     ort_over_ncnn)
 from edgec.costmodel.calibrate import solve_pair
 from edgec.costmodel.predict import predict_ms
 from edgec.costmodel.profile import UnitProfile
@@ -96,7 +102,7 @@ class Row:
     reason: str = ""            # why excluded
     architecture: str | None = None
     clock_scale: float = 1.0    # profile clock / published clock applied to the figure (x clock / profile clock)
-    ratio: float = 1.0          # bundle runtime ms per source runtime ms
+    ratio: float = 1.0          # bundle runtime ms per source runtime ms (an ncnn row's: set once its share is known)
     predicted_ms: float | None = None
     winograd_share: float | None = None  # share of the architecture's FLOPs in dense 3x3 stride-1 convs
 
@@ -200,9 +206,11 @@ def predict(rows: list[Row], units: Sequence[str], calibrate: bool) -> dict[str,
     also re-solve each unit's free parameters (returned per unit) and predict with the solved profile."""
     used = [r for r in rows if r.role != "excluded" and r.unit in units]
     graphs = {a: build_nodes(a) for a in sorted({r.architecture for r in used})}
+    shares = {a: winograd_share(nodes) for a, nodes in graphs.items()}
     for r in used:
-        works = [node_work(n) for n in graphs[r.architecture]]
-        r.winograd_share = sum(w.flops for w in works if w.winograd) / max(sum(w.flops for w in works), 1.0)
+        r.winograd_share = shares[r.architecture]
+        if r.runtime == "ncnn":
+            r.ratio = ort_over_ncnn(r.winograd_share)
     solved = {}
     for unit in units:
         profile = BUILTIN_PROFILES[unit]
@@ -213,6 +221,61 @@ def predict(rows: list[Row], units: Sequence[str], calibrate: bool) -> dict[str,
             if r.unit == unit:
                 r.predicted_ms = predict_ms(graphs[r.architecture], profile)
     return solved
+
+
+def winograd_share(nodes: Sequence[gs.Node]) -> float:
+    """Share of the nodes' FLOPs in dense 3x3 stride-1 convs (which ncnn runs as Winograd)."""
+    works = [node_work(n) for n in nodes]
+    return sum(w.flops for w in works if w.winograd) / max(sum(w.flops for w in works), 1.0)
+
+
+def yolov8_conv_macs(width: float, depth: float, size: int = 640, classes: int = 80) -> list[tuple[int, bool]]:
+    """(MACs, dense 3x3 stride 1) of every conv of Ultralytics' YOLOv8 detector at this width and depth multiple
+    (yolov8.yaml: n 0.25/0.33, s 0.50/0.33; C2f bottlenecks of two 3x3 convs, SPPF, the decoupled Detect head).
+    Only the convs: the rest is well under 1% of the FLOPs."""
+    def ch(c: int) -> int:
+        return int(math.ceil(min(c, 1024) * width / 8) * 8)
+
+    def rep(n: int) -> int:
+        return max(round(n * depth), 1)
+
+    convs: list[tuple[int, bool]] = []
+
+    def conv(c1: int, c2: int, k: int, stride: int, side: int) -> None:
+        convs.append((c1 * c2 * k * k * side * side, k == 3 and stride == 1))
+
+    def c2f(c1: int, c2: int, n: int, side: int) -> None:
+        c = c2 // 2
+        conv(c1, 2 * c, 1, 1, side)
+        for _ in range(2 * n):
+            conv(c, c, 3, 1, side)
+        conv((2 + n) * c, c2, 1, 1, side)
+
+    s, (c64, c128, c256, c512, c1024) = size, (ch(c) for c in (64, 128, 256, 512, 1024))
+    conv(3, c64, 3, 2, s // 2)
+    conv(c64, c128, 3, 2, s // 4)
+    c2f(c128, c128, rep(3), s // 4)
+    conv(c128, c256, 3, 2, s // 8)
+    c2f(c256, c256, rep(6), s // 8)
+    conv(c256, c512, 3, 2, s // 16)
+    c2f(c512, c512, rep(6), s // 16)
+    conv(c512, c1024, 3, 2, s // 32)
+    c2f(c1024, c1024, rep(3), s // 32)
+    conv(c1024, c1024 // 2, 1, 1, s // 32)      # SPPF
+    conv(c1024 * 2, c1024, 1, 1, s // 32)
+    c2f(c1024 + c512, c512, rep(3), s // 16)    # head: FPN down, then PAN up
+    c2f(c512 + c256, c256, rep(3), s // 8)
+    conv(c256, c256, 3, 2, s // 16)
+    c2f(c256 + c512, c512, rep(3), s // 16)
+    conv(c512, c512, 3, 2, s // 32)
+    c2f(c512 + c1024, c1024, rep(3), s // 32)
+    box, cls = max(16, c256 // 4, 64), max(c256, min(classes, 100))
+    for c, side in ((c256, s // 8), (c512, s // 16), (c1024, s // 32)):
+        for hidden, out in ((box, 64), (cls, classes)):
+            conv(c, hidden, 3, 1, side)
+            conv(hidden, hidden, 3, 1, side)
+            conv(hidden, out, 1, 1, side)
+    return convs
 
 
 def rebuild(unit: str, a: float, b: float) -> UnitProfile:
@@ -241,12 +304,13 @@ def stats(rows: list[Row], unit: str) -> tuple[int, float, float]:
 
 
 def report(rows: list[Row], units: Sequence[str], solved: dict[str, tuple[float, float]]) -> None:
-    print(f"ORT/ncnn ratio on every CPU unit: {ORT_OVER_NCNN} ({ORT_OVER_NCNN_SOURCE})")
+    print(f"ORT/ncnn ratio on every CPU unit: {ORT_OVER_NCNN_SOURCE}")
+    print(f"ncnn's Winograd gain {WINOGRAD_GAIN_NCNN}: {WINOGRAD_GAIN_NCNN_SOURCE}")
     print("CPU target = ncnn ms x published clock / profile clock x ratio; GPU target = TensorRT fp16 ms\n")
-    print("3x3s1 = share of the model's FLOPs in dense 3x3 stride-1 convs, which ncnn runs as Winograd F(6,3) and "
-          "ONNX Runtime as im2col + SGEMM\n")
+    print("3x3s1 = share s of the model's FLOPs in dense 3x3 stride-1 convs, which ncnn runs as Winograd and "
+          f"ONNX Runtime as im2col + SGEMM; ratio = {ORT_OVER_NCNN} / (1 - s + s / {WINOGRAD_GAIN_NCNN})\n")
     head = f"  {'model':24s} {'board':14s} {'source runtime':16s} {'GHz':>5s} {'pub ms':>8s} {'target':>8s} " \
-           f"{'pred ms':>8s} {'err %':>7s} {'3x3s1':>5s}"
+           f"{'pred ms':>8s} {'err %':>7s} {'3x3s1':>5s} {'ratio':>5s}"
     for unit in units:
         p = BUILTIN_PROFILES[unit]
         print(f"== {unit} (profile at {BUILTIN_CLOCK_GHZ[unit]} GHz, runtime {p.runtime}; calibration: "
@@ -262,7 +326,8 @@ def report(rows: list[Row], units: Sequence[str], solved: dict[str, tuple[float,
                 clock = f"{r.clock_ghz:5.2f}" if r.clock_ghz else "    -"
                 label = r.architecture if r.model not in ALIASES else f"{r.architecture}={r.model.split()[1]}"
                 print(f"  {label[:24]:24s} {r.board[:14]:14s} {r.runtime[:16]:16s} {clock} {r.published_ms:8.1f} "
-                      f"{r.bundle_ms:8.1f} {r.predicted_ms:8.1f} {r.error_pct:+7.1f} {r.winograd_share * 100:4.0f}%")
+                      f"{r.bundle_ms:8.1f} {r.predicted_ms:8.1f} {r.error_pct:+7.1f} {r.winograd_share * 100:4.0f}% "
+                      f"{r.ratio:5.3f}")
         n, med, worst = stats(rows, unit)
         print(f" validation: {n} figures, median |error| {med:.1f}%, worst {worst:.1f}%")
         reasons: dict[str, int] = {}
@@ -286,8 +351,11 @@ def write_table(rows: list[Row], path: Path = TABLE) -> None:
     out = {"about": "published_latency.json rows as the bundle's runtime would show them (benchmarks/"
                     "published_latency.py --write): bundle_ms = published_ms x clock_scale x ratio",
            "ort_over_ncnn": ORT_OVER_NCNN, "ort_over_ncnn_source": ORT_OVER_NCNN_SOURCE,
+           "winograd_gain_ncnn": WINOGRAD_GAIN_NCNN,
            "profile_clock_ghz": BUILTIN_CLOCK_GHZ, "calibration_models": CALIBRATION_MODELS,
            "rows": [{**{k: v for k, v in asdict(r).items() if k not in ("predicted_ms", "winograd_share")},
+                     "winograd_share": None if r.winograd_share is None else round(r.winograd_share, 4),
+                     "ratio": round(r.ratio, 4),
                      "bundle_ms": round(r.bundle_ms, 3) if r.role != "excluded" else None,
                      "predicted_ms": None if r.predicted_ms is None else round(r.predicted_ms, 3)} for r in rows]}
     path.write_text(json.dumps(out, indent=1) + "\n")

@@ -308,3 +308,65 @@ def test_conv_work_marks_winograd_and_the_im2col_buffer():
     assert conv(3, group=16, pad=1).column_bytes == 9 * 64 * 16 * 4  # depthwise: 9 values per output
     assert conv(3, group=4, pad=1).column_bytes == 4 * 9 * 64 * 4 * 4  # grouped: each group's whole buffer
     assert conv(3, pad=1).column_bytes == conv(1).column_bytes == 0  # dense: segmented im2col, or a plain GEMM
+
+
+# -- convs run as im2col + one GEMM per group; GEMVs; one-core timing ------------------------
+
+
+def _im2col(name: str, cpg: int, gemm: BenchResult, column_bytes: int, bandwidth: float) -> BenchResult:
+    """A grouped 3x3 bench: its GEMM's time (as `gemm` was timed) plus the column buffer written and read back."""
+    ms = gemm.ms + 2 * column_bytes / (bandwidth * 1e6)
+    return BenchResult(name, "grouped", ms, replace(gemm.work, column_bytes=column_bytes), channels_per_group=cpg)
+
+
+def test_fit_takes_the_im2col_bandwidth_from_the_grouped_3x3_benches_the_runtime_runs_plain():
+    true = (9.5, 15.5)
+    shaped = [_shaped(f"g{k}x{n}", k, n, 0.9, true) for k, n in ((6, 3136), (34, 784), (68, 196), (136, 49))]
+    im2col = [_im2col("g3x3 4", 4, _shaped("a", 36, 3136, 0.9, true), 3_000_000, 7.5),
+              _im2col("g3x3 8", 8, _shaped("b", 72, 784, 0.9, true), 2_000_000, 7.5)]
+    results = [_result("conv", "conv", 1e8, 1.0)] + shaped + im2col
+    profile = fit_profile(results, 0.0, 1, None)
+    assert profile.im2col_bandwidth_gbs == pytest.approx(7.5, rel=1e-3)
+    assert profile.grouped_shape == pytest.approx(true)  # the GEMM fit does not see the im2col benches
+    assert profile.efficiency["grouped"] == pytest.approx(0.9, rel=1e-3)
+    for r in im2col:
+        assert profile.node_ms(r.work, overhead=False) == pytest.approx(r.ms, rel=1e-3)
+        assert profile.node_ms(r.work, overhead=False, blocked=True) < r.ms  # blocked: no column buffer
+    # a runtime that blocks 8 channels runs the 8-per-group conv blocked: only the other one says anything
+    assert fit_profile(results, 0.0, 1, None, layout_block=8).im2col_bandwidth_gbs == pytest.approx(7.5, rel=1e-3)
+    assert fit_profile(results, 0.0, 1, None, layout_block=4).im2col_bandwidth_gbs is None
+    assert fit_profile(results[:-2], 0.0, 1, None).im2col_bandwidth_gbs is None
+
+
+def test_default_grouped_3x3_benches_carry_their_column_buffer():
+    from edgec.costmodel.microbench import bench_result
+
+    benches = [b for b in default_benches() if b.channels_per_group is not None]
+    assert benches
+    for bench in benches:
+        work = bench_result(bench, (1.0, 2.0)).work
+        conv = next(n for n in gs.import_onnx(bench.build(1)).nodes if n.op == "Conv")
+        groups = int(conv.attrs["group"])
+        assert conv.inputs[1].values.shape[1] == bench.channels_per_group
+        assert work.column_bytes == work.reduction * work.pixels * groups * 4 > 0
+
+
+def test_a_weight_streaming_gemv_sets_the_bandwidth_not_the_gemm_efficiency():
+    matmul = _result("matmul", "gemm", 2.0e8, 2.0)  # 100 GFLOP/s: efficiency 1 at peak 100
+    gemv = BenchResult("fc", "gemm", 6.0, NodeWork(3.2e7, 64_000_000, 16_000, 16_000, "gemm"))
+    profile = fit_profile([_result("conv", "conv", 1e8, 1.0), matmul, gemv], 0.0, 1, None)
+    assert profile.bandwidth_gbs == pytest.approx(64_000_000 / 6e6, rel=0.01)
+    assert profile.efficiency["gemm"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_one_thread_timing_counts_cpu_time_not_time_given_to_others():
+    import time
+
+    from edgec.costmodel.microbench import time_session
+
+    class Waiting:  # a run that spends its time off the CPU, as one preempted by other processes does
+        def run(self, outputs, feeds):
+            time.sleep(0.02)
+
+    assert time_session(Waiting(), {}, runs=3, warmup=0, cpu_time=True) < 5.0
+    assert time_session(Waiting(), {}, runs=3, warmup=0, budget_s=0.1, max_others=1.0) >= 20.0

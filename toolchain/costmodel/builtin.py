@@ -36,19 +36,51 @@ _DATA = "benchmarks/data/published_latency.json"
 # efficiency E (MLAS runs them all through the same SGEMM); elementwise, pool and norm 0.05 and other 0.02 of peak for
 # their arithmetic (memory-bound in practice). E and the activation bandwidth A are then solved (alternating
 # bisections, edgec.costmodel.calibrate) so that a compute-heavy model (ResNet-50; ResNet-18 on the XU4 big, which has
-# no ResNet-50 figure) and a depthwise-heavy one (MobileNetV2) reproduce their published latency x the ORT/ncnn ratio.
+# no ResNet-50 figure) and a depthwise-heavy one (MobileNetV2) reproduce their published latency x the ORT/ncnn ratio
+# of their Winograd share (ort_over_ncnn below).
 #
 # The Nano GPU (TensorRT fp16): fp16 buffers (``float_bytes`` 2); 3x3 stride-1 convs run as Winograd F(2x2,3x3) on
 # Maxwell (cuDNN's fused Winograd kernels, 36 -> 16 multiplies: ``winograd_gain`` 2.25); pointwise chains fused into
 # the conv (runtime_fusion); one kernel launch per remaining layer. E is solved from ResNet-50 and the DRAM bandwidth
 # (activations and copies at the same bandwidth) from AlexNet, whose 61 M FC weights dominate.
 
-ORT_OVER_NCNN = 1.365
+# ncnn figures -> ONNX Runtime ms, per conv class. ncnn runs dense 3x3 stride-1 convs as Winograd, MLAS as im2col +
+# SGEMM (above), so the ratio between them depends on a model's share s of FLOPs in such convs:
+#   ORT ms / ncnn ms = ORT_OVER_NCNN / (1 - s + s / WINOGRAD_GAIN_NCNN)
+# ORT_OVER_NCNN (the ratio on all other work) is solved from the only published same-board pair, YOLOv8n and YOLOv8s
+# on one Raspberry Pi 4 (their 3x3 stride-1 shares from their layer lists: benchmarks/published_latency.py
+# yolov8_conv_macs, which reproduces Ultralytics' 8.7 and 28.6 GFLOPs), and WINOGRAD_GAIN_NCNN is measured: ncnn's
+# own 3x3 stride-1 layers of the ResNet-50 calibration graph with Winograd on and off (benchmarks/winograd_gain.py).
+YOLOV8_ORT_NCNN_MS: dict[str, tuple[float, float]] = {"YOLOv8n": (560.04, 414.73), "YOLOv8s": (1436.33, 1042.39)}
+YOLOV8_WINOGRAD_SHARE: dict[str, float] = {"YOLOv8n": 0.664, "YOLOv8s": 0.611}
+WINOGRAD_GAIN_NCNN = 1.6
+WINOGRAD_GAIN_NCNN_SOURCE = (
+    "measured: benchmarks/winograd_gain.py, ncnn 1.0.20261020 (pip), the 16 dense 3x3 stride-1 convs of ncnn's "
+    "resnet50.param (a calibration model), each alone with use_winograd_convolution on and off: 1.51-1.67 in two runs "
+    "on a loaded x86-64 host (AVX-512), one thread; ncnn's ARM kernels use the same F(6,3)/F(4,3)/F(2,3) transforms "
+    "(assumed to save the same share on the boards)")
+
+
+def _winograd_factor(share: float) -> float:
+    return 1.0 - share + share / WINOGRAD_GAIN_NCNN
+
+
+ORT_OVER_NCNN = round(sum(ort / ncnn * _winograd_factor(YOLOV8_WINOGRAD_SHARE[m])
+                          for m, (ort, ncnn) in YOLOV8_ORT_NCNN_MS.items()) / len(YOLOV8_ORT_NCNN_MS), 3)
 ORT_OVER_NCNN_SOURCE = (
-    "ONNX Runtime / ncnn = 1.35 (YOLOv8n) and 1.38 (YOLOv8s), 640x640 fp32, same Raspberry Pi 4, same study "
-    "(Ultralytics RPi guide, YOLOv8-era 'Detailed Comparison Table'; published_latency.md 'Ratios between runtimes'); "
-    "their mean 1.365 converts an ncnn figure into ONNX Runtime ms. The only published same-board pair; assumed for "
-    "the Nano CPU (A57), XU4 big (A15) and LITTLE (A7) too, where no ONNX Runtime figure exists")
+    f"ONNX Runtime / ncnn = {ORT_OVER_NCNN} on work other than dense 3x3 stride-1 convs, and that / (1 - s + s / "
+    f"{WINOGRAD_GAIN_NCNN}) for a model with share s of its FLOPs in them (ncnn's Winograd gain, {WINOGRAD_GAIN_NCNN}: "
+    "benchmarks/winograd_gain.py). Solved from ORT / ncnn = 1.35 (YOLOv8n, s 0.664) and 1.38 (YOLOv8s, s 0.611), "
+    "640x640 fp32, same Raspberry Pi 4, same study (Ultralytics RPi guide, YOLOv8-era 'Detailed Comparison Table'; "
+    "published_latency.md 'Ratios between runtimes'). The only published same-board pair; assumed for the Nano CPU "
+    "(A57), XU4 big (A15) and LITTLE (A7) too, where no ONNX Runtime figure exists")
+
+
+def ort_over_ncnn(winograd_share: float) -> float:
+    """ONNX Runtime ms per ncnn ms (same board, clock, threads) of a model with this share of its FLOPs in dense 3x3
+    stride-1 convs, which ncnn runs as Winograd and ONNX Runtime's MLAS as im2col + SGEMM."""
+    return ORT_OVER_NCNN / _winograd_factor(winograd_share)
+
 
 # clock (GHz) each profile's peak assumes: published figures at another clock are scaled to it
 BUILTIN_CLOCK_GHZ: dict[str, float] = {
@@ -102,7 +134,7 @@ def trt_gpu_profile(name: str, *, peak: float, bandwidth: float, e: float, overh
 def _cpu_sources(unit: str, peak: str, bandwidth: str, overhead: str) -> dict[str, str]:
     first, second = CALIBRATION_MODELS[unit]
     solved = (f"solved with the activation bandwidth from {first} and {second} ({_DATA}, clock-scaled to "
-              f"{BUILTIN_CLOCK_GHZ[unit]} GHz) x ORT/ncnn {ORT_OVER_NCNN}; recipe in edgec/costmodel/builtin.py")
+              f"{BUILTIN_CLOCK_GHZ[unit]} GHz) x ORT/ncnn (per conv class: {ORT_OVER_NCNN} / (1 - s + s / {WINOGRAD_GAIN_NCNN})); recipe in edgec/costmodel/builtin.py")
     return {
         "runtime": "ONNX Runtime CPU provider (MLAS: im2col + SGEMM, no Winograd, depthwise via im2col)",
         "peak_gflops": peak, "bandwidth_gbs": bandwidth, "copy_bandwidth_gbs": "= bandwidth_gbs: a copy streams at "
@@ -115,7 +147,7 @@ def _cpu_sources(unit: str, peak: str, bandwidth: str, overhead: str) -> dict[st
 
 BUILTIN_PROFILES: dict[str, UnitProfile] = {
     "raspberry-pi-4.cpu": ort_cpu_profile(
-        "raspberry-pi-4.cpu", peak=57.6, bandwidth=4.0, e=0.518, act=2.49, overhead=0.02,
+        "raspberry-pi-4.cpu", peak=57.6, bandwidth=4.0, e=0.517, act=3.83, overhead=0.02,
         sources=_cpu_sources(
             "raspberry-pi-4.cpu",
             _cite("Raspberry Pi 4 (BCM2711) | cpu | 4x Cortex-A72 | 1.5 GHz (1.8 on later boards); FLOP/cycle A72 8 "
@@ -123,7 +155,7 @@ BUILTIN_PROFILES: dict[str, UnitProfile] = {
             "LPDDR4-3200 x32 = 12.8 GB/s theoretical, ~1/3 sustained by the A72 cluster (assumption)",
             "ONNX Runtime per-node dispatch and 4-thread pool join on a quad A72, ~20 us (assumption)")),
     "jetson-nano.cpu": ort_cpu_profile(
-        "jetson-nano.cpu", peak=45.8, bandwidth=6.0, e=0.765, act=5.88, overhead=0.02,
+        "jetson-nano.cpu", peak=45.8, bandwidth=6.0, e=0.786, act=10.41, overhead=0.02,
         sources=_cpu_sources(
             "jetson-nano.cpu",
             _cite("Jetson Nano | cpu | 4x Cortex-A57 | 1.43 GHz | ARMv8.0-A, NEON | ~46 GFLOP/s (assumes 8 FLOP/cycle)"),
@@ -147,7 +179,7 @@ BUILTIN_PROFILES: dict[str, UnitProfile] = {
             "overhead_ms": "one kernel launch per unfused layer, ~20 us on the Nano's Maxwell GPU (assumption)",
         }),
     "odroid-xu4.little": ort_cpu_profile(
-        "odroid-xu4.little", peak=11.2, bandwidth=1.5, e=0.525, act=1.52, overhead=0.05,
+        "odroid-xu4.little", peak=11.2, bandwidth=1.5, e=0.545, act=3.08, overhead=0.05,
         sources=_cpu_sources(
             "odroid-xu4.little",
             _cite("Odroid XU4 | LITTLE | 4x Cortex-A7 | 1.4 GHz | ARMv7-A, NEON | ~11 GFLOP/s (2 FLOP/cycle/core)"),
@@ -155,7 +187,7 @@ BUILTIN_PROFILES: dict[str, UnitProfile] = {
             "(assumption)",
             "ONNX Runtime per-node dispatch and 4-thread pool join on a quad A7, ~50 us (assumption)")),
     "odroid-xu4.big": ort_cpu_profile(
-        "odroid-xu4.big", peak=64.0, bandwidth=3.5, e=0.381, act=4.02, overhead=0.02,
+        "odroid-xu4.big", peak=64.0, bandwidth=3.5, e=0.331, act=9.19, overhead=0.02,
         sources=_cpu_sources(
             "odroid-xu4.big",
             _cite("Odroid XU4 (Exynos 5422) | big | 4x Cortex-A15 | 2.0 GHz | ARMv7-A, NEON (vfpv4) | "

@@ -7,7 +7,8 @@ pinned to the unit's cores. Timing the chain at two lengths and taking the
 difference gives the time of one op in the middle of a graph, free of the
 session's fixed costs (input/output handling, layout reorders at the graph's
 edges). Times are medians of N runs after warm-up, runs disturbed by other
-processes timed again.
+processes timed again; a one-thread unit's by the thread's CPU time, which other
+processes' time slices do not inflate.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,6 +43,9 @@ class Bench:
     conversions: int = 0          # layout conversions per step in a blocked-layout runtime
     converted_bytes: int = 0      # bytes of the tensors they convert, all of them
     plain: bool = False           # runs in plain layout on a runtime with a blocked one
+    # a grouped 3x3 conv bench: channels per group (a blocked-layout runtime runs it blocked, without im2col,
+    # only when they are whole blocks); None for every other bench
+    channels_per_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class BenchResult:
     conversions: int = 0
     converted_bytes: int = 0
     plain: bool = False
+    channels_per_group: int | None = None
 
 
 # -- model builders --------------------------------------------------------------------------
@@ -214,7 +219,14 @@ def default_benches() -> list[Bench]:
         Bench("gconv1x1 g4 136ch 28x28", "grouped", _conv_chain(136, 28, 1, group=4)),
         Bench("gconv1x1 g4 272ch 14x14", "grouped", _conv_chain(272, 14, 1, group=4)),
         Bench("gconv1x1 g4 520ch 7x7", "grouped", _conv_chain(520, 7, 1, group=4)),
+        # ResNeXt-50 32x4d's first two grouped 3x3 convs (4 and 8 channels per group, 32 groups): a runtime
+        # without a blocked kernel for them runs im2col + one small GEMM per group; the fit takes the column
+        # buffer's bandwidth from them (profiler.fit_im2col_bandwidth)
+        Bench("gconv3x3 g32 128ch 56x56", "grouped", _conv_chain(128, 56, 3, group=32), channels_per_group=4),
+        Bench("gconv3x3 g32 256ch 28x28", "grouped", _conv_chain(256, 28, 3, group=32), channels_per_group=8),
         Bench("matmul 256x512x512", "gemm", _matmul_chain(256, 512)),
+        # a transformer encoder's projections (BERT-base, 128 tokens): activations times weights, as MatMul
+        Bench("matmul 128x768x768", "gemm", _matmul_chain(128, 768)),
         Bench("fc 4096x4096", "gemm", _gemv_chain(4096), lengths=(1, 3)),
         Bench("add 256ch 28x28", "elementwise", _add_chain([1, 256, 28, 28])),
         Bench("relu 64ch 112x112", "elementwise", _unary_chain("Relu", [1, 64, 112, 112])),
@@ -315,21 +327,33 @@ def session(model: onnx.ModelProto | str | Path, threads: int, cores: Sequence[i
 
 
 def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int = 3,
-                 budget_s: float = 10.0, max_others: float = 0.1) -> float:
+                 budget_s: float = 10.0, max_others: float = 0.1, cpu_time: bool = False) -> float:
     """Median ms of `runs` runs after `warmup`, counting only runs while other processes were idle.
 
     Runs go in rounds of at least 50 ms; a round in which others took more than
     `max_others` of the CPUs is timed again, until `budget_s` is spent (then the
     least disturbed rounds count).
+
+    `cpu_time`: a one-thread session (intra_op_num_threads 1 runs every kernel on the calling thread) is
+    timed by the calling thread's CPU time instead, which time slices given to other processes do not
+    inflate: on a shared machine a one-core run's wall time is 1-3x its CPU time, from one run to the next,
+    while its CPU time varies by a few percent. Every run then counts.
     """
     for _ in range(warmup):
         sess.run(None, feeds)
+    if cpu_time:
+        times = []
+        for _ in range(runs):
+            t = time.thread_time()
+            sess.run(None, feeds)
+            times.append((time.thread_time() - t) * 1e3)
+        return statistics.median(times)
     rounds: list[tuple[float, list[float]]] = []
     clean: list[float] = []
     start = time.perf_counter()
     while len(clean) < runs:
         meter = CpuMeter()
-        times: list[float] = []
+        times = []
         t_round = time.perf_counter()
         while len(times) < runs - len(clean) or time.perf_counter() - t_round < 0.05:
             t = time.perf_counter()
@@ -354,12 +378,13 @@ def random_feeds(sess) -> dict[str, np.ndarray]:
 
 
 def time_bench(bench: Bench, threads: int, cores: Sequence[int] | None = None, runs: int = 15) -> tuple[float, float]:
-    """Median ms of the bench's chain at its short and its long length."""
+    """Median ms of the bench's chain at its short and its long length (one thread: its CPU time)."""
     times = []
-    wait_until_idle(20.0)
+    if threads > 1:
+        wait_until_idle(20.0)
     for length in bench.lengths:
         sess = session(bench.build(length), threads, cores)
-        times.append(time_session(sess, random_feeds(sess), runs=runs, budget_s=5.0))
+        times.append(time_session(sess, random_feeds(sess), runs=runs, budget_s=5.0, cpu_time=threads == 1))
     return times[0], times[1]
 
 
@@ -372,8 +397,10 @@ def bench_result(bench: Bench, times: tuple[float, float]) -> BenchResult:
     step = [(b - a) / (long_ - short) for a, b in zip(*totals)]
     work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class,
                     *_conv_shape(models[1], bench.op_class))
+    if bench.channels_per_group is not None:
+        work = replace(work, column_bytes=_column_bytes(models[1], bench.op_class))
     return BenchResult(bench.name, bench.op_class, ms, work, bench.conversions,
-                       bench.converted_bytes, bench.plain)
+                       bench.converted_bytes, bench.plain, bench.channels_per_group)
 
 
 def run_benches(benches: Sequence[Bench], threads: int, cores: Sequence[int] | None = None, runs: int = 15,
@@ -393,6 +420,12 @@ def run_benches(benches: Sequence[Bench], threads: int, cores: Sequence[int] | N
             if on_bench is not None:  # (bench name, benches timed so far, of how many)
                 on_bench(bench.name, p * len(benches) + k + 1, passes * len(benches))
     return [bench_result(bench, (t[0], t[1])) for bench, t in zip(benches, best)]
+
+
+def _column_bytes(model: onnx.ModelProto, op_class: str) -> int:
+    """The im2col buffer of the last node of the bench's class in the chain (work.py's column_bytes)."""
+    works = [w for w in map(node_work, gs.import_onnx(model).nodes) if w.op_class == op_class]
+    return works[-1].column_bytes if works else 0
 
 
 def _conv_shape(model: onnx.ModelProto, op_class: str) -> tuple[int, int]:

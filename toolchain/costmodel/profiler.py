@@ -19,6 +19,9 @@ machine then misses at least one pass); this module fits the profile to them:
   per group and few output positions, fitted to grouped benches of four shapes
   (:func:`fit_grouped_shape`); ``efficiency.grouped`` is then the efficiency
   of a large GEMM;
+- ``im2col_bandwidth_gbs``: from grouped 3x3 convs the runtime does not run
+  blocked (:func:`fit_im2col_bandwidth`): what they take beyond their GEMMs is
+  the column buffer written and read back;
 - ``plain_efficiency``: as ``efficiency``, from the pools ONNX Runtime runs
   in plain layout (channels no multiple of the block;
   :func:`edgec.costmodel.microbench.plain_benches`, run only where it has the layout);
@@ -60,7 +63,7 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     best = max(rates, key=rates.get)  # type: ignore[arg-type]
     peak = rates[best]
     sources["peak_gflops"] = f"measured: best dense throughput, {best}"
-    weights = [r for r in results if r.op_class == "gemm" and r.work.param_bytes > 16 * r.work.flops / 2 / 4]
+    weights = [r for r in results if _streams_weights(r)]
     streaming = [r for r in results if r.op_class == "elementwise" and r.work.flops <= r.work.bytes_moved / 4]
     streaming = streaming or [r for r in results if r.op_class == "memory"]
     act_bws = [r.work.activation_bytes / (max(r.ms - overhead_ms, 1e-6) * 1e6) for r in streaming]
@@ -72,9 +75,11 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     sources["bandwidth_gbs"] = "measured: weight streaming in " + ", ".join(r.name for r in weights)
     probe = UnitProfile(name, peak, bandwidth, {c: 1.0 for c in OP_CLASSES}, overhead_ms, threads,
                         activation_bandwidth_gbs=act_bandwidth)
-    grouped_shape = fit_grouped_shape([r for r in results if r.op_class == "grouped" and not r.plain], probe)
+    im2col = [r for r in results if r.channels_per_group is not None]
+    gemm_only = [r for r in results if r.channels_per_group is None]  # the GEMM's efficiency, without im2col
+    grouped_shape = fit_grouped_shape([r for r in gemm_only if r.op_class == "grouped" and not r.plain], probe)
     probe = replace(probe, grouped_shape=grouped_shape)
-    eff = _class_efficiencies([r for r in results if not r.plain], probe)
+    eff = _class_efficiencies([r for r in gemm_only if not r.plain], probe)
     plain = _class_efficiencies([r for r in results if r.plain], probe) if layout_block > 0 else {}
     layout = [r for r in results if r.op_class == "memory" and r.work.activation_bytes > 0]
     if layout:  # copies with strides: the fraction of the activation bandwidth they reach
@@ -89,13 +94,37 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
             eff[cls] = 1.0 if cls == "memory" else fallback
     sources["efficiency"] = "measured: " + "; ".join(f"{r.name} {r.ms:.3f} ms" for r in results)
     layout_eff = fit_layout_efficiency(results, overhead_ms, act_bandwidth) if layout_block > 0 else 1.0
+    unblocked = [r for r in im2col if layout_block <= 0 or r.channels_per_group % layout_block]
+    fitted = UnitProfile(name, peak, bandwidth, eff, overhead_ms, threads, activation_bandwidth_gbs=act_bandwidth,
+                         grouped_shape=grouped_shape)
+    im2col_bandwidth = fit_im2col_bandwidth(unblocked, fitted)
+    if im2col_bandwidth:
+        sources["im2col_bandwidth_gbs"] = "measured: " + ", ".join(r.name for r in unblocked)
     sources["layout_block"] = (f"measured: ONNX Runtime blocks {layout_block} channels (NCHWc)" if layout_block
                                else "measured: ONNX Runtime converts no layouts here")
     if any(grouped_shape):
         sources["grouped_shape"] = "measured: fitted to the grouped benches' GEMM shapes"
     return UnitProfile(name, peak, bandwidth, eff, overhead_ms, threads,
                        tuple(cores) if cores is not None else None, sources, act_bandwidth,
-                       layout_block, layout_eff, plain, grouped_shape)
+                       layout_block, layout_eff, plain, grouped_shape, im2col_bandwidth_gbs=im2col_bandwidth)
+
+
+def fit_im2col_bandwidth(results: Sequence[BenchResult], fitted: UnitProfile) -> float | None:
+    """Bandwidth at which the runtime writes and reads back the column buffer of convs it runs as im2col + one
+    GEMM per group: the geometric mean over the im2col benches of 2 x column bytes / (measured - the GEMM's
+    predicted time); None without such a bench, or where their GEMMs alone take all of their time."""
+    logs = []
+    for r in results:
+        rest = r.ms - fitted.node_ms(r.work)  # the profile has no im2col bandwidth yet: GEMM and overhead only
+        if r.work.column_bytes > 0 and rest > 0:
+            logs.append(math.log(2 * r.work.column_bytes / (rest * 1e6)))
+    return math.exp(sum(logs) / len(logs)) if logs else None
+
+
+def _streams_weights(r: BenchResult) -> bool:
+    """A GEMM at batch 1 or 2 (a GEMV): each fp32 weight in at most two multiply-adds, so its time is the
+    weights streamed from DRAM; the bandwidth is fitted to it, which leaves its arithmetic efficiency open."""
+    return r.op_class == "gemm" and r.work.param_bytes >= r.work.flops
 
 
 def _compute_bound(r: BenchResult, probe: UnitProfile) -> bool:
@@ -135,7 +164,7 @@ def _class_efficiencies(results: Sequence[BenchResult], probe: UnitProfile) -> d
     for cls in OP_CLASSES:
         logs = []
         for r in results:
-            if r.op_class != cls or r.work.flops <= 0 or not _compute_bound(r, probe):
+            if r.op_class != cls or r.work.flops <= 0 or not _compute_bound(r, probe) or _streams_weights(r):
                 continue  # memory-bound (or lost in the node overhead): says nothing about arithmetic efficiency
             kernel = r.ms - probe.overhead_ms
             flops = r.work.flops * probe.grouped_shape_factor(r.work)
