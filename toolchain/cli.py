@@ -320,11 +320,25 @@ def _opt(path: Optional[Path]) -> Optional[str]:
 
 
 def main() -> None:
+    """The `edgec` command: user errors, a mistyped option included, are one `edgec:` line and exit 2."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's usage errors: a bad option value, a missing argument, ...
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            console.print(ctx.get_help(), markup=False, highlight=False)
+            sys.exit(0)
+        command = ctx.command_path if ctx is not None else "edgec"
+        err_console.print(f"edgec: {exc.format_message()} (see {command} --help)", markup=False,
+                          highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("edgec: interrupted", markup=False, highlight=False)
+        sys.exit(130)
     except EdgecError as exc:
         err_console.print(f"edgec: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ def test_an_unknown_strategy_is_refused_naming_the_choices_with_no_output(tmp_pa
     proc = _cli("compile", model, "-t", TRIO, "-o", tmp_path / "out", "--strategy", "fastest")
     text = " ".join(proc.stderr.replace("│", " ").split())
     assert proc.returncode == 2 and "fastest" in text
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("edgec: "), proc.stderr
     assert all(f"'{s}'" in text for s in ("hierarchical", "data-parallel", "pipeline"))
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
     with pytest.raises(EdgecError, match="unknown --strategy 'fastest'; expected one of: hierarchical, data-parallel"):
