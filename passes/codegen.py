@@ -38,6 +38,7 @@ from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
 from edgec.ir import Program, node_reads
 from edgec.liveness import hand_offs, stage_boundaries
+from edgec.steps import step_boundaries, step_transfers
 from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
 from edgec.costmodel.transfer import transfer_ms
 from edgec.pipeline import PassResult
@@ -59,6 +60,7 @@ class Codegen:
         model = program.to_onnx(inline=False)  # large weights are placeholders until write_submodel
         values = _value_infos(model)
         lives = stage_boundaries(program)
+        receives, sends = step_boundaries(program, lives)
         node_stage = _node_stage_index(program)
         reads = {n.name: node_reads(n) for n in program.graph.nodes}
         stage_specs: list[StageSpec] = []
@@ -81,9 +83,10 @@ class Codegen:
                 external_data=written[1] if len(written) > 1 else None,
                 inputs=[_tensor_spec(i) for i in sub.graph.input],
                 outputs=[_tensor_spec(o) for o in sub.graph.output],
-                receives=lives[k], sends=lives[k + 1], predicted_ms=round(stage.predicted_ms, 4),
+                receives=receives[k], sends=sends[k], predicted_ms=round(stage.predicted_ms, 4),
                 memory_bytes=int(stage.memory_bytes),
-                cores=list(program.cluster.devices[stage.device].units[stage.unit].cores))
+                cores=list(program.cluster.devices[stage.device].units[stage.unit].cores),
+                step=stage.step, parallel=stage.parallel, slice=stage.slice)
             spec.session = backend.session_config(spec)
             stage_specs.append(spec)
         for device in program.cluster.devices.values():
@@ -98,7 +101,7 @@ class Codegen:
             inputs=[_tensor_spec(values[i.name]) for i in model.graph.input],
             outputs=[_tensor_spec(values[o.name]) for o in model.graph.output],
             stages=stage_specs,
-            transfers=_transfers(program, lives),
+            transfers=step_transfers(program, stage_specs) if any(s.parallel for s in program.stages) else _transfers(program, lives),
             predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
                        "throughput_fps": program.prediction.throughput_fps, "accuracy": None},
             files=files,

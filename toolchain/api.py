@@ -21,6 +21,7 @@ from edgec.passes.load import Load
 from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
+from edgec.passes.partition.spatial import SpatialPartition
 from edgec.passes.shape_inference import ShapeInference
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
@@ -46,12 +47,14 @@ def analysis_passes(model_path: str, *, input_shapes: Mapping[str, Sequence[int]
 def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
                  objective: str = "throughput", strategy: str = "optimal",
                  external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Pass]:
-    """The default pipeline."""
+    """The default pipeline. `--strategy spatial` takes the optimal pipeline plan and forces slices into it."""
+    spatial = strategy == "spatial"
     return [
         *analysis_passes(model_path, input_shapes=input_shapes),
         Capability(),
-        GlobalPartition(objective=objective, strategy=strategy),
+        GlobalPartition(objective=objective, strategy="optimal" if spatial else strategy),
         LocalPartition(),
+        SpatialPartition(objective=objective, force=spatial),
         Codegen(out_dir, objective=objective, external_data_bytes=external_data_bytes),
     ]
 

@@ -30,7 +30,7 @@ def compile_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="output folder"),
     objective: str = typer.Option("throughput", help="throughput (pipeline bottleneck) or latency"),
     strategy: str = typer.Option("optimal", help="partitioner: optimal, or a baseline: random, greedy, even, "
-                                 "single, two-way"),
+                                 "single, two-way; spatial: slice a frame's feature maps across units"),
     input_shape: List[str] = typer.Option([], "--input-shape", help="pin dynamic dims: NAME=1x3x224x224 (repeatable)"),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write NN-<pass>.txt/.json after each pass"),
     print_ir_after: List[str] = typer.Option([], "--print-ir-after", help="print the IR after PASS (or 'all')"),
@@ -112,6 +112,18 @@ def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec co
         table.add_row(s.name, s.device, s.unit, s.backend, s.variant, str(len(s.inputs)), str(len(s.outputs)),
                       f"{s.predicted_ms:.2f}", f"{s.memory_bytes / 2**20:.1f}")
     console.print(table)
+    slices = [s for s in m.stages if s.slice]
+    if slices:
+        st = Table("stage", "step", "unit", "rows owned", "of", "input rows", "halo rows (above+below)", "MFLOP", "redundant MFLOP",
+                   title="spatial slices")
+        for s in slices:
+            sl = s.slice or {}
+            st.add_row(s.name, str(s.step), f"{s.device}.{s.unit}", "{}..{}".format(*sl["rows"]),
+                       f"{sl['of']} of {sl['tensor']}", "{}..{} of {}".format(sl["input_rows"][0], sl["input_rows"][1],
+                                                                             sl["input"]),
+                       "{}+{}".format(*sl["halo_rows"]), f"{sl['flops'] / 1e6:.1f}",
+                       f"{sl['redundant_flops'] / 1e6:.1f}")
+        console.print(st)
     tt = Table("from", "to", "tensors", "KB", "pred ms", title="transfers")
     for t in m.transfers:
         tt.add_row(f"{t.src}@{t.src_device}", f"{t.dst}@{t.dst_device}", str(len(t.tensors)), f"{t.bytes / 1024:.1f}",

@@ -52,6 +52,11 @@ class StageSpec:
     cores: List[int] = field(default_factory=list)  # the compute unit's 0-based Linux CPU ids (a GPU's: its host's)
     # the sub-model's weights file beside it, {"path": relative to out/, "sha256": ...}; None: weights inside
     external_data: Optional[Dict[str, str]] = None
+    step: Optional[int] = None  # stages that share a step run at once on different units; None: its own step
+    parallel: Optional[str] = None  # "slice": each stage of the step computes a band of rows of every frame
+    # a slice's band: {"tensor", "axis", "rows": [lo, hi), "of", "input", "input_rows", "halo_rows": [above,
+    # below], "flops", "redundant_flops"}; the next step reads the union of the step's sends
+    slice: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -83,8 +88,9 @@ class Manifest:
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         for s in data["stages"]:
-            if s["external_data"] is None:
-                del s["external_data"]
+            for key in ("external_data", "step", "parallel", "slice"):
+                if s[key] is None:
+                    del s[key]
         for t in data["transfers"]:
             t["from"], t["to"] = t.pop("src"), t.pop("dst")
         return data
@@ -238,8 +244,11 @@ _STRINGS = _list_of(_string, "strings")
 _STAGE = {"name": _string, "device": _string, "unit": _string, "backend": _string, "variant": _string,
           "model": _string, "sha256": _sha256, "inputs": _TENSORS, "outputs": _TENSORS, "receives": _STRINGS,
           "sends": _STRINGS, "predicted_ms": _ms, "memory_bytes": _count}
+_SLICE = _fields({"tensor": _string, "axis": _count, "rows": _ints, "of": _count, "input": _string,
+                  "input_rows": _ints, "halo_rows": _ints, "flops": _number, "redundant_flops": _number})
 _STAGE_OPTIONAL = {"session": _object, "cores": _ints,
-                   "external_data": _fields({"path": _string, "sha256": _sha256})}
+                   "external_data": _fields({"path": _string, "sha256": _sha256}),
+                   "step": _count, "parallel": _one_of("slice"), "slice": _SLICE}
 _TRANSFER = _fields({"from": _string, "to": _string, "src_device": _string, "dst_device": _string,
                      "tensors": _STRINGS, "bytes": _count, "predicted_ms": _ms})
 _MANIFEST = _fields(

@@ -92,7 +92,7 @@ def refusal(node: gs.Node) -> str | None:
     """Why `node` is not row-local (None when it is): what keeps a band of its output from being computed
     from bands of its inputs alone."""
     op = node.op
-    if node.domain not in ("", "ai.onnx"):
+    if node.domain not in (None, "", "ai.onnx"):
         return f"{op} is a custom op"
     if op not in WINDOWED and op not in SAME_ROWS:
         return f"{op} mixes rows or is not known to act locally in space"

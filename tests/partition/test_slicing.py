@@ -72,7 +72,7 @@ def _model(text: str) -> onnx.ModelProto:
 
 STRIDED = """
 <ir_version: 8, opset_import: ["" : 17]>
-g (float[1,3,33,20] x) => (float[1,8,9,10] y) <float[8,3,3,3] w1, float[8] b1, float[8,8,3,3] w2>
+g (float[1,3,33,20] x) => (float[1,8,9,4] y) <float[8,3,3,3] w1, float[8] b1, float[8,8,3,3] w2>
 {
     a = Conv<strides=[2,2], pads=[1,1,1,1]>(x, w1, b1)
     r = Relu(a)
@@ -83,7 +83,7 @@ g (float[1,3,33,20] x) => (float[1,8,9,10] y) <float[8,3,3,3] w1, float[8] b1, f
 
 ASYM = """
 <ir_version: 8, opset_import: ["" : 13]>
-g (float[1,4,23,11] x) => (float[1,4,12,6] y) <float[4,4,5,3] w1, float[4,1,3,3] w2>
+g (float[1,4,23,11] x) => (float[1,4,11,6] y) <float[4,4,5,3] w1, float[4,1,3,3] w2>
 {
     a = Conv<pads=[3,1,0,1], strides=[1,1]>(x, w1)
     b = Conv<group=4, auto_pad="SAME_UPPER", strides=[2,2]>(a, w2)

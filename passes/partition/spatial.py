@@ -1,0 +1,344 @@
+"""The `spatial-partition` pass: slice one frame's feature maps across compute units.
+
+A pipeline never shortens one frame. Slicing does (CoEdge, DeepThings, MoDNN):
+a run of row-local fusion groups whose only input and only output are one 4-D
+feature map each is computed by several units at once, each on a band of
+rows with the halo its windows need (:mod:`edgec.passes.partition.halo`), and
+the bands are merged by a Concat in the next stage's sub-model
+(:mod:`edgec.passes.partition.slicing`).
+
+The pass weighs, for every run [a, b) between single-tensor cuts of the
+group order and every set of two or more units able to run it, the plan
+
+    prefix [0, a) on one unit -> scatter the run's input to the slice units
+    -> the bands at once -> gather at one unit -> merge + suffix [b, n) on it
+
+against the plan the pipeline partitioner made. Bands are sized in
+proportion to each unit's speed including its link to the gather unit (the
+finish times equalised in closed form), the redundant halo work and the
+scatter/gather transfers are charged, and each candidate is ranked with an
+estimate of its halo overhead; the best few are then costed exactly band by
+band. Under `--objective latency` the slices are taken when they predict a
+lower latency than the pipeline plan; `--strategy spatial` takes the best
+slicing whatever it predicts. The chosen plan is materialised in the open:
+the graph is rewritten, the new groups are costed by the cost pass's own
+model, and the stages carry `step`, `parallel: "slice"` and their `slice`
+(rows owned, halo rows, redundant FLOPs).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from edgec.backends.registry import backend_for
+from edgec.costmodel.memory import stage_memory_bytes
+from edgec.costmodel.transfer import transfer_ms
+from edgec.costmodel.work import node_flops
+from edgec.errors import EdgecError
+from edgec.ir import DeviceSegment, FusionGroup, Prediction, Program, Stage, tensor_nbytes
+from edgec.liveness import live_at_boundaries
+from edgec.passes.cost import Cost
+from edgec.passes.partition.build import group_graph
+from edgec.passes.partition.capability import Capability
+from edgec.passes.partition.halo import needed_rows, refusal, split_rows
+from edgec.passes.partition.local_partition import STAGE_CALL_MS
+from edgec.passes.partition.slicing import Run, find_run, slice_run
+from edgec.pipeline import PassResult
+
+EXACT_CANDIDATES = 12  # candidates ranked by the estimate that are then costed band by band
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One spatial plan: run [a, b) of the group order sliced over `units` (ids), prefix on `head`,
+    merge and suffix on `tail` (unit ids; head None when a == 0), bands of the exit's rows."""
+
+    a: int
+    b: int
+    units: tuple[str, ...]
+    head: str | None
+    tail: str
+    bands: tuple[tuple[int, int], ...]
+    latency_ms: float
+    slice_ms: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SpatialPartition:
+    objective: str = "throughput"
+    force: bool = False  # --strategy spatial: slice even where the pipeline plan predicts less
+    name: ClassVar[str] = "spatial-partition"
+    requires: ClassVar[frozenset[str]] = frozenset({"cluster", "groups", "costs", "unsupported", "stages", "prediction"})
+    provides: ClassVar[frozenset[str]] = frozenset({"segments", "stages", "prediction"})
+
+    def run(self, program: Program) -> PassResult:
+        if not self.force and self.objective != "latency":
+            return PassResult(program, changed=False)
+        cluster = program.cluster
+        assert cluster is not None
+        units = [f"{d.name}.{u.name}" for d, u in cluster.units()]
+        if self.force and len(units) < 2:
+            raise EdgecError(f"--strategy spatial slices a frame across two or more compute units, and cluster "
+                             f"'{cluster.name}' has one ({units[0]}); give the cluster more units or choose another "
+                             f"--strategy")
+        space = SearchSpace(program)
+        if self.force and not space.runs:
+            raise EdgecError(f"--strategy spatial: the model has no run of spatially local layers (Conv, pooling, "
+                             f"element-wise) between two single 4-D feature maps to slice ({space.why_none()}); "
+                             f"choose another --strategy")
+        best = space.best()
+        if best is None:
+            if self.force:
+                raise EdgecError("--strategy spatial: no set of two or more units can run a spatially local run of "
+                                 "this model; choose another --strategy")
+            return PassResult(program, changed=False)
+        if not self.force and best.latency_ms >= program.prediction.latency_ms:
+            return PassResult(program, changed=False)
+        materialise(program, space, best)
+        return PassResult(program, changed=True)
+
+
+class SearchSpace:
+    """The runs of a placed program that can be sliced, and the costs to choose among them."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        cluster = program.cluster
+        assert cluster is not None
+        self.cluster = cluster
+        gg = group_graph(program)
+        self.order = gg.order
+        self.members = gg.members
+        n = len(self.order)
+        position = {g: i for i, g in enumerate(self.order)}
+        self.lives = live_at_boundaries(gg.tensors, position, n)
+        tensors = program.graph.tensors()
+        self.tensors = tensors
+        self.units = [f"{d.name}.{u.name}" for d, u in cluster.units()]
+        self.refusals: dict[str, str] = {}
+        local = []
+        for g in self.order:
+            why = next((f"node '{nd.name}': {r}" for nd in gg.members[g] if (r := refusal(nd)) is not None), None)
+            if why is not None:
+                self.refusals[g] = why
+            local.append(why is None)
+        cuts = [p for p in range(n + 1) if len(self.lives[p]) == 1 and _is_4d(tensors[self.lives[p][0]])]
+        self.runs: list[tuple[int, int]] = []
+        for i, a in enumerate(cuts):
+            for b in cuts[i + 1:]:
+                if not all(local[a:b]):
+                    break
+                self.runs.append((a, b))
+        self.ms = {g: {u: program.group_ms(g, u) for u in self.units} for g in self.order}
+        self.source_bytes = sum(tensor_nbytes(t) for t in program.graph.inputs)
+        self._overhead: dict[tuple[int, int, int], float] = {}
+
+    def why_none(self) -> str:
+        if self.refusals:
+            g, why = next(iter(self.refusals.items()))
+            return f"first refusal: {why}"
+        return "no cut of the model carries a single 4-D feature map"
+
+    def run_nodes(self, a: int, b: int) -> list[gs.Node]:
+        wanted = {id(n) for g in self.order[a:b] for n in self.members[g]}
+        return [n for n in self.program.graph.nodes if id(n) in wanted]
+
+    def exit_height(self, b: int) -> int:
+        return int(self.tensors[self.lives[b][0]].shape[2])
+
+    # -- costs -------------------------------------------------------------------------------------
+
+    def group_fractions(self, a: int, b: int, bands: Sequence[tuple[int, int]]) -> list[dict[str, float]]:
+        """Per band, per group of the run: the share of the group's unsplit work the band computes
+        (halo rows included), weighted by each node's FLOPs."""
+        nodes = self.run_nodes(a, b)
+        group_of = self.program.group_of()
+        exit_ = self.lives[b][0]
+        out = []
+        for band in bands:
+            need = needed_rows(nodes, {exit_: tuple(band)})
+            work: dict[str, list[float]] = {}
+            for n in nodes:
+                t = n.outputs[0]
+                rows = need.get(t.name)
+                frac = 0.0 if rows is None else (rows[1] - rows[0]) / int(t.shape[2])
+                w = max(node_flops(n), 1.0)
+                acc = work.setdefault(group_of[n.name], [0.0, 0.0])
+                acc[0] += w * frac
+                acc[1] += w
+            out.append({g: x / total for g, (x, total) in work.items()})
+        return out
+
+    def overhead(self, a: int, b: int, k: int) -> float:
+        """Work of k even bands of run [a, b) over its unsplit work: what the halos cost."""
+        key = (a, b, k)
+        if key not in self._overhead:
+            bands = split_rows(self.exit_height(b), [1] * k)
+            fr = self.group_fractions(a, b, bands)
+            flops = {g: max(self.program.costs[g].flops, 1.0) for g in self.order[a:b]}
+            self._overhead[key] = sum(f[g] * flops[g] for f in fr for g in flops) / sum(flops.values())
+        return self._overhead[key]
+
+    def seq_ms(self, a: int, b: int, unit: str) -> float:
+        return float(sum(self.ms[g][unit] for g in self.order[a:b]))
+
+    def device(self, unit: str) -> str:
+        return unit.split(".", 1)[0]
+
+    def tensor_bytes(self, p: int) -> int:
+        return int(sum(tensor_nbytes(self.tensors[t]) for t in self.lives[p]))
+
+    def latency(self, a: int, b: int, units: Sequence[str], head: str | None, tail: str,
+                slice_ms: Sequence[float], band_bytes: Sequence[int]) -> float:
+        """Predicted ms of one frame through the spatial plan (see the module docstring)."""
+        cl = self.cluster
+        t = 0.0
+        here = cl.source
+        if head is not None:
+            t += transfer_ms(cl, self.source_bytes, here, self.device(head)) + self.seq_ms(0, a, head) + STAGE_CALL_MS
+            here = self.device(head)
+        x_bytes = self.tensor_bytes(a)
+        t += sum(transfer_ms(cl, x_bytes, here, d) for d in sorted({self.device(u) for u in units}) if d != here)
+        gather = max(ms + STAGE_CALL_MS + transfer_ms(cl, nb, self.device(u), self.device(tail))
+                     for u, ms, nb in zip(units, slice_ms, band_bytes))
+        out_bytes = sum(tensor_nbytes(t_) for t_ in self.program.graph.outputs)
+        return (t + gather + self.seq_ms(b, len(self.order), tail) + STAGE_CALL_MS
+                + transfer_ms(cl, out_bytes, self.device(tail), cl.sink))
+
+    # -- search ------------------------------------------------------------------------------------
+
+    def estimates(self) -> list[tuple[float, int, int, tuple[str, ...], tuple[float, ...], str | None, str]]:
+        """Every (run, unit set, head, tail) with shares from the closed form, ranked by estimated ms."""
+        out = []
+        n = len(self.order)
+        for a, b in self.runs:
+            height = self.exit_height(b)
+            y_bytes = self.tensor_bytes(b)
+            able = [u for u in self.units if np.isfinite(self.seq_ms(a, b, u))]
+            heads = [None] if a == 0 else [min((u for u in self.units if np.isfinite(self.seq_ms(0, a, u))),
+                                               key=lambda u: self.seq_ms(0, a, u), default=None)]
+            if heads == [None] and a > 0:
+                continue
+            tails = [u for u in self.units if np.isfinite(self.seq_ms(b, n, u))]
+            tails = sorted(tails, key=lambda u: self.seq_ms(b, n, u))[:3]
+            for k in range(2, min(len(able), height) + 1):
+                ov = self.overhead(a, b, k)
+                for subset in itertools.combinations(able, k):
+                    for tail in tails:
+                        shares = _shares([self.seq_ms(a, b, u) * ov for u in subset], [
+                            _link(self.cluster, y_bytes, self.device(u), self.device(tail)) for u in subset])
+                        if shares is None:
+                            continue
+                        ms = [s * self.seq_ms(a, b, u) * ov for s, u in zip(shares, subset)]
+                        lat = self.latency(a, b, subset, heads[0], tail, ms, [int(s * y_bytes) for s in shares])
+                        out.append((lat, a, b, subset, tuple(shares), heads[0], tail))
+        out.sort(key=lambda c: c[0])
+        return out
+
+    def exact(self, a: int, b: int, units: Sequence[str], shares: Sequence[float], head: str | None,
+              tail: str) -> Candidate:
+        """The candidate costed band by band: bands from the shares, each band's groups at their fraction."""
+        bands = split_rows(self.exit_height(b), shares)
+        fr = self.group_fractions(a, b, bands)
+        slice_ms = tuple(float(sum(self.ms[g][u] * f[g] for g in self.order[a:b])) for u, f in zip(units, fr))
+        y = self.tensors[self.lives[b][0]]
+        row_bytes = tensor_nbytes(y) // int(y.shape[2])
+        lat = self.latency(a, b, units, head, tail, slice_ms, [row_bytes * (hi - lo) for lo, hi in bands])
+        return Candidate(a, b, tuple(units), head, tail, tuple(bands), lat, slice_ms)
+
+    def best(self) -> Candidate | None:
+        ranked = self.estimates()
+        exact = [self.exact(a, b, us, sh, head, tail) for _, a, b, us, sh, head, tail in ranked[:EXACT_CANDIDATES]]
+        return min(exact, key=lambda c: c.latency_ms, default=None)
+
+
+def _is_4d(t: gs.Tensor) -> bool:
+    return t.shape is not None and len(t.shape) == 4 and all(isinstance(d, int) and d > 0 for d in t.shape)
+
+
+def _link(cluster, nbytes: int, src: str, dst: str) -> tuple[float, float]:
+    """(fixed ms, ms per share) of sending a share of `nbytes` from src to dst."""
+    if src == dst or nbytes <= 0:
+        return 0.0, 0.0
+    full = transfer_ms(cluster, nbytes, src, dst)
+    fixed = transfer_ms(cluster, 1, src, dst)
+    return fixed, full - fixed
+
+
+def _shares(compute: Sequence[float], links: Sequence[tuple[float, float]]) -> list[float] | None:
+    """Shares of the rows that make every unit finish together: unit u takes A_u + s_u * B_u with
+    A_u its link's fixed cost and B_u its compute plus link per share; None if some unit would get none."""
+    fixed = np.array([f for f, _ in links])
+    per = np.array([c + p for c, (_, p) in zip(compute, links)])
+    if not np.all(np.isfinite(per)) or np.any(per <= 0):
+        return None
+    finish = (1 + np.sum(fixed / per)) / np.sum(1 / per)
+    shares = (finish - fixed) / per
+    return None if np.any(shares <= 0) else [float(s) for s in shares]
+
+
+# -- materialising the choice -------------------------------------------------------------------------
+
+def materialise(program: Program, space: SearchSpace, c: Candidate) -> None:
+    """Rewrite the graph for candidate `c`, cost the new groups, and write the stages and prediction."""
+    cluster = space.cluster
+    order, n = space.order, len(space.order)
+    nodes = space.run_nodes(c.a, c.b)
+    run = find_run(program.graph, nodes)
+    if isinstance(run, str):  # the search only offers single-entry, single-exit runs
+        raise AssertionError(run)
+    rewrite = slice_run(program.graph, run, c.bands, program.opset)
+    groups = {g: v for g, v in program.groups.items() if g not in set(order[c.a:c.b])}
+    branch_groups = []
+    for k, branch in enumerate(rewrite.branches):
+        name = f"{rewrite.exit}__s{k}"
+        groups[name] = FusionGroup(name, [nd.name for nd in branch], "spatial-slice")
+        branch_groups.append(name)
+    merge = f"{rewrite.exit}__merge"
+    groups[merge] = FusionGroup(merge, [rewrite.merge.name], "spatial-merge")
+    program.groups = groups
+    Cost().run(program)  # the new groups costed by the same model as every other
+    Capability().run(program)
+    stages: list[Stage] = []
+
+    def stage(unit: str, own: list[str], **extra) -> Stage:
+        device, unit_name = unit.split(".", 1)
+        dev = cluster.devices[device]
+        ms = sum(program.group_ms(g, unit) for g in own) + STAGE_CALL_MS
+        return Stage("", device, unit_name, own, predicted_ms=float(ms),
+                     memory_bytes=stage_memory_bytes(program.nodes_of(own), program.output_names()),
+                     backend=dev.units[unit_name].backend, variant=backend_for(dev, dev.units[unit_name]).default_variant,
+                     **extra)
+
+    if c.head is not None:
+        stages.append(stage(c.head, list(order[:c.a])))
+    step = len(stages)
+    for k, (unit, g) in enumerate(zip(c.units, branch_groups)):
+        rows = rewrite.rows[k]
+        info = {"tensor": rewrite.exit, "axis": 2, "rows": list(rows.out), "of": space.exit_height(c.b),
+                "input": rewrite.entry, "input_rows": list(rows.reads), "halo_rows": list(rows.halo),
+                "flops": round(rows.flops),
+                "redundant_flops": round(rows.flops - rewrite.flops_unsplit * (rows.out[1] - rows.out[0])
+                                         / space.exit_height(c.b))}
+        stages.append(stage(unit, [g], step=step, parallel="slice", slice=info))
+    stages.append(stage(c.tail, [merge] + list(order[c.b:])))
+    stages[-1].step = step + 1
+    if c.head is not None:
+        stages[0].step = 0
+    for k, st in enumerate(stages):
+        st.name = f"s{k}"
+    program.graph.nodes = [nd for st in stages for nd in program.nodes_of(st.groups)]
+    program.stages = stages
+    program.segments = [DeviceSegment(f"seg{k}", st.device, list(st.groups), st.predicted_ms, st.memory_bytes)
+                        for k, st in enumerate(stages)]
+    bands = [int(tensor_nbytes(nd.outputs[0])) for nd in (b[-1] for b in rewrite.branches)]
+    latency = space.latency(c.a, c.b, c.units, c.head, c.tail,
+                            [st.predicted_ms - STAGE_CALL_MS for st in stages[step:step + len(c.units)]], bands)
+    latency += program.group_ms(merge, c.tail)
+    bottleneck = max(st.predicted_ms for st in stages)
+    program.prediction = Prediction(latency, bottleneck, 1000.0 / bottleneck if bottleneck > 0 else float("inf"))
