@@ -49,10 +49,7 @@ class SliceRows:
     reads: Rows
     halo: tuple[int, int]
     flops: float
-
-    def to_json(self) -> dict:
-        return {"rows": list(self.out), "input_rows": list(self.reads), "halo_rows": list(self.halo),
-                "flops": round(self.flops)}
+    redundant_flops: float = 0.0  # work on rows of each layer that a neighbouring band owns
 
 
 @dataclass
@@ -69,7 +66,7 @@ class SpatialRewrite:
 
     @property
     def redundant_flops(self) -> float:
-        return sum(r.flops for r in self.rows) - self.flops_unsplit
+        return sum(r.redundant_flops for r in self.rows)
 
 
 def find_run(graph: gs.Graph, nodes: Sequence[gs.Node]) -> Run | str:
@@ -115,13 +112,25 @@ def slice_run(graph: gs.Graph, run: Run, bands: Sequence[Rows], opset: int) -> S
     branches: list[list[gs.Node]] = []
     rows: list[SliceRows] = []
     outs: list[gs.Variable] = []
+    needs: list[dict[str, Rows]] = []
     for k, band in enumerate(bands):
-        nodes, out, reads = _branch(run, band, k, opset)
+        nodes, out, need = _branch(run, band, k, opset)
+        reads = need[run.entry.name]
+        needs.append(need)
         branches.append(nodes)
         outs.append(out)
         owned = (round(band[0] * entry_height / height), round(band[1] * entry_height / height))
         halo = (max(0, owned[0] - reads[0]), max(0, reads[1] - owned[1]))
         rows.append(SliceRows(tuple(band), reads, halo, sum(node_flops(n) for n in nodes)))
+    for node in run.nodes:  # each layer's rows owned by the band that starts them: the rest is redundant
+        t = node.outputs[0]
+        height_t, flops = int(t.shape[2]), node_flops(node)
+        starts = [need[t.name][0] if t.name in need else height_t for need in needs] + [height_t]
+        for k, need in enumerate(needs):
+            if t.name in need:
+                lo, hi = need[t.name]
+                owned = max(0, min(hi, starts[k + 1]) - max(lo, starts[k]))
+                rows[k].redundant_flops += flops * ((hi - lo) - owned) / height_t
     exit_ = run.exit
     position = min(graph.nodes.index(n) for n in run.nodes)
     old = {id(n) for n in run.nodes}
@@ -136,8 +145,9 @@ def slice_run(graph: gs.Graph, run: Run, bands: Sequence[Rows], opset: int) -> S
     return SpatialRewrite(branches, merge, rows, flops_unsplit, run.entry.name, exit_.name)
 
 
-def _branch(run: Run, band: Rows, k: int, opset: int) -> tuple[list[gs.Node], gs.Variable, Rows]:
-    """The nodes that compute rows `band` of the run's exit; the branch's exit tensor; rows of the entry read."""
+def _branch(run: Run, band: Rows, k: int, opset: int) -> tuple[list[gs.Node], gs.Variable, dict[str, Rows]]:
+    """The nodes that compute rows `band` of the run's exit; the branch's exit tensor; the rows of each of the
+    run's tensors it holds or reads."""
     need = needed_rows(run.nodes, {run.exit.name: tuple(band)})
     held: dict[str, tuple[gs.Variable, Rows]] = {run.entry.name: (run.entry, (0, int(run.entry.shape[2])))}
     crops: dict[tuple[str, Rows], gs.Variable] = {}
@@ -183,7 +193,7 @@ def _branch(run: Run, band: Rows, k: int, opset: int) -> tuple[list[gs.Node], gs
         nodes.append(gs.Node(node.op, name=node.name + suffix, attrs=attrs, inputs=inputs, outputs=[made],
                              domain=node.domain))
         held[out.name] = (made, band_out)
-    return nodes, rows_of(run.exit, tuple(band)), need[run.entry.name]
+    return nodes, rows_of(run.exit, tuple(band)), need
 
 
 def _explicit_pads(node: gs.Node) -> list[int]:

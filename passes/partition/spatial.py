@@ -323,8 +323,7 @@ def materialise(program: Program, space: SearchSpace, c: Candidate) -> None:
         info = {"tensor": rewrite.exit, "axis": 2, "rows": list(rows.out), "of": space.exit_height(c.b),
                 "input": rewrite.entry, "input_rows": list(rows.reads), "halo_rows": list(rows.halo),
                 "flops": round(rows.flops),
-                "redundant_flops": round(rows.flops - rewrite.flops_unsplit * (rows.out[1] - rows.out[0])
-                                         / space.exit_height(c.b))}
+                "redundant_flops": round(rows.redundant_flops)}
         stages.append(stage(unit, [g], step=step, parallel="slice", slice=info))
     stages.append(stage(c.tail, [merge] + list(order[c.b:])))
     stages[-1].step = step + 1
