@@ -65,30 +65,42 @@ class Codegen:
         reads = {n.name: node_reads(n) for n in program.graph.nodes}
         stage_specs: list[StageSpec] = []
         files: list[dict[str, str]] = []
+        stepped = any(stage.replicas for stage in program.stages)
         for k, stage in enumerate(program.stages):
             nodes = [n for n in model.graph.node if node_stage[n.name] == k]
-            sub = extract_submodel(model, nodes, reads, later_needs=set(lives[k + 1]), values=values,
-                                   name=f"{model.graph.name or 'model'}_{stage.name}")
-            backend = backend_for(program.cluster.devices[stage.device], stage.unit)
-            try:
-                sub = backend.prepare_submodel(sub, stage.variant)
-            except EdgecError as exc:
-                raise EdgecError(f"stage {stage.name} ({stage.unit_id}): {exc.message}", where=exc.where) from None
-            rel = f"{stage.device}/{stage.name}.onnx"
-            written = write_submodel(out, rel, sub, program.graph, self.external_data_bytes)
-            files.extend(written)
-            spec = StageSpec(
-                name=stage.name, device=stage.device, unit=stage.unit, backend=stage.backend,
-                variant=stage.variant, model=rel, sha256=written[0]["sha256"],
-                external_data=written[1] if len(written) > 1 else None,
-                inputs=[_tensor_spec(i) for i in sub.graph.input],
-                outputs=[_tensor_spec(o) for o in sub.graph.output],
-                receives=receives[k], sends=sends[k], predicted_ms=round(stage.predicted_ms, 4),
-                memory_bytes=int(stage.memory_bytes),
-                cores=list(program.cluster.devices[stage.device].units[stage.unit].cores),
-                step=stage.step, parallel=stage.parallel, slice=stage.slice)
-            spec.session = backend.session_config(spec)
-            stage_specs.append(spec)
+            extracted = extract_submodel(model, nodes, reads, later_needs=set(lives[k + 1]), values=values,
+                                         name=f"{model.graph.name or 'model'}_{stage.name}")
+            copies = [(stage.name, stage.device, stage.unit, stage.backend, stage.variant, stage.predicted_ms,
+                       stage.memory_bytes, stage.weight)]
+            copies += [(f"{stage.name}r{j + 1}", r.device, r.unit, r.backend, r.variant, r.predicted_ms,
+                        r.memory_bytes, r.weight) for j, r in enumerate(stage.replicas)]
+            for name, device, unit, backend_name, variant, ms, memory, weight in copies:
+                backend = backend_for(program.cluster.devices[device], unit)
+                own = extracted
+                if len(copies) > 1:  # each copy prepared apart (large weights are placeholders: cheap)
+                    own = onnx.ModelProto()
+                    own.CopyFrom(extracted)
+                try:
+                    sub = backend.prepare_submodel(own, variant)
+                except EdgecError as exc:
+                    raise EdgecError(f"stage {name} ({device}.{unit}): {exc.message}", where=exc.where) from None
+                rel = f"{device}/{name}.onnx"
+                written = write_submodel(out, rel, sub, program.graph, self.external_data_bytes)
+                files.extend(written)
+                spec = StageSpec(
+                    name=name, device=device, unit=unit, backend=backend_name,
+                    variant=variant, model=rel, sha256=written[0]["sha256"],
+                    external_data=written[1] if len(written) > 1 else None,
+                    inputs=[_tensor_spec(i) for i in sub.graph.input],
+                    outputs=[_tensor_spec(o) for o in sub.graph.output],
+                    receives=receives[k], sends=sends[k], predicted_ms=round(ms, 4),
+                    memory_bytes=int(memory),
+                    cores=list(program.cluster.devices[device].units[unit].cores),
+                    step=stage.step if stage.step is not None else (k if stepped else None),
+                    parallel=stage.parallel or ("replica" if stage.replicas else None),
+                    weight=float(weight) if stage.replicas and weight is not None else None, slice=stage.slice)
+                spec.session = backend.session_config(spec)
+                stage_specs.append(spec)
         for device in program.cluster.devices.values():
             mine = [s for s in stage_specs if s.device == device.name]
             if mine:
@@ -103,7 +115,9 @@ class Codegen:
             stages=stage_specs,
             transfers=step_transfers(program, stage_specs) if any(s.parallel for s in program.stages) else _transfers(program, lives),
             predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
-                       "throughput_fps": program.prediction.throughput_fps, "accuracy": None},
+                       "throughput_fps": program.prediction.throughput_fps, "accuracy": None,
+                       "energy_mj": (None if program.prediction.energy_mj is None
+                                     else round(program.prediction.energy_mj, 4))},
             files=files,
             edgec_version=__version__,
         )

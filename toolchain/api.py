@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from edgec.cluster import Cluster, load_cluster
+from edgec.costmodel.energy import require_power
 from edgec.errors import EdgecError
 from edgec.ir import Program
 from edgec.manifest import Manifest, read_manifest
@@ -19,7 +20,8 @@ from edgec.passes.cost import Cost
 from edgec.passes.fusion import Fusion
 from edgec.passes.load import Load
 from edgec.passes.partition.capability import Capability
-from edgec.passes.partition.global_partition import GlobalPartition
+from edgec.passes.partition.global_partition import STRATEGY_NAMES, GlobalPartition
+from edgec.passes.partition.hierarchical import Limits
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.partition.spatial import SpatialPartition
 from edgec.passes.shape_inference import ShapeInference
@@ -27,7 +29,11 @@ from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
 from edgec.verification import OutputCheck, VerifyResult, verify
 
-OBJECTIVES = ("throughput", "latency")
+OBJECTIVES = ("throughput", "latency", "energy")
+# hierarchical (the default): boards and units jointly, units as concurrent workers, replicas where they pay;
+# data-parallel: whole-model replicas only; pipeline: one segment per board, its units one after another;
+# the rest: the research baselines of the single-level partition, for comparison
+STRATEGIES = (*(s for s in STRATEGY_NAMES if s != "optimal"), "spatial")  # "optimal" still names "pipeline"
 
 
 @dataclass
@@ -45,18 +51,31 @@ def analysis_passes(model_path: str, *, input_shapes: Mapping[str, Sequence[int]
 
 
 def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 objective: str = "throughput", strategy: str = "optimal",
+                 objective: str = "throughput", strategy: str = "hierarchical", min_fps: float | None = None,
+                 max_latency_ms: float | None = None,
                  external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Pass]:
-    """The default pipeline. `--strategy spatial` takes the optimal pipeline plan and forces slices into it."""
+    """The default pipeline (the placement passes follow the strategy; `spatial` forces slices into the
+    hierarchical plan)."""
     spatial = strategy == "spatial"
     return [
         *analysis_passes(model_path, input_shapes=input_shapes),
         Capability(),
-        GlobalPartition(objective=objective, strategy="optimal" if spatial else strategy),
+        GlobalPartition(objective=objective, strategy="hierarchical" if spatial else strategy, min_fps=min_fps, max_latency_ms=max_latency_ms),
         LocalPartition(),
-        SpatialPartition(objective=objective, force=spatial),
+        SpatialPartition(objective=objective, force=spatial, max_latency_ms=max_latency_ms),
         Codegen(out_dir, objective=objective, external_data_bytes=external_data_bytes),
     ]
+
+
+def check_plan_options(objective: str, strategy: str, min_fps: float | None, max_latency_ms: float | None) -> None:
+    """Refuse an unknown objective or strategy, or a limit that is not a positive number, before any work."""
+    if objective not in OBJECTIVES:
+        raise EdgecError(f"unknown objective '{objective}'; expected one of: {', '.join(OBJECTIVES)}")
+    if strategy not in STRATEGIES and strategy != "optimal":
+        raise EdgecError(f"unknown --strategy '{strategy}'; expected one of: {', '.join(STRATEGIES)}")
+    for flag, value in (("--min-fps", min_fps), ("--max-latency-ms", max_latency_ms)):
+        if value is not None and not (value > 0 and value != float("inf")):
+            raise EdgecError(f"{flag} {value:g}: expected a positive number")
 
 
 def analyze(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, *,
@@ -68,7 +87,8 @@ def analyze(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, *,
 
 
 def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out: str | os.PathLike, *,
-            objective: str = "throughput", strategy: str = "optimal", input_shapes: Mapping[str, Sequence[int]] | None = None,
+            objective: str = "throughput", strategy: str = "hierarchical", min_fps: float | None = None,
+            max_latency_ms: float | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
             dump_ir: str | os.PathLike | None = None, print_ir_after: Sequence[str] = (),
             print_ir: Callable[[str, str], None] | None = None, check_invariants: bool = True,
             keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> CompileResult:
@@ -79,10 +99,11 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
     with more than `external_data_bytes` of weights keeps them in a `.data` file
     beside it (ONNX external data).
     """
-    if objective not in OBJECTIVES:
-        raise EdgecError(f"unknown objective '{objective}'; expected one of: {', '.join(OBJECTIVES)}")
+    check_plan_options(objective, strategy, min_fps, max_latency_ms)
     out = Path(out)
     cluster_obj = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    if objective == "energy":
+        require_power(cluster_obj, [f"{d.name}.{u}" for d in cluster_obj.devices.values() for u in d.units])
     staging = _make_staging_dir(out)
     try:
         timer = TimePasses()
@@ -94,7 +115,8 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         if print_ir_after:
             instruments.append(PrintIRAfter(print_ir_after, print_ir or (lambda name, text: print(text))))
         passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective,
-                              strategy=strategy, external_data_bytes=external_data_bytes)
+                              strategy=strategy, min_fps=min_fps, max_latency_ms=max_latency_ms,
+                              external_data_bytes=external_data_bytes)
         known = {p.name for p in passes} | {"all"}
         for name in print_ir_after:
             if name not in known:
@@ -102,6 +124,10 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         program = Program.empty()
         program.cluster = cluster_obj
         program = PassManager(passes, instruments).run(program)
+        limits = Limits(min_fps, max_latency_ms)
+        if program.prediction is not None and not limits.check(program.prediction):
+            raise EdgecError(limits.unmet([program.prediction]) + f" (--strategy {strategy} makes one plan; "
+                             f"--strategy hierarchical searches more)")
         manifest = read_manifest(staging)  # codegen wrote it; the pass timings go in now that all have run
         manifest.passes = [{"name": t.name, "ms": round(t.ms, 3)} for t in timer.timings]
         check_against_schema(manifest)
@@ -156,4 +182,4 @@ def _move_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]
+__all__ = ["compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES", "STRATEGIES"]

@@ -28,9 +28,15 @@ def compile_cmd(
     model: Path = typer.Argument(..., help="the .onnx model"),
     target: Path = typer.Option(..., "-t", "--target", help="cluster.json"),
     out: Path = typer.Option(..., "-o", "--out", help="output folder"),
-    objective: str = typer.Option("throughput", help="throughput (pipeline bottleneck) or latency"),
-    strategy: str = typer.Option("optimal", help="partitioner: optimal, or a baseline: random, greedy, even, "
-                                 "single, two-way; spatial: slice a frame's feature maps across units"),
+    objective: str = typer.Option("throughput", help="throughput (pipeline bottleneck), latency, or energy "
+                                  "(per frame, under --min-fps / --max-latency-ms)"),
+    strategy: str = typer.Option("hierarchical", help="hierarchical (boards and units jointly, every unit a "
+                                 "concurrent worker, replicas where they pay), data-parallel (whole-model replicas), "
+                                 "pipeline (one segment per board), spatial (a frame's feature maps sliced across units), or a "
+                                 "baseline: random, greedy, even, single, two-way"),
+    min_fps: Optional[float] = typer.Option(None, "--min-fps", help="refuse plans slower than this"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="refuse plans slower per frame "
+                                                   "end to end than this"),
     input_shape: List[str] = typer.Option([], "--input-shape", help="pin dynamic dims: NAME=1x3x224x224 (repeatable)"),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write NN-<pass>.txt/.json after each pass"),
     print_ir_after: List[str] = typer.Option([], "--print-ir-after", help="print the IR after PASS (or 'all')"),
@@ -42,14 +48,15 @@ def compile_cmd(
     shapes = dict(parse_input_shape(s) for s in input_shape)
     from edgec import api  # the compiler side loads only for the commands that need it (boards serve without it)
 
-    result = api.compile(model, target, out, objective=objective, strategy=strategy, input_shapes=shapes, dump_ir=dump_ir,
+    result = api.compile(model, target, out, objective=objective, strategy=strategy, min_fps=min_fps,
+                         max_latency_ms=max_latency_ms, input_shapes=shapes, dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
                                                                    highlight=False))
     m = result.manifest
     console.print(f"wrote {out}/: {len(m.stages)} stages on {len({s.device for s in m.stages})} devices; "
                   f"predicted latency {m.predicted['latency_ms']:.2f} ms, bottleneck {m.predicted['bottleneck_ms']:.2f} ms "
-                  f"({m.predicted['throughput_fps']:.1f} fps)", highlight=False)
+                  f"({m.predicted['throughput_fps']:.1f} fps){_energy(m.predicted)}", highlight=False)
     if time_passes:
         table = Table("pass", "ms", "changed", title="pass timings")
         for t in result.timings:
@@ -106,10 +113,12 @@ def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec co
     from edgec.manifest import read_manifest
 
     m = read_manifest(out)
-    table = Table("stage", "device", "unit", "backend", "variant", "inputs", "outputs", "pred ms", "memory MB",
+    table = Table("step", "stage", "device", "unit", "cores", "parallel", "weight", "backend", "variant",
+                  "pred ms", "MB",
                   title=f"{m.source_model['path']} -> {m.cluster.get('name', '')} ({m.objective})")
-    for s in m.stages:
-        table.add_row(s.name, s.device, s.unit, s.backend, s.variant, str(len(s.inputs)), str(len(s.outputs)),
+    for k, s in enumerate(m.stages):
+        table.add_row(str(k if s.step is None else s.step), s.name, s.device, s.unit, ",".join(map(str, s.cores)),
+                      s.parallel or "", "" if s.weight is None else f"{s.weight:.3f}", s.backend, s.variant,
                       f"{s.predicted_ms:.2f}", f"{s.memory_bytes / 2**20:.1f}")
     console.print(table)
     slices = [s for s in m.stages if s.slice]
@@ -131,7 +140,12 @@ def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec co
     console.print(tt)
     p = m.predicted
     console.print(f"predicted: latency {p['latency_ms']:.2f} ms, bottleneck {p['bottleneck_ms']:.2f} ms, "
-                  f"throughput {p['throughput_fps']:.1f} fps", highlight=False)
+                  f"throughput {p['throughput_fps']:.1f} fps{_energy(p)}", highlight=False)
+
+
+def _energy(predicted: dict) -> str:
+    e = predicted.get("energy_mj")
+    return "" if e is None else f", energy {e:.1f} mJ/frame"
 
 
 @app.command("profile")

@@ -47,13 +47,17 @@ class GroupCost:
 
 @dataclass
 class DeviceSegment:
-    """The global partition's answer: a contiguous run of groups placed on one device (no unit yet)."""
+    """The global partition's answer: a contiguous run of groups placed on one device (no unit yet), or,
+    where boards and units were searched together, on one unit of it (``unit``, with any replicas)."""
 
     name: str
     device: str
     groups: list[str]
     predicted_ms: float = 0.0  # on the device's fastest unit per group, a lower bound
     memory_bytes: int = 0
+    unit: str | None = None  # chosen with the boards: the local partition keeps it
+    weight: float | None = None
+    replicas: list["Replica"] = field(default_factory=list)
 
 
 @dataclass
@@ -68,9 +72,28 @@ class Stage:
     memory_bytes: int
     backend: str
     variant: str
+    weight: float | None = None  # a replicated stage: this copy's share of the frames
+    replicas: list["Replica"] = field(default_factory=list)  # the stage's other copies (same groups)
     step: int | None = None  # stages that share a step run at once on different units (None: its own step)
     parallel: str | None = None  # "slice": each stage of the step computes a band of rows of every frame
     slice: dict[str, Any] | None = None  # which rows the stage owns, its halo, its redundant FLOPs
+
+    @property
+    def unit_id(self) -> str:
+        return f"{self.device}.{self.unit}"
+
+
+@dataclass
+class Replica:
+    """Another copy of a stage on another unit: it computes the same groups on its share of the frames."""
+
+    device: str
+    unit: str
+    predicted_ms: float
+    memory_bytes: int
+    backend: str
+    variant: str
+    weight: float
 
     @property
     def unit_id(self) -> str:
@@ -82,6 +105,7 @@ class Prediction:
     latency_ms: float
     bottleneck_ms: float
     throughput_fps: float
+    energy_mj: float | None = None  # per frame; None where a unit has no power figures
 
 
 @dataclass

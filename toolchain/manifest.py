@@ -23,7 +23,10 @@ from edgec.errors import EdgecError
 from edgec.jsonfile import PathLike, json_path, read_json
 
 SCHEMA_VERSION = 1
-OBJECTIVES = ("throughput", "latency")
+OBJECTIVES = ("throughput", "latency", "energy")
+# how the stages of one step share the work: each computes the whole step on a share of the frames
+# ("replica", its `weight` the share), or each computes one spatial slice of every frame ("slice")
+PARALLEL_MODES = ("replica", "slice")
 
 
 @dataclass
@@ -52,8 +55,11 @@ class StageSpec:
     cores: List[int] = field(default_factory=list)  # the compute unit's 0-based Linux CPU ids (a GPU's: its host's)
     # the sub-model's weights file beside it, {"path": relative to out/, "sha256": ...}; None: weights inside
     external_data: Optional[Dict[str, str]] = None
-    step: Optional[int] = None  # stages that share a step run at once on different units; None: its own step
-    parallel: Optional[str] = None  # "slice": each stage of the step computes a band of rows of every frame
+    # the stage's pipeline step: stages sharing a step run at once on different units; None: each stage is its
+    # own step, in list order
+    step: Optional[int] = None
+    parallel: Optional[str] = None  # None (the step's only stage), "replica" or "slice" (PARALLEL_MODES)
+    weight: Optional[float] = None  # replicas: the share of the frames dealt to this stage; a step's sum to 1
     # a slice's band: {"tensor", "axis", "rows": [lo, hi), "of", "input", "input_rows", "halo_rows": [above,
     # below], "flops", "redundant_flops"}; the next step reads the union of the step's sends
     slice: Optional[Dict[str, Any]] = None
@@ -88,7 +94,7 @@ class Manifest:
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         for s in data["stages"]:
-            for key in ("external_data", "step", "parallel", "slice"):
+            for key in ("external_data", "step", "parallel", "weight", "slice"):
                 if s[key] is None:
                     del s[key]
         for t in data["transfers"]:
@@ -244,11 +250,18 @@ _STRINGS = _list_of(_string, "strings")
 _STAGE = {"name": _string, "device": _string, "unit": _string, "backend": _string, "variant": _string,
           "model": _string, "sha256": _sha256, "inputs": _TENSORS, "outputs": _TENSORS, "receives": _STRINGS,
           "sends": _STRINGS, "predicted_ms": _ms, "memory_bytes": _count}
+def _share(v: Any, path: JsonPath, where: str) -> None:
+    _number(v, path, where)
+    if not 0 < v <= 1:
+        _fail(path, "a replica's share of the frames lies in (0, 1], got {}".format(_got(v)), where)
+
+
 _SLICE = _fields({"tensor": _string, "axis": _count, "rows": _ints, "of": _count, "input": _string,
                   "input_rows": _ints, "halo_rows": _ints, "flops": _number, "redundant_flops": _number})
 _STAGE_OPTIONAL = {"session": _object, "cores": _ints,
                    "external_data": _fields({"path": _string, "sha256": _sha256}),
-                   "step": _count, "parallel": _one_of("slice"), "slice": _SLICE}
+                   "step": _count, "parallel": _one_of(*PARALLEL_MODES), "weight": _share,
+                   "slice": _SLICE}
 _TRANSFER = _fields({"from": _string, "to": _string, "src_device": _string, "dst_device": _string,
                      "tensors": _STRINGS, "bytes": _count, "predicted_ms": _ms})
 _MANIFEST = _fields(
@@ -258,7 +271,7 @@ _MANIFEST = _fields(
      "stages": _list_of(_fields(_STAGE, _STAGE_OPTIONAL), "stages"),
      "transfers": _list_of(_TRANSFER, "transfers"),
      "predicted": _fields({"latency_ms": _number, "bottleneck_ms": _number, "throughput_fps": _number},
-                          {"accuracy": _nullable(_number)}, closed=False)},
+                          {"accuracy": _nullable(_number), "energy_mj": _nullable(_number)}, closed=False)},
     {"edgec_version": _string,
      "passes": _list_of(_fields({"name": _string, "ms": _number}, closed=False), "objects"),
      "files": _list_of(_fields({"path": _string, "sha256": _sha256}, closed=False), "objects")},
@@ -285,3 +298,41 @@ def check_manifest(data: Any, where: str = "manifest.json") -> None:
                 if name not in made:
                     _fail(["stages", i, key, j], "tensor '{}' crosses a boundary but is neither a graph input "
                           "nor made by a stage".format(name), where)
+    _check_steps(data["stages"], where)
+
+
+def _check_steps(stages: Sequence[Mapping[str, Any]], where: str) -> None:
+    """Steps: all stages carry one or none; steps never go back; the stages of a step share one parallel mode
+    (a step of one stage needs none); the weights of a replicated step sum to 1."""
+    if not any("step" in s for s in stages):
+        return
+    steps: Dict[int, List[int]] = {}
+    last = -1
+    for i, s in enumerate(stages):
+        if "step" not in s:
+            _fail(["stages", i], "missing field 'step' (another stage has one: give every stage its step)", where)
+        if s["step"] < last:
+            _fail(["stages", i, "step"], "step {} comes after step {}; stages are listed in step order".format(
+                s["step"], last), where)
+        if s["step"] != last and s["step"] in steps:
+            _fail(["stages", i, "step"], "step {} is split by another step".format(s["step"]), where)
+        last = s["step"]
+        steps.setdefault(s["step"], []).append(i)
+    for step, members in steps.items():
+        modes = {stages[i].get("parallel") for i in members}
+        if len(members) > 1 and (len(modes) != 1 or None in modes):
+            _fail(["stages", members[0]], "the {} stages of step {} need one shared 'parallel' mode ({})".format(
+                len(members), step, " or ".join(PARALLEL_MODES)), where)
+        if modes == {"replica"}:
+            for i in members:
+                if "weight" not in stages[i]:
+                    _fail(["stages", i], "missing field 'weight' (a replica's share of the frames)", where)
+            for i in members[1:]:
+                for key in ("receives", "sends"):
+                    if stages[i][key] != stages[members[0]][key]:
+                        _fail(["stages", i, key], "replicas of step {} compute the same step: their '{}' must "
+                              "match stage {}'s".format(step, key, stages[members[0]]["name"]), where)
+            total = sum(stages[i]["weight"] for i in members)
+            if abs(total - 1.0) > 1e-6:
+                _fail(["stages", members[0], "weight"], "the weights of step {} sum to {:.6g}; they must sum "
+                      "to 1".format(step, total), where)

@@ -1,5 +1,9 @@
 """The `local-partition` pass: which compute unit of a board runs each group of the board's stage.
 
+Segments the global pass placed on units already (the joint strategies, which
+search boards and units together) become one stage each, unchanged, predicted
+with every unit a concurrent worker. For the single-level plan:
+
 The global pass cuts the model into one contiguous segment per board
 (``program.segments``); this pass writes ``program.stages`` and the prediction. Inside a
 board, the runtime runs the board's stages one after another in one process
@@ -23,6 +27,7 @@ unit stages and the transfers between boards.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,6 +36,7 @@ import numpy as np
 from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
 from edgec.ir import Prediction, Program, Stage
+from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.memory import stage_memory_bytes
 from edgec.costmodel.transfer import transfer_ms
 from edgec.liveness import hand_offs
@@ -100,6 +106,8 @@ class LocalPartition:
         cluster = program.cluster
         if cluster is None or not program.segments:
             raise EdgecError("local-partition runs after the global partition pass")
+        if all(board.unit is not None for board in program.segments):
+            return self._keep_units(program)
         gg = group_graph(program)
         position = {g: i for i, g in enumerate(gg.order)}
         board_of = {g: k for k, board in enumerate(program.segments) for g in board.groups}
@@ -149,6 +157,26 @@ class LocalPartition:
         return PassResult(program, changed=True)
 
 
+    def _keep_units(self, program: Program) -> PassResult:
+        """Segments whose units the joint search chose: one stage each, predicted with the units as
+        concurrent workers (edgec.passes.partition.hierarchical)."""
+        from edgec.passes.partition.hierarchical import predict_placed  # it builds on this pass
+
+        cluster = program.cluster
+        assert cluster is not None
+        stages = []
+        for k, seg in enumerate(program.segments):
+            device = cluster.devices[seg.device]
+            unit = device.units[seg.unit]  # type: ignore[index]
+            stages.append(Stage(f"s{k}", seg.device, unit.name, list(seg.groups), seg.predicted_ms,
+                                stage_memory_bytes(program.nodes_of(seg.groups), program.output_names()),
+                                unit.backend, backend_for(device, unit).default_variant, weight=seg.weight,
+                                replicas=[dataclasses.replace(r) for r in seg.replicas]))
+        program.stages = stages
+        program.prediction = predict_placed(program)
+        return PassResult(program, changed=True)
+
+
 def _boundaries(gg: GroupGraph, groups: list[str], board: int,
                 board_of: dict[str, int]) -> tuple[np.ndarray, list[set[str]]]:
     """Per position p = 0..m of a board's m groups: bytes that would cross a sub-model boundary there,
@@ -182,7 +210,8 @@ def _boundaries(gg: GroupGraph, groups: list[str], board: int,
 
 def board_prediction(program: Program) -> Prediction:
     """Latency and bottleneck of the placed program: per board the sum of its unit stages, and the
-    transfers between boards (source to the first, board to board, the last to the sink)."""
+    transfers between boards (source to the first, board to board, the last to the sink); and its
+    energy per frame (edgec.costmodel.energy)."""
     cluster = program.cluster
     assert cluster is not None
     boards: list[tuple[str, float]] = []
@@ -196,4 +225,7 @@ def board_prediction(program: Program) -> Prediction:
     latency = sum(ms for _, ms in boards) + sum(transfers)
     bottleneck = max([ms for _, ms in boards] + transfers)
     fps = 1000.0 / bottleneck if bottleneck > 0 else float("inf")
-    return Prediction(latency, bottleneck, fps)
+    network = float(sum(nbytes for _, _, nbytes in hand_offs(program)))
+    energy = plan_energy_mj(cluster, [ActiveStage(s.device, s.unit, s.predicted_ms) for s in program.stages],
+                            bottleneck, network)
+    return Prediction(latency, bottleneck, fps, energy)

@@ -36,6 +36,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from edgec.backends.registry import backend_for
+from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.memory import stage_memory_bytes
 from edgec.costmodel.transfer import transfer_ms
 from edgec.costmodel.work import node_flops
@@ -66,18 +67,21 @@ class Candidate:
     bands: tuple[tuple[int, int], ...]
     latency_ms: float
     slice_ms: tuple[float, ...]
+    energy_mj: float | None = None
+    bottleneck_ms: float = 0.0
 
 
 @dataclass(frozen=True)
 class SpatialPartition:
     objective: str = "throughput"
     force: bool = False  # --strategy spatial: slice even where the pipeline plan predicts less
+    max_latency_ms: float | None = None  # --objective energy: slices must also keep to this
     name: ClassVar[str] = "spatial-partition"
     requires: ClassVar[frozenset[str]] = frozenset({"cluster", "groups", "costs", "unsupported", "stages", "prediction"})
     provides: ClassVar[frozenset[str]] = frozenset({"segments", "stages", "prediction"})
 
     def run(self, program: Program) -> PassResult:
-        if not self.force and self.objective != "latency":
+        if not self.force and self.objective not in ("latency", "energy"):
             return PassResult(program, changed=False)
         cluster = program.cluster
         assert cluster is not None
@@ -91,13 +95,13 @@ class SpatialPartition:
             raise EdgecError(f"--strategy spatial: the model has no run of spatially local layers (Conv, pooling, "
                              f"element-wise) between two single 4-D feature maps to slice ({space.why_none()}); "
                              f"choose another --strategy")
-        best = space.best()
+        best = space.best(self.objective if self.objective == "energy" else "latency", self.max_latency_ms)
         if best is None:
             if self.force:
                 raise EdgecError("--strategy spatial: no set of two or more units can run a spatially local run of "
                                  "this model; choose another --strategy")
             return PassResult(program, changed=False)
-        if not self.force and best.latency_ms >= program.prediction.latency_ms:
+        if not self.force and not _better(best, program.prediction, self.objective, self.max_latency_ms):
             return PassResult(program, changed=False)
         materialise(program, space, best)
         return PassResult(program, changed=True)
@@ -248,13 +252,48 @@ class SearchSpace:
         slice_ms = tuple(float(sum(self.ms[g][u] * f[g] for g in self.order[a:b])) for u, f in zip(units, fr))
         y = self.tensors[self.lives[b][0]]
         row_bytes = tensor_nbytes(y) // int(y.shape[2])
-        lat = self.latency(a, b, units, head, tail, slice_ms, [row_bytes * (hi - lo) for lo, hi in bands])
-        return Candidate(a, b, tuple(units), head, tail, tuple(bands), lat, slice_ms)
+        band_bytes = [row_bytes * (hi - lo) for lo, hi in bands]
+        lat = self.latency(a, b, units, head, tail, slice_ms, band_bytes)
+        energy, period = self.energy(a, b, units, head, tail, slice_ms, band_bytes)
+        return Candidate(a, b, tuple(units), head, tail, tuple(bands), lat, slice_ms, energy, period)
 
-    def best(self) -> Candidate | None:
+    def best(self, objective: str = "latency", max_latency_ms: float | None = None) -> Candidate | None:
+        """The best of the top estimates costed exactly: least latency, or least energy among those within
+        `max_latency_ms` (least latency if none is)."""
         ranked = self.estimates()
         exact = [self.exact(a, b, us, sh, head, tail) for _, a, b, us, sh, head, tail in ranked[:EXACT_CANDIDATES]]
+        if objective == "energy":
+            ok = [c for c in exact if c.energy_mj is not None
+                  and (max_latency_ms is None or c.latency_ms <= max_latency_ms)]
+            if ok:
+                return min(ok, key=lambda c: (c.energy_mj, c.latency_ms))
         return min(exact, key=lambda c: c.latency_ms, default=None)
+
+    def energy(self, a: int, b: int, units: Sequence[str], head: str | None, tail: str,
+               slice_ms: Sequence[float], band_bytes: Sequence[int]) -> tuple[float | None, float]:
+        """(energy per frame in mJ, bottleneck ms) of a spatial plan (edgec.costmodel.energy)."""
+        n = len(self.order)
+        parts = [(u, ms) for u, ms in zip(units, slice_ms)] + [(tail, self.seq_ms(b, n, tail))]
+        if head is not None:
+            parts.append((head, self.seq_ms(0, a, head)))
+        stages = [ActiveStage(*u.split(".", 1), ms=ms + STAGE_CALL_MS) for u, ms in parts]
+        period = max(st.ms for st in stages)
+        here = self.cluster.source if head is None else self.device(head)
+        network = 0 if head is None or self.device(head) == self.cluster.source else self.source_bytes
+        network += self.tensor_bytes(a) * len({self.device(u) for u in units} - {here})
+        network += sum(nb for u, nb in zip(units, band_bytes) if self.device(u) != self.device(tail))
+        if self.device(tail) != self.cluster.sink:
+            network += sum(tensor_nbytes(t) for t in self.program.graph.outputs)
+        return plan_energy_mj(self.cluster, stages, period, network), period
+
+
+def _better(c: Candidate, current: Prediction, objective: str, max_latency_ms: float | None) -> bool:
+    """Whether the slices beat the plan already made under the objective (and keep to the latency limit)."""
+    if max_latency_ms is not None and c.latency_ms > max_latency_ms:
+        return False
+    if objective == "energy":
+        return c.energy_mj is not None and current.energy_mj is not None and c.energy_mj < current.energy_mj
+    return c.latency_ms < current.latency_ms
 
 
 def _is_4d(t: gs.Tensor) -> bool:
@@ -340,4 +379,5 @@ def materialise(program: Program, space: SearchSpace, c: Candidate) -> None:
                             [st.predicted_ms - STAGE_CALL_MS for st in stages[step:step + len(c.units)]], bands)
     latency += program.group_ms(merge, c.tail)
     bottleneck = max(st.predicted_ms for st in stages)
-    program.prediction = Prediction(latency, bottleneck, 1000.0 / bottleneck if bottleneck > 0 else float("inf"))
+    program.prediction = Prediction(latency, bottleneck, 1000.0 / bottleneck if bottleneck > 0 else float("inf"),
+                                    c.energy_mj)

@@ -9,7 +9,8 @@ consecutive ports from `port`:
 
     port + 0        status (PUB): heartbeats, progress
     port + 1 + i    input (PULL) of the device's i-th segment, in pipeline order
-    port + 1 + n    results (PUSH), on the device that runs the last segment
+    port + 1 + n + j  results (PUSH) of the device's j-th segment of the last step (a step of
+                      replicas may put several on one device)
 
 Workers connect to the next segment's input; the driver connects to the first
 segment's input, the results socket and every status socket. Without a file,
@@ -45,7 +46,7 @@ class Deployment:
 
     # ports ---------------------------------------------------------------
     def ports_needed(self, plan: Pipeline, device: str) -> int:
-        return 1 + len(plan.segments_of(device)) + (1 if plan.segments[-1].device == device else 0)
+        return 1 + len(plan.segments_of(device)) + len(plan.final_segments(device))
 
     def _port(self, plan: Pipeline, device: str, offset: int) -> int:
         return self._endpoint(device).port + offset
@@ -72,9 +73,12 @@ class Deployment:
         i = [s.index for s in plan.segments_of(segment.device)].index(segment.index)
         return self._addr(segment.device, self._port(plan, segment.device, 1 + i), bind)
 
-    def results(self, plan: Pipeline, bind: bool = False) -> str:
-        device = plan.segments[-1].device
-        return self._addr(device, self._port(plan, device, 1 + len(plan.segments_of(device))), bind)
+    def results(self, plan: Pipeline, bind: bool = False, segment: Optional[Segment] = None) -> str:
+        """The results socket of `segment` (default: the last segment), one of the last step's."""
+        segment = plan.segments[-1] if segment is None else segment
+        device = segment.device
+        j = [s.index for s in plan.final_segments(device)].index(segment.index)
+        return self._addr(device, self._port(plan, device, 1 + len(plan.segments_of(device)) + j), bind)
 
     def to_json(self) -> Dict[str, Any]:
         devices: Dict[str, Any] = {}

@@ -1,9 +1,12 @@
 """Serve one device: run its stages on the frames that arrive, pass the results on.
 
 One process per device. Each of the device's segments (consecutive stages
-of the plan on this device) has an input socket (PULL, bound) and an output
-socket (PUSH: connected to the next segment's input, or bound as the results
-socket when it is the last segment). While this process computes frame k,
+of the plan on one of its compute units) has an input socket (PULL, bound) and
+output sockets (PUSH: connected to the next step's inputs and dealt among
+them, edgec.runtime.dealing; or bound as a results socket for a segment of
+the last step). Every segment is served by its own thread, pinned to its
+unit's cores, so the units of a board compute different frames at once
+(ONNX Runtime releases the GIL while it computes). While a segment computes frame k,
 ZeroMQ's I/O thread already receives frame k+1 and sends frame k-1; high-water
 marks bound every queue, so a slow device holds back the ones before it.
 
@@ -27,6 +30,7 @@ import zmq
 
 from edgec.errors import EdgecError
 from edgec.runtime import wire
+from edgec.runtime.dealing import Dealer, EndGather, NoReplicaLeft, merge_skip
 from edgec.runtime.deployment import Deployment, load_deployment
 from edgec.runtime.keys import DRIVER, Keys, load_keys
 from edgec.runtime.pipeline import Pipeline, Segment, read_pipeline
@@ -55,7 +59,9 @@ class _SegmentWorker:
         self.expect = plan.expect(segment.receives)
         self.sends = list(segment.sends)
         self.input: Optional[zmq.Socket] = None
-        self.output: Optional[zmq.Socket] = None
+        self.output: Optional[Dealer] = None
+        self.ends = EndGather([s.names for s in plan.upstream(segment).segments]
+                              if plan.upstream(segment) is not None else ["source"])
         self.counters = _Counters()
         self._cpu0 = (time.process_time(), time.thread_time(), zmq_thread_cpu())
 
@@ -104,13 +110,16 @@ class DeviceWorker:
         self.deployment = deployment if deployment is not None else load_deployment(None, self.plan)
         self.cores = pin_to_cores(cores)  # before any thread exists: ORT's and ZeroMQ's inherit it
         threads = len(self.cores) if self.cores else None
+        self._segment_cores = {}  # type: Dict[int, List[int]]
         self.keys: Optional[Keys] = None
         if keys_dir is not None:
             self.keys = load_keys(keys_dir, device, list(self.plan.devices) + [DRIVER])
-        self.segments = [
-            _SegmentWorker(self.plan, seg, [StageRunner(out_dir, st, threads) for st in seg.stages])
-            for seg in self.plan.segments_of(device)
-        ]
+        self.segments = []  # type: List[_SegmentWorker]
+        for seg in self.plan.segments_of(device):
+            own = _unit_cores(seg, self.cores)
+            self._segment_cores[seg.index] = own
+            n = len(own) if own else threads
+            self.segments.append(_SegmentWorker(self.plan, seg, [StageRunner(out_dir, st, n) for st in seg.stages]))
         self.hwm = hwm
         self.heartbeat_s = heartbeat_s
         self._stop = threading.Event()
@@ -136,13 +145,18 @@ class DeviceWorker:
         for sw in self.segments:
             sw.input = self._socket(zmq.PULL)
             _bind(sw.input, dep.segment_input(plan, sw.segment, bind=True))
-            if sw.segment.index == len(plan.segments) - 1:
-                sw.output = self._socket(zmq.PUSH)
-                _bind(sw.output, dep.results(plan, bind=True))
+            nxt = plan.next_step(sw.segment)
+            if nxt is None:
+                results = self._socket(zmq.PUSH)
+                _bind(results, dep.results(plan, bind=True, segment=sw.segment))
+                sw.output = Dealer("one", [("sink", 1.0, results)])
             else:
-                nxt = plan.segments[sw.segment.index + 1]
-                sw.output = self._socket(zmq.PUSH, server=nxt.device)
-                sw.output.connect(dep.segment_input(plan, nxt))
+                targets = []
+                for seg in nxt.segments:
+                    sock = self._socket(zmq.PUSH, server=seg.device)
+                    sock.connect(dep.segment_input(plan, seg))
+                    targets.append((seg.names, seg.weight, sock))
+                sw.output = Dealer(nxt.fan_out, targets)
         self._status = self._socket(zmq.PUB)
         _bind(self._status, dep.status(plan, self.device, bind=True))
 
@@ -166,8 +180,8 @@ class DeviceWorker:
         lines = [f"status  {dep.status(plan, self.device, bind=True)}"]
         for sw in self.segments:
             lines.append(f"input   {dep.segment_input(plan, sw.segment, bind=True)}  (stages {sw.segment.names})")
-        if any(sw.segment.index == len(plan.segments) - 1 for sw in self.segments):
-            lines.append(f"results {dep.results(plan, bind=True)}")
+        for seg in plan.final_segments(self.device):
+            lines.append(f"results {dep.results(plan, bind=True, segment=seg)}")
         return lines
 
     # serving -----------------------------------------------------------------
@@ -179,23 +193,37 @@ class DeviceWorker:
             self.bind()
         beat = threading.Thread(target=self._heartbeat, name="edgec-heartbeat", daemon=True)
         beat.start()
-        poller = zmq.Poller()
-        by_socket = {}
-        for sw in self.segments:
-            poller.register(sw.input, zmq.POLLIN)
-            by_socket[sw.input] = sw
+        workers = [threading.Thread(target=self._serve_segment, args=(sw,), name=f"edgec-{sw.segment.names}",
+                                    daemon=True) for sw in self.segments[1:]]
+        for w in workers:
+            w.start()
         try:
-            while not self._stop.is_set():
-                for sock, _ in poller.poll(100):
-                    self._handle(by_socket[sock])
+            if self.segments:
+                self._serve_segment(self.segments[0])
         finally:
             self._stop.set()
+            for w in workers:
+                w.join(timeout=5)
             beat.join(timeout=2)
             self.close()
 
+    def _serve_segment(self, sw: _SegmentWorker) -> None:
+        """One segment's loop, on its own thread pinned to its unit's cores (the first on the main thread)."""
+        own = self._segment_cores.get(sw.segment.index)
+        if own and hasattr(os, "sched_setaffinity"):
+            try:
+                os.sched_setaffinity(0, set(own))  # Linux: 0 is the calling thread
+            except OSError:
+                pass  # keeps the process's cores
+        assert sw.input is not None
+        while not self._stop.is_set():
+            if sw.input.poll(100, zmq.POLLIN):
+                self._handle(sw)
+
     def close(self) -> None:
         for sw in self.segments:
-            for sock in (sw.input, sw.output):
+            socks = [sw.input] + (list(sw.output.sockets) if sw.output is not None else [])
+            for sock in socks:
                 if sock is not None:
                     sock.close(0)
             sw.input = sw.output = None
@@ -227,8 +255,13 @@ class DeviceWorker:
             return
         if msg.kind == "end":
             header = dict(msg.header)
-            header["stats"] = list(header.get("stats") or []) + [self._stats(sw)]
-            self._send(sw, [json.dumps(header, separators=(",", ":")).encode()], count=False)
+            stats = sw.ends.add(msg.run, header.get("via"), header.get("skip") or [], header.get("stats") or [])
+            if stats is None:
+                return  # waiting for the end marker of another segment of the step before
+            header["stats"] = stats + [self._stats(sw)]
+            header["via"] = sw.segment.names
+            self._send(sw, [json.dumps(header, separators=(",", ":")).encode()], count=False,
+                       skip=header.get("skip"), broadcast=True)
             return
         c.times["recv"] += t1 - t0
         c.times["decode"] += t2 - t1
@@ -246,7 +279,8 @@ class DeviceWorker:
                 c.times["compute"] += dt
                 c.stage_compute[runner.stage.name] = c.stage_compute.get(runner.stage.name, 0.0) + dt
             t3, u3 = time.perf_counter(), time.thread_time()
-            out = wire.encode("data", msg.run, msg.seq, [(n, env[n]) for n in sw.sends])
+            skip = msg.header.get("skip")
+            out = wire.encode("data", msg.run, msg.seq, [(n, env[n]) for n in sw.sends], **({"skip": skip} if skip else {}))
             c.times["encode"] += time.perf_counter() - t3
             c.cpu["encode"] += time.thread_time() - u3
         except Exception as exc:  # a stage failing on one frame: report it in that frame's place
@@ -257,19 +291,29 @@ class DeviceWorker:
                                              f"{type(exc).__name__}: {exc}"), count=False)
             return
         st.update(busy=None, since=None)
-        self._send(sw, out, count=True)
+        self._send(sw, out, count=True, skip=skip)
         c.frames += 1
         st["frames"] += 1
 
-    def _send(self, sw: _SegmentWorker, frames: List[Any], count: bool) -> None:
-        """Send downstream, waiting out back-pressure (a full queue) apart from the send itself."""
+    def _send(self, sw: _SegmentWorker, frames: List[Any], count: bool, skip: Optional[List[str]] = None,
+              broadcast: bool = False) -> None:
+        """Send downstream (to the step after, dealt by its fan-out; `broadcast`: to each of its live
+        segments), waiting out back-pressure (a full queue) apart from the send itself."""
         assert sw.output is not None
+        dealer = sw.output
+        try:
+            targets = dealer.live(skip or []) if broadcast else dealer.pick(skip or [])
+        except NoReplicaLeft:
+            return  # the driver knows: it found every replica of the step dead
+        if not targets:
+            return
         t0 = time.perf_counter()
-        while not sw.output.poll(100, zmq.POLLOUT):
+        while not dealer.sockets[targets[0]].poll(100, zmq.POLLOUT):
             if self._stop.is_set():
                 return
         t1, u1 = time.perf_counter(), time.thread_time()
-        sw.output.send_multipart(frames, copy=False)
+        if not dealer.send(targets, frames, lambda: not self._stop.is_set()):
+            return
         if count:
             sw.counters.times["blocked"] += t1 - t0
             sw.counters.times["send"] += time.perf_counter() - t1
@@ -321,6 +365,17 @@ class DeviceWorker:
                 pass
             if self._stop.wait(self.heartbeat_s):
                 break
+
+
+def _unit_cores(segment: Segment, process_cores: Optional[List[int]]) -> Optional[List[int]]:
+    """The cores of the segment's unit, as this process holds them (a unit's core this machine lacks folds
+    onto one it has, as `edgec run --local` folds a device's); None when the process is not pinned."""
+    if not process_cores:
+        return None
+    wanted = list(segment.stages[0].cores)
+    if not wanted:
+        return None
+    return sorted({c if c in process_cores else process_cores[c % len(process_cores)] for c in wanted})
 
 
 def _bind(sock: zmq.Socket, addr: str) -> None:

@@ -5,7 +5,10 @@ order). Every input frame ends as its outputs or as an explicit error: a stage
 that fails on a frame sends an error in its place; a device that dies, or
 that stays silent (no heartbeat) past the timeout, ends the run with a
 failure naming the device and its stages, and every frame not delivered by
-then is listed as failed. Nothing is dropped or duplicated silently.
+then is listed as failed; except a device whose every segment is a replica
+with a live sibling on another device: its frames are dealt again to the
+others (edgec.runtime.dealing), the run goes on and its notes say so.
+Nothing is dropped or duplicated silently.
 """
 
 
@@ -20,6 +23,7 @@ import zmq
 
 from edgec.errors import EdgecError
 from edgec.runtime import wire
+from edgec.runtime.dealing import Dealer, EndGather, NoReplicaLeft
 from edgec.runtime.deployment import Deployment, load_deployment
 from edgec.runtime.keys import DRIVER, Keys, load_keys
 from edgec.runtime.frames import Frame, cycle
@@ -133,10 +137,19 @@ class _Run:
         self.d, self.frames, self.n, self.on_result = driver, frames, n, on_result
         plan, dep = driver.plan, driver.deployment
         self.run_id = uuid.uuid4().hex[:12]
-        self.push = driver._socket(ctx, zmq.PUSH, plan.segments[0].device)
-        self.push.connect(dep.segment_input(plan, plan.segments[0]))
-        self.pull = driver._socket(ctx, zmq.PULL, plan.segments[-1].device)
-        self.pull.connect(dep.results(plan))
+        targets = []
+        for seg in plan.first.segments:
+            sock = driver._socket(ctx, zmq.PUSH, seg.device)
+            sock.connect(dep.segment_input(plan, seg))
+            targets.append((seg.names, seg.weight, sock))
+        self.dealer = Dealer(plan.first.fan_out, targets)
+        self.pull = driver._socket(ctx, zmq.PULL, plan.last.segments[0].device)
+        for seg in plan.last.segments:
+            self.pull.connect(dep.results(plan, segment=seg))
+        self.ends = EndGather([seg.names for seg in plan.last.segments])
+        self.lost: List[str] = []  # devices whose replicas were found dead
+        self.skip: List[str] = []  # their segments, which every dealer now deals around
+        self.resent: set = set()  # frames sent again after a replica died: a second result is dropped
         self.subs: Dict[zmq.Socket, str] = {}
         for device in plan.devices:
             sub = driver._socket(ctx, zmq.SUB, device)
@@ -210,33 +223,70 @@ class _Run:
         in_flight = self.next_send - self.next_deliver
         want_send = (self.next_send < self.n and in_flight < self.d.max_in_flight) or \
                     (self.next_send >= self.n and not self.end_sent)
+        push = None
         if want_send:
-            poller.register(self.push, zmq.POLLOUT)
+            push = self.dealer.sockets[self.dealer.pick(self.skip)[0]]
+            poller.register(push, zmq.POLLOUT)
         events = dict(poller.poll(100))
         if events.get(self.pull):
             self._on_result()
         for sub in self.subs:
             if events.get(sub):
                 self._on_beat(sub)
-        if want_send and events.get(self.push):
+        if want_send and events.get(push):
             self._send()
         self._check_health()
 
     def _send(self) -> None:
         if self.next_send < self.n:
             seq = self.next_send
-            try:
-                frame = self.frames(seq)
-                msg = wire.encode("data", self.run_id, seq, [(n, frame[n]) for n in self.d.input_names])
-            except KeyError as exc:
-                raise EdgecError(f"frame {seq} has no tensor {exc}; the plan's first stage needs "
-                                 f"{', '.join(self.d.input_names)}") from None
-            self.push.send_multipart(msg, copy=False)
+            msg = self._encode(seq)
+            self.dealer.send(self.dealer.pick(self.skip), msg, lambda: True)
             self.sent_at[seq] = time.monotonic()
             self.next_send += 1
         else:
-            self.push.send_multipart(wire.encode("end", self.run_id, self.n, stats=[]))
-            self.end_sent = True
+            self._send_end()
+
+    def _encode(self, seq: int) -> List[Any]:
+        try:
+            frame = self.frames(seq)
+            extra = {"skip": self.skip} if self.skip else {}
+            return wire.encode("data", self.run_id, seq, [(n, frame[n]) for n in self.d.input_names], **extra)
+        except KeyError as exc:
+            raise EdgecError(f"frame {seq} has no tensor {exc}; the plan's first stage needs "
+                             f"{', '.join(self.d.input_names)}") from None
+
+    def _send_end(self) -> None:
+        end = wire.encode("end", self.run_id, self.n, stats=[], via="source", skip=self.skip)
+        self.dealer.send(self.dealer.live(self.skip), end, lambda: True)
+        self.end_sent = True
+
+    def _lose_replicas(self, device: str, what: str) -> bool:
+        """Deal the frames of a dead device to the live replicas of its steps; False if the device held a
+        step alone (the run cannot go on without it)."""
+        if device in self.lost:
+            return True
+        mine = self.d.plan.replicas_of(device)
+        if mine is None:
+            return False
+        skip = self.skip + [seg.names for seg in mine]
+        for seg in mine:
+            step = self.d.plan.steps[seg.step]
+            if all(o.names in skip for o in step.segments):
+                return False
+        self.lost.append(device)
+        self.skip = skip
+        pending = [seq for seq in range(self.next_deliver, self.next_send) if seq not in self.results]
+        self.notes.append(f"device {device} (stages {', '.join(self.d.plan.stage_names(device))}) {what}; "
+                          f"its replicas are out of the plan and {len(pending)} frames in flight were dealt "
+                          f"again to the others")
+        for seq in pending:
+            self.resent.add(seq)
+            self.dealer.send(self.dealer.pick(self.skip), self._encode(seq), lambda: True)
+        if self.end_sent:
+            self._send_end()  # tells every step after the lost replicas to stop waiting for them
+        self.last_progress = time.monotonic()
+        return True
 
     def _on_result(self) -> None:
         frames = self.pull.recv_multipart(copy=False)
@@ -254,10 +304,15 @@ class _Run:
             self.stale += 1
             return
         if msg.kind == "end":
-            self.stats = list(msg.header.get("stats") or [])
-            self.end_seen = True
+            stats = self.ends.add(msg.run, msg.header.get("via"), list(msg.header.get("skip") or []) + self.skip,
+                                  msg.header.get("stats") or [])
+            if stats is not None:
+                self.stats = stats
+                self.end_seen = True
             self.last_progress = time.monotonic()
             return
+        if msg.seq in self.resent and (msg.seq < self.next_deliver or msg.seq in self.results):
+            return  # the first of the two results of a frame dealt again is kept
         if not 0 <= msg.seq < self.n or msg.seq >= self.next_send:
             raise RunFailed(f"the pipeline returned frame {msg.seq}, which was never sent")
         if msg.kind == "error":
@@ -302,7 +357,8 @@ class _Run:
     def _check_watch(self) -> None:
         if self.d.watch is None:
             return
-        problems = self.d.watch()
+        problems = [(dev, what) for dev, what in self.d.watch()
+                    if not self._lose_replicas(dev, what)]
         if problems:
             raise RunFailed("; ".join(f"device {dev} (stages {', '.join(self.d.plan.stage_names(dev))}) {what}"
                                       for dev, what in problems) + self._where())
@@ -313,6 +369,10 @@ class _Run:
         timeout = self.d.timeout_s
         for device in self.d.plan.devices:
             silent = now - self.seen.get(device, now)
+            if device in self.lost:
+                continue
+            if silent > timeout and self._lose_replicas(device, f"silent for {silent:.1f} s"):
+                continue
             if silent > timeout:
                 beat = self.beats.get(device, {})
                 doing = f", last seen computing frame {beat['seq']} in stage {beat['busy']}" if beat.get("busy") else ""
