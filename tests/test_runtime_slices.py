@@ -1,0 +1,65 @@
+"""A step of spatial slices at run time: scattered to every slice, joined in order, outputs as the original's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import edgec
+from edgec.runtime import wire
+from edgec.runtime.driver import Driver
+from edgec.runtime.frames import random_frames
+from edgec.runtime.gather import SliceGather
+from edgec.runtime.local import LocalCluster
+from edgec.runtime.pipeline import read_pipeline
+
+from test_runtime_local import assert_close, expected_outputs, host_cluster
+
+
+def _spatial_plan(model, tmp_path, cores, name="out"):
+    cluster = tmp_path / f"{name}.json"
+    cluster.write_text(json.dumps(host_cluster(cores)))
+    return edgec.compile(model, cluster, tmp_path / name, strategy="spatial", objective="latency").out_dir
+
+
+@pytest.mark.parametrize("cores", [[0, 1], [0, 1, 0]], ids=["two-devices", "three-devices"])
+def test_slices_run_across_devices_and_match_the_original_in_order(random_zoo, tmp_path, cores):
+    model = random_zoo("squeezenet")
+    out = _spatial_plan(model, tmp_path, cores)
+    plan = read_pipeline(str(out))
+    sliced = [s for s in plan.steps if s.parallel == "slice"]
+    assert sliced and len(sliced[0].segments) >= 2
+    assert len({seg.device for seg in sliced[0].segments}) >= 2  # the slices cross devices
+    frames = random_frames(plan.inputs, 6, seed=3)
+    with LocalCluster(str(out)) as cluster:
+        result = Driver(str(out), cluster.deployment, watch=cluster.problems).run(lambda k: frames[k], 6)
+    assert result.ok, result.summary()
+    for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
+        assert_close(exp, got)
+    # every slice segment computed every frame, and the joining segment each frame once
+    done = {tuple(s["stages"]): s["frames"] for s in result.stats}
+    for seg in sliced[0].segments:
+        assert done[tuple(st.name for st in seg.stages)] == 6
+
+
+def _msg(seq, **tensors):
+    return wire.Message("data", "r", seq, {k: np.full(v, seq, np.float32) for k, v in tensors.items()})
+
+
+def test_gather_joins_a_frame_once_every_slice_is_in():
+    g = SliceGather({"s1": {"a": ("float32", (1, 2))}, "s2": {"b": ("float32", (1, 3)), "x": ("float32", (1,))}})
+    assert g.add(_msg(0, a=(1, 2))) is None
+    assert g.add(_msg(1, b=(1, 3), x=(1,))) is None
+    joined = g.add(_msg(0, b=(1, 3), x=(1,)))
+    assert sorted(joined) == ["a", "b", "x"] and g.pending() == [("r", 1)]
+    with pytest.raises(wire.WireError, match="not what any slice"):
+        g.add(_msg(2, a=(1, 2), b=(1, 3)))
+    with pytest.raises(wire.WireError, match="slice sends"):
+        g.add(_msg(2, a=(1, 5)))
+    with pytest.raises(wire.WireError, match="came twice"):
+        g.add(_msg(1, b=(1, 3), x=(1,)))
+    # a failed slice stands for its frame: its error goes on once, the frame's other slices are dropped
+    assert g.fail("r", 1) is True and g.fail("r", 1) is False
+    assert g.add(_msg(1, a=(1, 2))) is None and g.pending() == []
