@@ -29,6 +29,7 @@ model, and the stages carry `step`, `parallel: "slice"` and their `slice`
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -139,8 +140,24 @@ class SearchSpace:
                     break
                 self.runs.append((a, b))
         self.ms = {g: {u: program.group_ms(g, u) for u in self.units} for g in self.order}
+        self._finite_cum: dict[str, np.ndarray] = {}
+        self._inf_cum: dict[str, np.ndarray] = {}
+        for u in self.units:
+            col = np.array([self.ms[g][u] for g in self.order], dtype=np.float64)
+            inf = ~np.isfinite(col)
+            self._finite_cum[u] = np.concatenate([[0.0], np.cumsum(np.where(inf, 0.0, col))])
+            self._inf_cum[u] = np.concatenate([[0], np.cumsum(inf)])
         self.source_bytes = sum(tensor_nbytes(t) for t in program.graph.inputs)
+        self.output_bytes = sum(tensor_nbytes(t) for t in program.graph.outputs)
+        self._device_of = {u: u.split(".", 1)[0] for u in self.units}
+        self._cut_bytes: dict[int, int] = {}
+        self._widest = {b: min(a for a, b_ in self.runs if b_ == b) for _, b in self.runs}
+        self._index = {id(nd): i for i, nd in enumerate(program.graph.nodes)}
+        self._group_of = program.group_of()
+        self._flops: dict[str, float] = {}
+        self._fractions: dict[tuple[int, tuple], list[dict[str, float]]] = {}
         self._overhead: dict[tuple[int, int, int], float] = {}
+        self._transfers: dict[tuple[int, str, str], float] = {}
 
     def why_none(self) -> str:
         if self.refusals:
@@ -149,34 +166,43 @@ class SearchSpace:
         return "no cut of the model carries a single 4-D feature map"
 
     def run_nodes(self, a: int, b: int) -> list[gs.Node]:
-        wanted = {id(n) for g in self.order[a:b] for n in self.members[g]}
-        return [n for n in self.program.graph.nodes if id(n) in wanted]
+        """The nodes of groups [a, b) in graph order."""
+        return sorted((nd for g in self.order[a:b] for nd in self.members[g]), key=lambda nd: self._index[id(nd)])
 
     def exit_height(self, b: int) -> int:
         return int(self.tensors[self.lives[b][0]].shape[2])
 
     # -- costs -------------------------------------------------------------------------------------
 
+    def _node_flops(self, node: gs.Node) -> float:
+        if node.name not in self._flops:
+            self._flops[node.name] = max(node_flops(node), 1.0)
+        return self._flops[node.name]
+
     def group_fractions(self, a: int, b: int, bands: Sequence[tuple[int, int]]) -> list[dict[str, float]]:
         """Per band, per group of the run: the share of the group's unsplit work the band computes
-        (halo rows included), weighted by each node's FLOPs."""
-        nodes = self.run_nodes(a, b)
-        group_of = self.program.group_of()
-        exit_ = self.lives[b][0]
-        out = []
-        for band in bands:
-            need = needed_rows(nodes, {exit_: tuple(band)})
-            work: dict[str, list[float]] = {}
-            for n in nodes:
-                t = n.outputs[0]
-                rows = need.get(t.name)
-                frac = 0.0 if rows is None else (rows[1] - rows[0]) / int(t.shape[2])
-                w = max(node_flops(n), 1.0)
-                acc = work.setdefault(group_of[n.name], [0.0, 0.0])
-                acc[0] += w * frac
-                acc[1] += w
-            out.append({g: x / total for g, (x, total) in work.items()})
-        return out
+        (halo rows included), weighted by each node's FLOPs. The rows a band needs of a tensor depend
+        only on where the run ends, so one pass over the widest run ending at b serves every start."""
+        key = (b, tuple(tuple(x) for x in bands))
+        if key not in self._fractions:
+            nodes = self.run_nodes(self._widest[b], b)
+            exit_ = self.lives[b][0]
+            out = []
+            for band in bands:
+                need = needed_rows(nodes, {exit_: tuple(band)})
+                work: dict[str, list[float]] = {}
+                for nd in nodes:
+                    t = nd.outputs[0]
+                    rows = need.get(t.name)
+                    frac = 0.0 if rows is None else (rows[1] - rows[0]) / int(t.shape[2])
+                    w = self._node_flops(nd)
+                    acc = work.setdefault(self._group_of[nd.name], [0.0, 0.0])
+                    acc[0] += w * frac
+                    acc[1] += w
+                out.append({g: x / total for g, (x, total) in work.items()})
+            self._fractions[key] = out
+        wanted = set(self.order[a:b])
+        return [{g: f for g, f in fr.items() if g in wanted} for fr in self._fractions[key]]
 
     def overhead(self, a: int, b: int, k: int) -> float:
         """Work of k even bands of run [a, b) over its unsplit work: what the halos cost."""
@@ -189,13 +215,31 @@ class SearchSpace:
         return self._overhead[key]
 
     def seq_ms(self, a: int, b: int, unit: str) -> float:
-        return float(sum(self.ms[g][unit] for g in self.order[a:b]))
+        """ms of groups [a, b) one after another on `unit` (inf if it cannot run one of them)."""
+        if self._inf_cum[unit][b] - self._inf_cum[unit][a] > 0:
+            return float("inf")
+        return float(self._finite_cum[unit][b] - self._finite_cum[unit][a])
+
+    def link(self, nbytes: int, src: str, dst: str) -> tuple[float, float]:
+        """(fixed ms, ms per share) of sending a share of `nbytes` from src to dst."""
+        if src == dst or nbytes <= 0:
+            return 0.0, 0.0
+        fixed = self.transfer(1, src, dst)
+        return fixed, self.transfer(nbytes, src, dst) - fixed
+
+    def transfer(self, nbytes: int, src: str, dst: str) -> float:
+        key = (nbytes, src, dst)
+        if key not in self._transfers:
+            self._transfers[key] = transfer_ms(self.cluster, nbytes, src, dst)
+        return self._transfers[key]
 
     def device(self, unit: str) -> str:
-        return unit.split(".", 1)[0]
+        return self._device_of[unit]
 
     def tensor_bytes(self, p: int) -> int:
-        return int(sum(tensor_nbytes(self.tensors[t]) for t in self.lives[p]))
+        if p not in self._cut_bytes:
+            self._cut_bytes[p] = int(sum(tensor_nbytes(self.tensors[t]) for t in self.lives[p]))
+        return self._cut_bytes[p]
 
     def latency(self, a: int, b: int, units: Sequence[str], head: str | None, tail: str,
                 slice_ms: Sequence[float], band_bytes: Sequence[int]) -> float:
@@ -204,15 +248,14 @@ class SearchSpace:
         t = 0.0
         here = cl.source
         if head is not None:
-            t += transfer_ms(cl, self.source_bytes, here, self.device(head)) + self.seq_ms(0, a, head) + STAGE_CALL_MS
+            t += self.transfer(self.source_bytes, here, self.device(head)) + self.seq_ms(0, a, head) + STAGE_CALL_MS
             here = self.device(head)
         x_bytes = self.tensor_bytes(a)
-        t += sum(transfer_ms(cl, x_bytes, here, d) for d in sorted({self.device(u) for u in units}) if d != here)
-        gather = max(ms + STAGE_CALL_MS + transfer_ms(cl, nb, self.device(u), self.device(tail))
+        t += sum(self.transfer(x_bytes, here, d) for d in sorted({self.device(u) for u in units}) if d != here)
+        gather = max(ms + STAGE_CALL_MS + self.transfer(nb, self.device(u), self.device(tail))
                      for u, ms, nb in zip(units, slice_ms, band_bytes))
-        out_bytes = sum(tensor_nbytes(t_) for t_ in self.program.graph.outputs)
         return (t + gather + self.seq_ms(b, len(self.order), tail) + STAGE_CALL_MS
-                + transfer_ms(cl, out_bytes, self.device(tail), cl.sink))
+                + self.transfer(self.output_bytes, self.device(tail), cl.sink))
 
     # -- search ------------------------------------------------------------------------------------
 
@@ -235,7 +278,7 @@ class SearchSpace:
                 for subset in itertools.combinations(able, k):
                     for tail in tails:
                         shares = _shares([self.seq_ms(a, b, u) * ov for u in subset], [
-                            _link(self.cluster, y_bytes, self.device(u), self.device(tail)) for u in subset])
+                            self.link(y_bytes, self.device(u), self.device(tail)) for u in subset])
                         if shares is None:
                             continue
                         ms = [s * self.seq_ms(a, b, u) * ov for s, u in zip(shares, subset)]
@@ -300,25 +343,15 @@ def _is_4d(t: gs.Tensor) -> bool:
     return t.shape is not None and len(t.shape) == 4 and all(isinstance(d, int) and d > 0 for d in t.shape)
 
 
-def _link(cluster, nbytes: int, src: str, dst: str) -> tuple[float, float]:
-    """(fixed ms, ms per share) of sending a share of `nbytes` from src to dst."""
-    if src == dst or nbytes <= 0:
-        return 0.0, 0.0
-    full = transfer_ms(cluster, nbytes, src, dst)
-    fixed = transfer_ms(cluster, 1, src, dst)
-    return fixed, full - fixed
-
-
 def _shares(compute: Sequence[float], links: Sequence[tuple[float, float]]) -> list[float] | None:
     """Shares of the rows that make every unit finish together: unit u takes A_u + s_u * B_u with
     A_u its link's fixed cost and B_u its compute plus link per share; None if some unit would get none."""
-    fixed = np.array([f for f, _ in links])
-    per = np.array([c + p for c, (_, p) in zip(compute, links)])
-    if not np.all(np.isfinite(per)) or np.any(per <= 0):
+    per = [c + p for c, (_, p) in zip(compute, links)]
+    if any(not math.isfinite(x) or x <= 0 for x in per):
         return None
-    finish = (1 + np.sum(fixed / per)) / np.sum(1 / per)
-    shares = (finish - fixed) / per
-    return None if np.any(shares <= 0) else [float(s) for s in shares]
+    finish = (1 + sum(f / x for (f, _), x in zip(links, per))) / sum(1 / x for x in per)
+    shares = [(finish - f) / x for (f, _), x in zip(links, per)]
+    return None if any(x <= 0 for x in shares) else shares
 
 
 # -- materialising the choice -------------------------------------------------------------------------
