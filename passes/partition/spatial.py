@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -53,6 +53,7 @@ from edgec.passes.partition.slicing import Run, find_run, slice_run
 from edgec.pipeline import PassResult
 
 EXACT_CANDIDATES = 12  # candidates ranked by the estimate that are then costed band by band
+TRIALS = 3  # of those, the best materialised and costed by the cost pass before one is chosen
 
 
 @dataclass(frozen=True)
@@ -96,16 +97,23 @@ class SpatialPartition:
             raise EdgecError(f"--strategy spatial: the model has no run of spatially local layers (Conv, pooling, "
                              f"element-wise) between two single 4-D feature maps to slice ({space.why_none()}); "
                              f"choose another --strategy")
-        best = space.best(self.objective if self.objective == "energy" else "latency", self.max_latency_ms)
-        if best is None:
+        objective = "energy" if self.objective == "energy" else "latency"
+        ranked = space.ranked(objective, self.max_latency_ms)
+        if not ranked:
             if self.force:
                 raise EdgecError("--strategy spatial: no set of two or more units can run a spatially local run of "
                                  "this model; choose another --strategy")
             return PassResult(program, changed=False)
-        if not self.force and not _better(best, program.prediction, self.objective, self.max_latency_ms):
+        trials = []
+        for c in ranked[:TRIALS]:  # each materialised on a copy and costed by the cost pass's own model
+            trial = replace(program, graph=_copy_graph(program.graph))
+            materialise(trial, space, c)
+            trials.append(trial)
+        best = min(trials, key=lambda t: _rank(t.prediction, objective, self.max_latency_ms))
+        if not self.force and _rank(best.prediction, objective, self.max_latency_ms) >= _rank(
+                program.prediction, objective, self.max_latency_ms):
             return PassResult(program, changed=False)
-        materialise(program, space, best)
-        return PassResult(program, changed=True)
+        return PassResult(best, changed=True)
 
 
 class SearchSpace:
@@ -300,17 +308,17 @@ class SearchSpace:
         energy, period = self.energy(a, b, units, head, tail, slice_ms, band_bytes)
         return Candidate(a, b, tuple(units), head, tail, tuple(bands), lat, slice_ms, energy, period)
 
-    def best(self, objective: str = "latency", max_latency_ms: float | None = None) -> Candidate | None:
-        """The best of the top estimates costed exactly: least latency, or least energy among those within
-        `max_latency_ms` (least latency if none is)."""
+    def ranked(self, objective: str = "latency", max_latency_ms: float | None = None) -> list[Candidate]:
+        """The top estimates costed band by band, best first: by latency, or by energy (those within
+        `max_latency_ms` first)."""
         ranked = self.estimates()
         exact = [self.exact(a, b, us, sh, head, tail) for _, a, b, us, sh, head, tail in ranked[:EXACT_CANDIDATES]]
-        if objective == "energy":
-            ok = [c for c in exact if c.energy_mj is not None
-                  and (max_latency_ms is None or c.latency_ms <= max_latency_ms)]
-            if ok:
-                return min(ok, key=lambda c: (c.energy_mj, c.latency_ms))
-        return min(exact, key=lambda c: c.latency_ms, default=None)
+        return sorted(exact, key=lambda c: _rank(Prediction(c.latency_ms, c.bottleneck_ms, 0.0, c.energy_mj),
+                                                 objective, max_latency_ms))
+
+    def best(self, objective: str = "latency", max_latency_ms: float | None = None) -> Candidate | None:
+        ranked = self.ranked(objective, max_latency_ms)
+        return ranked[0] if ranked else None
 
     def energy(self, a: int, b: int, units: Sequence[str], head: str | None, tail: str,
                slice_ms: Sequence[float], band_bytes: Sequence[int]) -> tuple[float | None, float]:
@@ -330,13 +338,24 @@ class SearchSpace:
         return plan_energy_mj(self.cluster, stages, period, network), period
 
 
-def _better(c: Candidate, current: Prediction, objective: str, max_latency_ms: float | None) -> bool:
-    """Whether the slices beat the plan already made under the objective (and keep to the latency limit)."""
-    if max_latency_ms is not None and c.latency_ms > max_latency_ms:
-        return False
+def _rank(p: Prediction, objective: str, max_latency_ms: float | None) -> tuple:
+    """Sort key of a prediction under the objective: within the latency limit first, then least energy
+    (energy) or least latency; a plan with no energy figure ranks after those with one."""
+    over = max_latency_ms is not None and p.latency_ms > max_latency_ms * (1 + 1e-9)
     if objective == "energy":
-        return c.energy_mj is not None and current.energy_mj is not None and c.energy_mj < current.energy_mj
-    return c.latency_ms < current.latency_ms
+        return (over, p.energy_mj is None, p.energy_mj or 0.0, p.latency_ms)
+    return (over, p.latency_ms, p.bottleneck_ms)
+
+
+def _copy_graph(graph: gs.Graph) -> gs.Graph:
+    """A copy of the graph's nodes and tensors sharing the weights' values (graphsurgeon's copy, with each
+    constant's export dtype as it was: the copy would pin it, and codegen tells large weights by it)."""
+    copy = graph.copy()
+    original = graph.tensors()
+    for name, t in copy.tensors().items():
+        if isinstance(t, gs.Constant):
+            t._export_dtype = original[name]._export_dtype  # noqa: SLF001
+    return copy
 
 
 def _is_4d(t: gs.Tensor) -> bool:
@@ -360,7 +379,8 @@ def materialise(program: Program, space: SearchSpace, c: Candidate) -> None:
     """Rewrite the graph for candidate `c`, cost the new groups, and write the stages and prediction."""
     cluster = space.cluster
     order, n = space.order, len(space.order)
-    nodes = space.run_nodes(c.a, c.b)
+    by_name = {nd.name: nd for nd in program.graph.nodes}  # the program may be a copy of the searched one
+    nodes = [by_name[nd.name] for nd in space.run_nodes(c.a, c.b)]
     run = find_run(program.graph, nodes)
     if isinstance(run, str):  # the search only offers single-entry, single-exit runs
         raise AssertionError(run)
@@ -412,5 +432,7 @@ def materialise(program: Program, space: SearchSpace, c: Candidate) -> None:
                             [st.predicted_ms - STAGE_CALL_MS for st in stages[step:step + len(c.units)]], bands)
     latency += program.group_ms(merge, c.tail)
     bottleneck = max(st.predicted_ms for st in stages)
+    slice_ms = [st.predicted_ms - STAGE_CALL_MS for st in stages[step:step + len(c.units)]]
+    energy, _ = space.energy(c.a, c.b, c.units, c.head, c.tail, slice_ms, bands)
     program.prediction = Prediction(latency, bottleneck, 1000.0 / bottleneck if bottleneck > 0 else float("inf"),
-                                    c.energy_mj)
+                                    energy)
