@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -63,3 +64,13 @@ def test_gather_joins_a_frame_once_every_slice_is_in():
     # a failed slice stands for its frame: its error goes on once, the frame's other slices are dropped
     assert g.fail("r", 1) is True and g.fail("r", 1) is False
     assert g.add(_msg(1, a=(1, 2))) is None and g.pending() == []
+
+
+def test_manifest_with_slices_that_do_not_tile_is_refused(random_zoo, tmp_path):
+    out = _spatial_plan(random_zoo("squeezenet"), tmp_path, [0, 1])
+    data = json.loads((out / "manifest.json").read_text())
+    k = next(i for i, s in enumerate(data["stages"]) if s.get("parallel") == "slice")
+    data["stages"][k]["slice"]["rows"][1] += 1
+    (out / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(edgec.errors.EdgecError, match=re.escape(f"$.stages[{k + 1}].slice.rows")):
+        read_pipeline(str(out))

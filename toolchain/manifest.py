@@ -299,6 +299,7 @@ def check_manifest(data: Any, where: str = "manifest.json") -> None:
                     _fail(["stages", i, key, j], "tensor '{}' crosses a boundary but is neither a graph input "
                           "nor made by a stage".format(name), where)
     _check_steps(data["stages"], where)
+    _check_slices(data["stages"], where)
 
 
 def _check_steps(stages: Sequence[Mapping[str, Any]], where: str) -> None:
@@ -336,3 +337,34 @@ def _check_steps(stages: Sequence[Mapping[str, Any]], where: str) -> None:
             if abs(total - 1.0) > 1e-6:
                 _fail(["stages", members[0], "weight"], "the weights of step {} sum to {:.6g}; they must sum "
                       "to 1".format(step, total), where)
+
+
+def _check_slices(stages: Sequence[Mapping[str, Any]], where: str) -> None:
+    """A step of slices: every stage has a `slice`, all of one tensor, axis and height, and their rows
+    cover [0, of) in order with no gap or overlap."""
+    steps = {}  # type: Dict[int, List[int]]
+    for i, s in enumerate(stages):
+        if s.get("parallel") == "slice":
+            steps.setdefault(s["step"], []).append(i)
+        elif "slice" in s:
+            _fail(["stages", i, "slice"], "only a stage with parallel 'slice' has a slice", where)
+    for step, members in steps.items():
+        first = None
+        end = 0
+        for i in members:
+            sl = stages[i].get("slice")
+            if sl is None:
+                _fail(["stages", i], "missing field 'slice' (the rows this slice owns)", where)
+            key = (sl["tensor"], sl["axis"], sl["of"])
+            first = key if first is None else first
+            if key != first:
+                _fail(["stages", i, "slice"], "slices of step {} cut {} rows of '{}' on axis {}, this one {} of "
+                      "'{}' on axis {}".format(step, first[2], first[0], first[1], key[2], key[0], key[1]), where)
+            rows = sl["rows"]
+            if len(rows) != 2 or rows[0] != end or rows[1] <= rows[0]:
+                _fail(["stages", i, "slice", "rows"], "expected rows from {} on (the slices of step {} cover "
+                      "their tensor's rows in order), got {}".format(end, step, _got(rows)), where)
+            end = rows[1]
+        if end != first[2]:
+            _fail(["stages", members[-1], "slice", "rows"], "the slices of step {} end at row {} of {}".format(
+                step, end, first[2]), where)

@@ -128,6 +128,24 @@ def test_latency_objective_takes_slices_only_when_they_predict_less(random_zoo, 
     assert not any(s.parallel == "slice" for s in thr.manifest.stages)
 
 
+def test_energy_objective_takes_slices_only_when_they_save_energy_within_the_latency_limit(random_zoo, tmp_path):
+    model = random_zoo("squeezenet")
+    plain = _placed(model, load_cluster(TRIO), objective="energy").prediction
+    chosen = edgec.compile(model, TRIO, tmp_path / "a", objective="energy").manifest
+    if any(s.parallel == "slice" for s in chosen.stages):
+        assert chosen.predicted["energy_mj"] < plain.energy_mj
+    forced = edgec.compile(model, TRIO, tmp_path / "b", objective="energy", strategy="spatial").manifest
+    assert forced.predicted["energy_mj"] is not None
+    # a latency limit the slices' quickest plan cannot meet leaves them out, or the compile refuses
+    limit = min(forced.predicted["latency_ms"], chosen.predicted["latency_ms"]) * 0.999
+    try:
+        limited = edgec.compile(model, TRIO, tmp_path / "c", objective="energy", max_latency_ms=limit).manifest
+    except edgec.errors.EdgecError as exc:
+        assert "--max-latency-ms" in str(exc)
+    else:
+        assert limited.predicted["latency_ms"] <= limit
+
+
 # -- bad input ---------------------------------------------------------------------------------------------
 
 TRANSFORMER = """
