@@ -38,7 +38,6 @@ from rich.table import Table
 
 import edgec
 from edgec.api import analyze
-from edgec.cluster import load_cluster
 from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.transfer import transfer_ms
 from edgec.ir import tensor_nbytes

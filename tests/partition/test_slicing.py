@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from edgec.ir import name_nodes
 from edgec.passes.partition.halo import Window, needed_rows, split_rows

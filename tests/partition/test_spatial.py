@@ -18,7 +18,7 @@ from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.halo import split_rows
 from edgec.passes.partition.local_partition import LocalPartition
-from edgec.passes.partition.spatial import SearchSpace, _shares
+from edgec.passes.partition.spatial_search import SearchSpace, _shares
 from edgec.zoo import ZOO
 
 from conftest import TRIO, save_text_model
