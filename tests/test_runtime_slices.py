@@ -33,6 +33,13 @@ def test_slices_run_across_devices_and_match_the_original_in_order(random_zoo, t
     sliced = [s for s in plan.steps if s.parallel == "slice"]
     assert sliced and len(sliced[0].segments) >= 2
     assert len({seg.device for seg in sliced[0].segments}) >= 2  # the slices cross devices
+    # the manifest's transfers: the run's input to every slice on another device, each band to the joining stage
+    join = plan.steps[sliced[0].index + 1].segments[0]
+    moved = {(t.src, t.dst): t.tensors for t in plan.manifest.transfers}
+    for seg in sliced[0].segments:
+        name = seg.stages[0].name
+        if seg.device != join.device:
+            assert moved[(name, join.stages[0].name)] == list(seg.sends)
     frames = random_frames(plan.inputs, 6, seed=3)
     with LocalCluster(str(out)) as cluster:
         result = Driver(str(out), cluster.deployment, watch=cluster.problems).run(lambda k: frames[k], 6)
