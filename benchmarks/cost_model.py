@@ -154,7 +154,7 @@ def measure(name: str, model: Path, work: Path, pair: Path, single: Path, args) 
     outs = {}
     for tag, cluster in (("pair", pair), ("whole", single)):
         outs[tag] = work / f"{name}-{tag}"
-        edgec.compile(model, cluster, outs[tag])
+        edgec.compile(model, cluster, outs[tag], strategy="pipeline")  # per-stage figures of a chain
     wait_until_idle(30.0)
     pair_rows, whole_rows = stage_rows([outs["pair"], outs["whole"]], args.runs, args.rounds)
     errors = []

@@ -59,7 +59,7 @@ def compile_plan(model: Path, folder: Path, name: str, cores: List[int], gflops:
     spec = folder / f"{name}.json"
     spec.write_text(json.dumps(cluster_spec(cores, gflops)))
     out = folder / name
-    edgec.compile(model, spec, out)
+    edgec.compile(model, spec, out, strategy="pipeline")  # a two-stage pipeline, not replicas
     manifest = json.loads((out / "manifest.json").read_text())
     for stage in manifest["stages"]:
         stage["session"] = dict(SESSION)

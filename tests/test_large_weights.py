@@ -157,5 +157,7 @@ def test_large_constant_of_shape_weights_are_written_whole_and_verify(tmp_path):
     result = edgec.compile(path, TRIO, tmp_path / "out")
     weights = [t for s in result.manifest.stages for t in onnx.load(str(tmp_path / "out" / s.model)).graph.initializer
                if t.name == "w"]
-    assert len(weights) == 1 and np.array_equal(numpy_helper.to_array(weights[0]), np.full((256, 300), 0.25, np.float32))
+    # one stage holds it, or each replica of its stage does, whole
+    assert weights and all(np.array_equal(numpy_helper.to_array(w), np.full((256, 300), 0.25, np.float32))
+                           for w in weights)
     assert edgec.verify(tmp_path / "out").passed

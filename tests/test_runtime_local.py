@@ -25,10 +25,11 @@ def host_cluster(cores):
             "network": {"bandwidth_mbps": 1000, "latency_ms": 0.05}, "source": "d0", "sink": f"d{len(cores) - 1}"}
 
 
-def compile_for_hosts(model, tmp_path, cores, name="out"):
+def compile_for_hosts(model, tmp_path, cores, name="out", strategy="pipeline"):
+    """A chain over the devices (the single-level plan: one segment per device)."""
     cluster = tmp_path / f"{name}.json"
     cluster.write_text(json.dumps(host_cluster(cores)))
-    return edgec.compile(model, cluster, tmp_path / name).out_dir
+    return edgec.compile(model, cluster, tmp_path / name, strategy=strategy).out_dir
 
 
 def expected_outputs(model, plan, frames):

@@ -153,9 +153,15 @@ def profile_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="profile file to write (name it in cluster.json: \"profile\")"),
     unit: List[str] = typer.Option([], "--unit", help="NAME=CORES, e.g. big=4,5,6,7 (repeatable; default: one "
                                    "unit 'cpu' on all cores)"),
+    power: List[str] = typer.Option([], "--power", help="NAME=ACTIVE_W,IDLE_W: a unit's power measured with a meter "
+                                    "(the board's draw above idle while the unit computes, and the board's idle "
+                                    "draw), for --objective energy (repeatable)"),
 ) -> None:
     """Measure this machine's compute units with ONNX Runtime micro-benchmarks and write a profile."""
+    from edgec.costmodel.energy import parse_power_option, record_measured_power
     from edgec.costmodel.profiler import write_profile
+
+    powers = dict(parse_power_option(p) for p in power)
 
     units = {}
     for spec in unit:
@@ -167,10 +173,17 @@ def profile_cmd(
         if not sep or not name or not cores:
             raise EdgecError(f"--unit '{spec}': expected NAME=CORES with comma-separated core ids, e.g. big=4,5,6,7")
         units[name] = (len(cores), cores)
+    unknown = [name for name in powers if name not in (units or {"cpu": None})]
+    if unknown:
+        raise EdgecError(f"--power {unknown[0]}: no such unit; name one given with --unit (default: cpu)")
     doc = write_profile(out, units or None)
+    if powers:
+        doc = record_measured_power(out, powers)
     for name, u in doc["units"].items():
         console.print(f"{name}: peak {u['peak_gflops']:.1f} GFLOP/s, bandwidth {u['bandwidth_gbs']:.1f} GB/s, "
-                      f"overhead {u['overhead_ms']:.3f} ms/node", highlight=False)
+                      f"overhead {u['overhead_ms']:.3f} ms/node"
+                      + (f", power {u['power']['active_w']:g} W active / {u['power']['idle_w']:g} W idle"
+                         if "power" in u else ""), highlight=False)
     console.print(f"wrote {out}", highlight=False)
 
 

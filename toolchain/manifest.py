@@ -345,7 +345,7 @@ def _check_slices(stages: Sequence[Mapping[str, Any]], where: str) -> None:
     steps = {}  # type: Dict[int, List[int]]
     for i, s in enumerate(stages):
         if s.get("parallel") == "slice":
-            steps.setdefault(s["step"], []).append(i)
+            steps.setdefault(s.get("step", -1), []).append(i)
         elif "slice" in s:
             _fail(["stages", i, "slice"], "only a stage with parallel 'slice' has a slice", where)
     for step, members in steps.items():

@@ -8,18 +8,26 @@ Strategies:
     (edgec.passes.partition.workers): the exact global DP (`optimal.solve`)
     run over the cluster's units instead of its boards, so the cut between
     boards and the split inside each board are chosen together, each board
-    costed by its units running at once. Exact up to 2^12 unit sets (the
-    reference trio has 5 units: exact); beyond, `solve`'s beam search (mixed-8
-    has 13 units, in 12 interchangeability classes: beam). Two places are
-    bounds rather than exact: the DP charges contention to every unit of a
-    multi-unit board (see `unit_problem`) and it uses each unit at most once,
-    so a board whose GPU needs its CPU in the middle (GPU, CPU, GPU) is found
-    only by the single-level family below;
+    costed by its units running at once. Exact up to 2^12 unit sets: the
+    reference trio's 5 units and mixed-8's 11 (2^11 sets) are searched
+    exactly, in 0.1-1 s; a cluster of more than 12 distinct units gets
+    `solve`'s beam search (a heuristic: see edgec.passes.partition.optimal),
+    as its exact DP grows as 2^units. Contention between
+    the units of a board depends on which of them the plan keeps busy, which
+    no additive DP cost can express, so the DP runs twice: charging every
+    unit of a multi-unit board as if its sibling were busy (an upper bound)
+    and charging nothing (a lower bound: if that plan's exact prediction equals
+    its DP value, it is the best chain of distinct units); both plans are then
+    predicted exactly. The DP uses each unit at most once, so a board whose
+    GPU needs its CPU in the middle (GPU, CPU, GPU) is found only by the
+    single-level family below;
   - the whole model replicated over the k fastest able units, frames dealt
     by speed (edgec.passes.partition.replicas);
   - today's single-level plan: one segment per board, split over its units
     one after another (the `partition` + `local-partition` passes).
-  A pipeline whose stages are themselves replicated is not searched.
+  - each plan of the first and third families with its bottleneck step
+    replicated, greedily, onto units the plan leaves idle (a pipeline of
+    replicated stages; `_replicate_bottleneck`).
 * ``data-parallel``: the replica family only.
 
 ``--objective energy`` picks the plan of least predicted energy per frame
@@ -29,21 +37,24 @@ latency pick by (bottleneck, latency) and (latency, bottleneck).
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgec.backends.registry import backend_for
-from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.memory import stage_memory_bytes
 from edgec.errors import EdgecError
-from edgec.ir import DeviceSegment, Prediction, Program, Replica, Stage, tensor_nbytes
+from edgec.ir import DeviceSegment, Prediction, Program, Replica, Stage
 from edgec.liveness import stage_boundaries
 from edgec.passes.partition.build import build_problem, group_graph
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.partition.optimal import Infeasible, solve
-from edgec.passes.partition.replicas import replica_candidates, replica_plan, replica_stages
-from edgec.passes.partition.workers import Worker, predict_chain, unit_problem
+from edgec.passes.partition.placed import alone_ms as _alone_ms
+from edgec.passes.partition.placed import predict_placed
+from edgec.passes.partition.replicas import replica_sets, replica_stages
+from edgec.passes.partition.workers import unit_problem, workers_of
 
 JOINT_STRATEGIES = ("hierarchical", "data-parallel")
 
@@ -102,6 +113,7 @@ def joint_plan(program: Program, objective: str, strategy: str, limits: Limits) 
         if strategy == "hierarchical":
             candidates += _chains(program, gg, objective)
             candidates += _single_level(program, objective)
+            candidates += [r for c in list(candidates) for r in _replicate_bottleneck(program, c)]
         candidates += _replicas(program, gg)
     finally:
         program.segments, program.stages, program.prediction = saved
@@ -121,43 +133,12 @@ def candidate_segments(candidate: Candidate) -> list[DeviceSegment]:
             for k, st in enumerate(candidate.stages)]
 
 
-def predict_placed(program: Program) -> Prediction:
-    """The prediction of stages chosen on units by the joint search: a chain of unit workers, or one step
-    of replicas. Sets each stage's (and replica's) predicted_ms, contention included."""
-    cluster = program.cluster
-    assert cluster is not None
-    stages = program.stages
-    if len(stages) == 1 and stages[0].replicas:
-        st = stages[0]
-        copies = [_as_replica(st)] + st.replicas
-        workers = [Worker(r.device, r.unit) for r in copies]
-        plan = replica_plan(program, workers, [_alone_ms(program, st.groups, w) for w in workers])
-        st.predicted_ms = plan.ms[0]
-        for r, ms, weight in zip(st.replicas, plan.ms[1:], plan.weights[1:]):
-            r.predicted_ms, r.weight = ms, weight
-        st.weight = plan.weights[0]
-        active = [ActiveStage(w.device, w.unit, ms, wt) for w, ms, wt in zip(workers, plan.ms, plan.weights)]
-        energy = plan_energy_mj(cluster, active, plan.bottleneck_ms, plan.network_bytes)
-        return Prediction(plan.latency_ms, plan.bottleneck_ms, _fps(plan.bottleneck_ms), energy)
-    lives = stage_boundaries(program)
-    tensors = program.graph.tensors()
-    nbytes = [float(sum(tensor_nbytes(tensors[t]) for t in live)) for live in lives]
-    chain = predict_chain(program, [(Worker(s.device, s.unit), s.groups,
-                                     _alone_ms(program, s.groups, Worker(s.device, s.unit))) for s in stages], nbytes)
-    for st, ms in zip(stages, chain.stage_ms):
-        st.predicted_ms = float(ms)
-    net = sum(b for b, (a, c) in zip(nbytes, _hops(cluster, stages)) if a != c)
-    energy = plan_energy_mj(cluster, [ActiveStage(s.device, s.unit, s.predicted_ms) for s in stages],
-                            chain.bottleneck_ms, net)
-    return Prediction(chain.latency_ms, chain.bottleneck_ms, _fps(chain.bottleneck_ms), energy)
-
-
 # families -------------------------------------------------------------------
 def _chains(program: Program, gg, objective: str) -> list[Candidate]:
-    problem, ws = unit_problem(program, gg)
     objectives = ("throughput", "latency") if objective == "energy" else (objective,)
     out = []
-    for obj in objectives:
+    for contention, obj in itertools.product((True, False), objectives):
+        problem, ws = unit_problem(program, gg, contention)
         try:
             plan = solve(problem, obj)
         except Infeasible:
@@ -221,29 +202,60 @@ def _single_level(program: Program, objective: str) -> list[Candidate]:
 
 def _replicas(program: Program, gg) -> list[Candidate]:
     out = []
-    for plan in replica_candidates(program, gg):
-        program.stages = replica_stages(program, gg, plan)
-        prediction = predict_placed(program)
-        out.append(Candidate("replicas", program.stages, prediction))
+    for workers in replica_sets(program, gg):
+        program.stages = replica_stages(program, gg, workers)
+        out.append(Candidate("replicas", program.stages, predict_placed(program)))
     return out
 
 
-def _alone_ms(program: Program, groups: list[str], w: Worker) -> float:
-    return float(sum(program.group_ms(g, w.unit_id) for g in groups))
-
-
-def _fps(bottleneck_ms: float) -> float:
-    return 1000.0 / bottleneck_ms if bottleneck_ms > 0 else float("inf")
-
-
-def _as_replica(stage: Stage) -> Replica:
-    return Replica(stage.device, stage.unit, stage.predicted_ms, stage.memory_bytes, stage.backend, stage.variant,
-                   stage.weight if stage.weight is not None else 1.0)
-
-
-def _hops(cluster, stages: list[Stage]) -> list[tuple[str, str]]:
-    chain = [cluster.source] + [s.device for s in stages] + [cluster.sink]
-    return [(chain[k], chain[k + 1]) for k in range(len(chain) - 1)]
+def _replicate_bottleneck(program: Program, base: Candidate) -> list[Candidate]:
+    """The pipeline `base` with its slowest step replicated, greedily: while the bottleneck is a step's
+    compute, give that step one more replica (the fastest unit the plan leaves idle that can run the
+    step, bind its edges and fit its board's memory), as long as the bottleneck drops. Each improvement
+    is a candidate."""
+    cluster = program.cluster
+    assert cluster is not None
+    stages = [dataclasses.replace(st, replicas=[dataclasses.replace(r) for r in st.replicas]) for st in base.stages]
+    program.stages = stages
+    lives = stage_boundaries(program)
+    tensors = program.graph.tensors()
+    used = {(s.device, s.unit) for s in stages} | {(r.device, r.unit) for s in stages for r in s.replicas}
+    held: dict[str, int] = {}
+    for st in stages:
+        for d in [st.device] + [r.device for r in st.replicas]:
+            held[d] = held.get(d, 0) + st.memory_bytes
+    prediction = predict_placed(program)
+    out = []
+    while True:
+        loads = [max([(st.weight or 1.0) * st.predicted_ms] + [r.weight * r.predicted_ms for r in st.replicas])
+                 for st in stages]
+        k = int(np.argmax(loads))
+        if loads[k] < prediction.bottleneck_ms * (1 - 1e-9):
+            return out  # the network or a board's DRAM binds, not a step's compute
+        st = stages[k]
+        spare = []
+        for w in workers_of(program):
+            dev = cluster.devices[w.device]
+            unit = dev.units[w.unit]
+            backend = backend_for(dev, unit)
+            ms = _alone_ms(program, st.groups, w)
+            if ((w.device, w.unit) in used or not np.isfinite(ms)
+                    or held.get(w.device, 0) + st.memory_bytes > dev.memory_bytes
+                    or not all(backend.can_bind(_dtype(tensors[t])) for t in lives[k] + lives[k + 1])):
+                continue
+            spare.append((ms, w, unit, backend))
+        if not spare:
+            return out
+        ms, w, unit, backend = min(spare, key=lambda x: x[0])
+        st.replicas.append(Replica(w.device, w.unit, ms, st.memory_bytes, unit.backend, backend.default_variant, 0.0))
+        better = predict_placed(program)
+        if better.bottleneck_ms >= prediction.bottleneck_ms * (1 - 1e-9):
+            return out
+        used.add((w.device, w.unit))
+        held[w.device] = held.get(w.device, 0) + st.memory_bytes
+        prediction = better
+        snapshot = [dataclasses.replace(s, replicas=[dataclasses.replace(r) for r in s.replicas]) for s in stages]
+        out.append(Candidate("replicated pipeline", snapshot, prediction))
 
 
 def _dtype(t) -> str:

@@ -41,9 +41,10 @@ from edgec.costmodel.memory import stage_memory_bytes
 from edgec.costmodel.transfer import transfer_ms
 from edgec.liveness import hand_offs
 from edgec.passes.partition.build import GroupGraph, group_graph
+from edgec.passes.partition.placed import predict_placed
+from edgec.passes.partition.workers import STAGE_CALL_MS
 from edgec.pipeline import PassResult
 
-STAGE_CALL_MS = 0.05  # one more session run per frame: ONNX Runtime's fixed cost of a call, order of 50 us on ARM
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,7 @@ class LocalPartition:
 
     def _keep_units(self, program: Program) -> PassResult:
         """Segments whose units the joint search chose: one stage each, predicted with the units as
-        concurrent workers (edgec.passes.partition.hierarchical)."""
-        from edgec.passes.partition.hierarchical import predict_placed  # it builds on this pass
-
+        concurrent workers (edgec.passes.partition.placed)."""
         cluster = program.cluster
         assert cluster is not None
         stages = []

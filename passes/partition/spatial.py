@@ -49,7 +49,8 @@ class SpatialPartition:
     max_latency_ms: float | None = None  # --objective energy: slices must also keep to this
     name: ClassVar[str] = "spatial-partition"
     requires: ClassVar[frozenset[str]] = frozenset({"cluster", "groups", "costs", "unsupported", "stages", "prediction"})
-    provides: ClassVar[frozenset[str]] = frozenset({"segments", "stages", "prediction"})
+    # it rewrites the graph, segments, stages and prediction others provide: each fact keeps one provider
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     def run(self, program: Program) -> PassResult:
         if not self.force and self.objective not in ("latency", "energy"):

@@ -34,10 +34,10 @@ from edgec.costmodel.resolve import resolve_unit_profile
 from edgec.costmodel.transfer import transfer_ms
 from edgec.ir import Program
 from edgec.passes.partition.build import GroupGraph, build_problem
-from edgec.passes.partition.local_partition import STAGE_CALL_MS
 from edgec.passes.partition.problem import PartitionProblem
 
 INTRA_BOARD_BPS = 2.0e9
+STAGE_CALL_MS = 0.05  # one more session run per frame: ONNX Runtime's fixed cost of a call, order of 50 us on ARM
 
 
 @dataclass(frozen=True)
@@ -80,15 +80,16 @@ def handoff_ms(program: Program, nbytes: float, a: Worker, b: Worker) -> float:
     return STAGE_CALL_MS + nbytes * 1e3 / INTRA_BOARD_BPS + copies
 
 
-def unit_problem(program: Program, gg: GroupGraph) -> tuple[PartitionProblem, list[Worker]]:
+def unit_problem(program: Program, gg: GroupGraph, contention: bool = True) -> tuple[PartitionProblem, list[Worker]]:
     """The partition problem whose 'devices' are the cluster's compute units.
 
-    A unit's item times are its own (inf where it cannot run the group), plus, on a board of several
-    units, the item's DRAM traffic at the board's bandwidth: the search charges every unit of such a
-    board as if a sibling were always busy beside it with as much traffic (the contention model's
-    bound, kept additive so the exact DP applies); the plan it returns is then predicted exactly
-    (`predict_chain`). Every unit may use its whole board's memory; the sum over a board's units is
-    checked on the plan. The source and sink are the first unit of their boards.
+    A unit's item times are its own (inf where it cannot run the group), plus, with `contention`, on a
+    board of several units, the item's DRAM traffic at the board's bandwidth: every unit of such a
+    board is charged as if a sibling were always busy beside it with as much traffic (an upper bound
+    of the contention model, kept additive so the exact DP applies); without, no contention at all (a
+    lower bound). The plan the DP returns is then predicted exactly (`predict_steps`). Every unit may
+    use its whole board's memory; the sum over a board's units is checked on the plan. The source and
+    sink are the first unit of their boards.
     """
     cluster = program.cluster
     assert cluster is not None
@@ -98,7 +99,7 @@ def unit_problem(program: Program, gg: GroupGraph) -> tuple[PartitionProblem, li
     compute = np.full((n, len(ws)), np.inf)
     for w, worker in enumerate(ws):
         dev = cluster.devices[worker.device]
-        shared = len(dev.units) > 1
+        shared = contention and len(dev.units) > 1
         bw = board_bandwidth_Bps(program, worker.device) if shared else 0.0
         for i, g in enumerate(gg.order):
             ms = program.group_ms(g, worker.unit_id)
@@ -133,42 +134,109 @@ def unit_problem(program: Program, gg: GroupGraph) -> tuple[PartitionProblem, li
 
 
 @dataclass(frozen=True)
-class ChainPrediction:
-    stage_ms: tuple[float, ...]  # with contention
-    handoff_ms: tuple[float, ...]  # source -> stage 0, stage k -> k+1, last -> sink
+class Copy:
+    """One worker's copy of a step: the groups it runs and its time per frame alone."""
+
+    worker: Worker
+    groups: list[str]
+    alone_ms: float
+
+
+@dataclass(frozen=True)
+class StepsPrediction:
+    ms: tuple[tuple[float, ...], ...]  # per step, per copy: with contention
+    weights: tuple[tuple[float, ...], ...]  # per step, per copy: its share of the frames
+    handoff_ms: tuple[float, ...]  # per hand-off (source -> step 0, ..., last step -> sink): the slowest pair
     board_floor_ms: dict[str, float]
     latency_ms: float
     bottleneck_ms: float
+    network_bytes: float  # per frame, expected over the dealing
+    binding: str = ""  # the resource whose load is the bottleneck
+
+    @property
+    def stage_ms(self) -> tuple[float, ...]:
+        return tuple(ms[0] for ms in self.ms)
+
+
+def predict_steps(program: Program, steps: list[list[Copy]], handoff_bytes: list[float]) -> StepsPrediction:
+    """Predict a pipeline of steps, each one worker or several replicas of it (frames dealt by weight).
+
+    `handoff_bytes`: what crosses into each step and out of the last (len(steps) + 1). The plan's period is
+    its busiest resource's load per frame: a copy computes its share w of the frames, w x t'; a sender
+    spends w_a x sum_b w_b x handoff(a, b) per frame, a receiver likewise; a board's DRAM serves the
+    traffic of its busy units by their shares. Weights are proportional to each copy's speed, its hand-offs
+    included (computed twice, as contention depends on them). Latency: per step its slowest copy, per
+    hand-off its slowest pair.
+    """
+    cluster = program.cluster
+    assert cluster is not None
+    src = [Copy(Worker(cluster.source, next(iter(cluster.devices[cluster.source].units))), [], 0.0)]
+    dst = [Copy(Worker(cluster.sink, next(iter(cluster.devices[cluster.sink].units))), [], 0.0)]
+    chain = [src] + steps + [dst]
+    traffic = [[traffic_bytes(program, c.groups) for c in step] for step in steps]
+    weights = [[1.0 / len(step)] * len(step) for step in chain]
+    hand = [[[handoff_ms(program, handoff_bytes[k], a.worker, b.worker) for b in chain[k + 1]] for a in chain[k]]
+            for k in range(len(chain) - 1)]
+    bandwidth = {d: board_bandwidth_Bps(program, d) for d in {c.worker.device for step in steps for c in step}}
+    ms: list[list[float]] = []
+    for _ in range(3):
+        ms = []
+        busy: dict[str, list[tuple[int, int]]] = {}
+        for k, step in enumerate(steps):
+            for r, c in enumerate(step):
+                busy.setdefault(c.worker.device, []).append((k, r))
+        for k, step in enumerate(steps):
+            row = []
+            for r, c in enumerate(step):
+                mates = [(j, q) for j, q in busy[c.worker.device] if steps[j][q].worker != c.worker]
+                extra = sum(weights[j + 1][q] * traffic[j][q] for j, q in mates) * 1e3 / bandwidth[c.worker.device]
+                row.append(c.alone_ms + extra)
+            ms.append(row)
+        for k, step in enumerate(steps):
+            if len(step) == 1:
+                continue
+            w_in, w_out = weights[k], weights[k + 2]
+            load = [max(ms[k][r], sum(wa * hand[k][a][r] for a, wa in enumerate(w_in)),
+                        sum(wb * hand[k + 1][r][b] for b, wb in enumerate(w_out))) for r in range(len(step))]
+            rate = [1.0 / x if x > 0 else 1e12 for x in load]
+            weights[k + 1] = [x / sum(rate) for x in rate]
+    loads: list[tuple[float, str]] = []
+    for k, step in enumerate(steps):
+        what = (f"step {k}: its {len(step)} replicas, all busy" if len(step) > 1 else f"step {k} on {step[0].worker.unit_id}")
+        loads += [(weights[k + 1][r] * ms[k][r], what) for r, c in enumerate(step)]
+    for k in range(len(chain) - 1):
+        wa, wb = weights[k], weights[k + 1]
+        loads += [(wa[a] * sum(wb[b] * hand[k][a][b] for b in range(len(wb))),
+                   f"sending from {chain[k][a].worker.unit_id}") for a in range(len(wa))]
+        loads += [(wb[b] * sum(wa[a] * hand[k][a][b] for a in range(len(wa))),
+                   f"receiving on {chain[k + 1][b].worker.unit_id}") for b in range(len(wb))]
+    floors: dict[str, float] = {}
+    for device in bandwidth:
+        mine = [(k, r) for k, step in enumerate(steps) for r, c in enumerate(step) if c.worker.device == device]
+        if len({steps[k][r].worker for k, r in mine}) > 1:
+            floors[device] = sum(weights[k + 1][r] * traffic[k][r] for k, r in mine) * 1e3 / bandwidth[device]
+    # one worker holding stages of several steps runs them one after another
+    per_worker: dict[Worker, float] = {}
+    for k, step in enumerate(steps):
+        for r, c in enumerate(step):
+            per_worker[c.worker] = per_worker.get(c.worker, 0.0) + weights[k + 1][r] * ms[k][r]
+    slowest_hand = [max(max(row) for row in h) for h in hand]
+    latency = sum(max(row) for row in ms) + sum(slowest_hand)
+    loads += [(v, f"{d} DRAM") for d, v in floors.items()]
+    loads += [(v, f"{w.unit_id} holding several steps") for w, v in per_worker.items()]
+    bottleneck, binding = max(loads)
+    network = 0.0
+    for k in range(len(chain) - 1):
+        for a, ca in enumerate(chain[k]):
+            for b, cb in enumerate(chain[k + 1]):
+                if ca.worker.device != cb.worker.device:
+                    network += weights[k][a] * weights[k + 1][b] * handoff_bytes[k]
+    return StepsPrediction(tuple(tuple(r) for r in ms), tuple(tuple(w) for w in weights[1:-1]),
+                           tuple(slowest_hand), floors, float(latency), float(bottleneck), float(network), binding)
 
 
 def predict_chain(program: Program, stages: list[tuple[Worker, list[str], float]],
-                  handoff_bytes: list[float]) -> ChainPrediction:
-    """Predict a chain of unit stages, each its own worker: (worker, groups, ms alone) per stage, and the
-    bytes of each hand-off (len(stages) + 1: from the source, between stages, to the sink)."""
-    cluster = program.cluster
-    assert cluster is not None
-    busy: dict[str, list[int]] = {}
-    for k, (w, _, _) in enumerate(stages):
-        busy.setdefault(w.device, []).append(k)
-    traffic = [traffic_bytes(program, groups) for _, groups, _ in stages]
-    ms = []
-    floors: dict[str, float] = {}
-    for k, (w, _, alone) in enumerate(stages):
-        mates = [j for j in busy[w.device] if j != k and stages[j][0] != w]
-        if mates:
-            bw = board_bandwidth_Bps(program, w.device)
-            ms.append(alone + sum(traffic[j] for j in mates) * 1e3 / bw)
-            floors[w.device] = sum(traffic[j] for j in busy[w.device]) * 1e3 / bw
-        else:
-            ms.append(alone)
-    src = Worker(cluster.source, next(iter(cluster.devices[cluster.source].units)))
-    dst = Worker(cluster.sink, next(iter(cluster.devices[cluster.sink].units)))
-    chain = [src] + [w for w, _, _ in stages] + [dst]
-    hands = [handoff_ms(program, handoff_bytes[k], chain[k], chain[k + 1]) for k in range(len(chain) - 1)]
-    # one worker holding several stages (a unit used twice) runs them one after another
-    per_worker: dict[Worker, float] = {}
-    for k, (w, _, _) in enumerate(stages):
-        per_worker[w] = per_worker.get(w, 0.0) + ms[k]
-    latency = sum(ms) + sum(hands)
-    bottleneck = max(list(per_worker.values()) + hands + list(floors.values()))
-    return ChainPrediction(tuple(ms), tuple(hands), floors, float(latency), float(bottleneck))
+                  handoff_bytes: list[float]) -> StepsPrediction:
+    """A chain of unit stages, each its own worker: (worker, groups, ms alone) per stage, and the bytes of
+    each hand-off (len(stages) + 1: from the source, between stages, to the sink)."""
+    return predict_steps(program, [[Copy(w, list(g), ms)] for w, g, ms in stages], handoff_bytes)

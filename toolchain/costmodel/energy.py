@@ -16,9 +16,10 @@ with neither has no power figures: its plan's energy is None and
 ``--objective energy`` refuses it (``MissingPower``).
 
 The Jetson Nano has two power modes (nvpmodel): MAXN 10 W (4 cores at
-1479 MHz, GPU 921.6 MHz) and 5 W (2 cores at 918 MHz, GPU 640 MHz). The
-built-in latency profiles are for MAXN, so the MAXN figures apply;
-``NANO_5W`` holds the 5 W mode's for a profile measured in that mode.
+1479 MHz, GPU 921.6 MHz) and 5 W (2 cores at 918 MHz, GPU 640 MHz). A device's
+``"power_mode": "5W"`` in cluster.json takes ``NANO_5W``'s figures (default
+MAXN); it changes power only: the built-in latency profiles are MAXN's, so a
+board run in 5 W mode wants a profile measured in that mode too.
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ class MissingPower(EdgecError):
     """A unit has no power figures."""
 
 
-def unit_power(device: Device, unit: ComputeUnit) -> UnitPower | None:
-    """The unit's power figures: its measured profile's, else the built-in ones of its profile, else None."""
+POWER_MODES: dict[str, dict[str, UnitPower]] = {"MAXN": {}, "5W": NANO_5W}
+
+
+def unit_power(device: Device, unit: ComputeUnit, mode: str | None = None) -> UnitPower | None:
+    """The unit's power figures: its measured profile's, else the built-in ones of its profile in power mode
+    `mode` (a board without that mode has none), else None."""
     if device.profile_path:
         try:
             with open(device.profile_path, encoding="utf-8") as f:
@@ -89,7 +94,17 @@ def unit_power(device: Device, unit: ComputeUnit) -> UnitPower | None:
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in (active, idle)):
                 return UnitPower(float(active), float(idle), f"measured ({device.profile_path})")
     if unit.profile:
-        return BUILTIN_POWER.get(unit.profile)
+        if mode in (None, "MAXN"):
+            return BUILTIN_POWER.get(unit.profile)
+        return POWER_MODES.get(mode, {}).get(unit.profile)
+    return None
+
+
+def power_mode(cluster: Cluster, device: str) -> str | None:
+    """The device's `power_mode` in cluster.json, if it names one."""
+    for d in cluster.spec.get("devices", []):
+        if isinstance(d, dict) and d.get("name") == device:
+            return d.get("power_mode")
     return None
 
 
@@ -98,7 +113,12 @@ def require_power(cluster: Cluster, unit_ids: Iterable[str]) -> None:
     for uid in unit_ids:
         dev, unit = uid.split(".", 1)
         device = cluster.devices[dev]
-        if unit_power(device, device.units[unit]) is None:
+        mode = power_mode(cluster, dev)
+        if mode not in (None, "MAXN") and unit_power(device, device.units[unit], mode) is None:
+            raise MissingPower(f"--objective energy: device '{dev}' names power_mode {mode}, which unit '{uid}' "
+                               f"has no figures for (built in: the Jetson Nano's units); drop power_mode or give "
+                               f"the device a measured profile with \"power\"")
+        if unit_power(device, device.units[unit], mode) is None:
             raise MissingPower(
                 f"--objective energy: unit '{uid}' has no power figures; give device '{dev}' a measured profile "
                 f"whose unit '{unit}' has \"power\": {{\"active_w\": W, \"idle_w\": W}}, or leave the unit out "
@@ -125,7 +145,7 @@ def plan_energy_mj(cluster: Cluster, stages: Iterable[ActiveStage], period_ms: f
     idle: dict[str, float] = {}
     for st in stages:
         device = cluster.devices[st.device]
-        power = unit_power(device, device.units[st.unit])
+        power = unit_power(device, device.units[st.unit], power_mode(cluster, st.device))
         if power is None:
             return None
         total += st.share * power.active_w * st.ms
@@ -133,3 +153,31 @@ def plan_energy_mj(cluster: Cluster, stages: Iterable[ActiveStage], period_ms: f
     total += sum(idle.values()) * period_ms
     total += network_bytes * NETWORK_NJ_PER_BYTE * 1e-6  # nJ -> mJ
     return total
+
+
+def parse_power_option(text: str) -> tuple[str, tuple[float, float]]:
+    """`edgec profile --power NAME=ACTIVE_W,IDLE_W` -> (name, (active, idle))."""
+    name, sep, values = text.partition("=")
+    try:
+        active, idle = (float(v) for v in values.split(","))
+    except ValueError:
+        active = idle = -1.0
+    if not sep or not name or not (active >= 0 and idle >= 0) or active == float("inf") or idle == float("inf"):
+        raise EdgecError(f"--power '{text}': expected NAME=ACTIVE_W,IDLE_W with two non-negative watts, e.g. "
+                         f"cpu=3.7,2.7")
+    return name, (active, idle)
+
+
+def record_measured_power(path, powers: dict[str, tuple[float, float]]) -> dict:
+    """Add measured power figures to the units of the profile file at `path`; its JSON."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    missing = [name for name in powers if name not in doc["units"]]
+    if missing:
+        raise EdgecError(f"--power {missing[0]}: no such unit in the profile (units: {', '.join(doc['units'])}); "
+                         f"name one of them, or add it with --unit")
+    for name, (active, idle) in powers.items():
+        doc["units"][name]["power"] = {"active_w": active, "idle_w": idle}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
+    return doc

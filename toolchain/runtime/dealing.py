@@ -111,13 +111,4 @@ class EndGather:
         return list(seen)
 
 
-def merge_skip(*lists: Optional[Sequence[str]]) -> List[str]:
-    out = []  # type: List[str]
-    for names in lists:
-        for n in names or ():
-            if n not in out:
-                out.append(n)
-    return out
-
-
-__all__ = ["Dealer", "EndGather", "NoReplicaLeft", "merge_skip"]
+__all__ = ["Dealer", "EndGather", "NoReplicaLeft"]

@@ -30,7 +30,7 @@ import zmq
 
 from edgec.errors import EdgecError
 from edgec.runtime import wire
-from edgec.runtime.dealing import Dealer, EndGather, NoReplicaLeft, merge_skip
+from edgec.runtime.dealing import Dealer, EndGather, NoReplicaLeft
 from edgec.runtime.deployment import Deployment, load_deployment
 from edgec.runtime.gather import SliceGather
 from edgec.runtime.keys import DRIVER, Keys, load_keys

@@ -23,7 +23,7 @@ import zmq
 
 from edgec.errors import EdgecError
 from edgec.runtime import wire
-from edgec.runtime.dealing import Dealer, EndGather, NoReplicaLeft
+from edgec.runtime.dealing import Dealer, EndGather
 from edgec.runtime.deployment import Deployment, load_deployment
 from edgec.runtime.keys import DRIVER, Keys, load_keys
 from edgec.runtime.frames import Frame, cycle
@@ -150,6 +150,7 @@ class _Run:
         self.lost: List[str] = []  # devices whose replicas were found dead
         self.skip: List[str] = []  # their segments, which every dealer now deals around
         self.resent: set = set()  # frames sent again after a replica died: a second result is dropped
+        self.to_resend: List[int] = []
         self.subs: Dict[zmq.Socket, str] = {}
         for device in plan.devices:
             sub = driver._socket(ctx, zmq.SUB, device)
@@ -221,7 +222,7 @@ class _Run:
         for sub in self.subs:
             poller.register(sub, zmq.POLLIN)
         in_flight = self.next_send - self.next_deliver
-        want_send = (self.next_send < self.n and in_flight < self.d.max_in_flight) or \
+        want_send = bool(self.to_resend) or (self.next_send < self.n and in_flight < self.d.max_in_flight) or \
                     (self.next_send >= self.n and not self.end_sent)
         push = None
         if want_send:
@@ -238,7 +239,11 @@ class _Run:
         self._check_health()
 
     def _send(self) -> None:
-        if self.next_send < self.n:
+        if self.to_resend:
+            seq = self.to_resend.pop(0)
+            if seq >= self.next_deliver and seq not in self.results:
+                self.dealer.send(self.dealer.pick(self.skip), self._encode(seq), lambda: True)
+        elif self.next_send < self.n:
             seq = self.next_send
             msg = self._encode(seq)
             self.dealer.send(self.dealer.pick(self.skip), msg, lambda: True)
@@ -280,11 +285,9 @@ class _Run:
         self.notes.append(f"device {device} (stages {', '.join(self.d.plan.stage_names(device))}) {what}; "
                           f"its replicas are out of the plan and {len(pending)} frames in flight were dealt "
                           f"again to the others")
-        for seq in pending:
-            self.resent.add(seq)
-            self.dealer.send(self.dealer.pick(self.skip), self._encode(seq), lambda: True)
-        if self.end_sent:
-            self._send_end()  # tells every step after the lost replicas to stop waiting for them
+        self.resent.update(pending)
+        self.to_resend.extend(pending)  # sent as the live replicas take them (_step), never blocking the loop
+        self.end_sent = False  # then the end marker again: every step after the lost replicas stops waiting for them
         self.last_progress = time.monotonic()
         return True
 
