@@ -40,6 +40,7 @@ from edgec.passes.partition.spatial_search import Candidate, SearchSpace, rank
 from edgec.pipeline import PassResult
 
 TRIALS = 3  # of the best candidates, those materialised and costed by the cost pass before one is chosen
+ROUNDS = 3  # steps of slices one after another at most (each gathers, the next scatters again)
 
 
 @dataclass(frozen=True)
@@ -68,22 +69,36 @@ class SpatialPartition:
                              f"element-wise) between two single 4-D feature maps to slice ({space.why_none()}); "
                              f"choose another --strategy")
         objective = "energy" if self.objective == "energy" else "latency"
-        ranked = space.ranked(objective, self.max_latency_ms)
-        if not ranked:
+        best = self._round(program, space, objective)
+        if best is None:
             if self.force:
                 raise EdgecError("--strategy spatial: no set of two or more units can run a spatially local run of "
                                  "this model; choose another --strategy")
             return PassResult(program, changed=False)
+        if not self.force and not self._better(best, program, objective):
+            return PassResult(program, changed=False)
+        for _ in range(ROUNDS - 1):  # slice again after the merge while that predicts less
+            if objective != "latency":
+                break
+            later = self._round(best, SearchSpace(best, after=best.stages[-1]), objective)
+            if later is None or not self._better(later, best, objective):
+                break
+            best = later
+        return PassResult(best, changed=True)
+
+    def _round(self, program: Program, space: SearchSpace, objective: str) -> Program | None:
+        """The best of the top candidates, each materialised on a copy of the program; None if none."""
+        ranked = space.ranked(objective, self.max_latency_ms)
         trials = []
-        for c in ranked[:TRIALS]:  # each materialised on a copy and costed by the cost pass's own model
+        for c in ranked[:TRIALS]:  # each costed by the cost pass's own model
             trial = replace(program, graph=_copy_graph(program.graph))
             materialise(trial, space, c)
             trials.append(trial)
-        best = min(trials, key=lambda t: rank(t.prediction, objective, self.max_latency_ms))
-        if not self.force and rank(best.prediction, objective, self.max_latency_ms) >= rank(
-                program.prediction, objective, self.max_latency_ms):
-            return PassResult(program, changed=False)
-        return PassResult(best, changed=True)
+        return min(trials, key=lambda t: rank(t.prediction, objective, self.max_latency_ms), default=None)
+
+    def _better(self, new: Program, old: Program, objective: str) -> bool:
+        return rank(new.prediction, objective, self.max_latency_ms) < rank(old.prediction, objective,
+                                                                            self.max_latency_ms)
 
 
 def _copy_graph(graph: gs.Graph) -> gs.Graph:
@@ -131,20 +146,24 @@ def materialise(program: Program, space: SearchSpace, c: Candidate) -> None:
                      backend=dev.units[unit_name].backend, variant=backend_for(dev, dev.units[unit_name]).default_variant,
                      **extra)
 
-    if c.head is not None:
-        stages.append(stage(c.head, list(order[:c.a])))
-    step = len(stages)
+    if space.after is not None:  # a later round: the plan so far, its last stage cut where the run begins
+        position = {g: i for i, g in enumerate(order)}
+        last = program.stages[-1]
+        stages.extend(program.stages[:-1])
+        stages.append(stage(c.head, [g for g in last.groups if position[g] < c.a], step=last.step))
+    elif c.head is not None:
+        stages.append(stage(c.head, list(order[:c.a]), step=0))
+    step = stages[-1].step + 1 if stages else 0
+    sliced: list[Stage] = []
     for k, (unit, g) in enumerate(zip(c.units, branch_groups)):
         rows = rewrite.rows[k]
         info = {"tensor": rewrite.exit, "axis": 2, "rows": list(rows.out), "of": space.exit_height(c.b),
                 "input": rewrite.entry, "input_rows": list(rows.reads), "halo_rows": list(rows.halo),
                 "flops": round(rows.flops),
                 "redundant_flops": round(rows.redundant_flops)}
-        stages.append(stage(unit, [g], step=step, parallel="slice", slice=info))
-    stages.append(stage(c.tail, [merge] + list(order[c.b:])))
-    stages[-1].step = step + 1
-    if c.head is not None:
-        stages[0].step = 0
+        sliced.append(stage(unit, [g], step=step, parallel="slice", slice=info))
+    stages.extend(sliced)
+    stages.append(stage(c.tail, [merge] + list(order[c.b:]), step=step + 1))
     for k, st in enumerate(stages):
         st.name = f"s{k}"
     program.graph.nodes = [nd for st in stages for nd in program.nodes_of(st.groups)]
@@ -152,11 +171,9 @@ def materialise(program: Program, space: SearchSpace, c: Candidate) -> None:
     program.segments = [DeviceSegment(f"seg{k}", st.device, list(st.groups), st.predicted_ms, st.memory_bytes)
                         for k, st in enumerate(stages)]
     bands = [int(tensor_nbytes(nd.outputs[0])) for nd in (b[-1] for b in rewrite.branches)]
-    latency = space.latency(c.a, c.b, c.units, c.head, c.tail,
-                            [st.predicted_ms - STAGE_CALL_MS for st in stages[step:step + len(c.units)]], bands)
-    latency += program.group_ms(merge, c.tail)
+    slice_ms = [st.predicted_ms - STAGE_CALL_MS for st in sliced]
+    latency = space.latency(c.a, c.b, c.units, c.head, c.tail, slice_ms, bands) + program.group_ms(merge, c.tail)
     bottleneck = max(st.predicted_ms for st in stages)
-    slice_ms = [st.predicted_ms - STAGE_CALL_MS for st in stages[step:step + len(c.units)]]
     energy, _ = space.energy(c.a, c.b, c.units, c.head, c.tail, slice_ms, bands)
     program.prediction = Prediction(latency, bottleneck, 1000.0 / bottleneck if bottleneck > 0 else float("inf"),
                                     energy)

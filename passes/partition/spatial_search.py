@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.transfer import transfer_ms
 from edgec.costmodel.work import node_flops
-from edgec.ir import Prediction, Program, tensor_nbytes
+from edgec.ir import Prediction, Program, Stage, tensor_nbytes
 from edgec.liveness import live_at_boundaries
 from edgec.passes.partition.build import group_graph
 from edgec.passes.partition.halo import needed_rows, refusal, split_rows
@@ -51,7 +51,9 @@ class Candidate:
 class SearchSpace:
     """The runs of a placed program that can be sliced, and the costs to choose among them."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, after: Stage | None = None) -> None:
+        """`after`: a later round on a plan that has slices already; runs are then sought inside its last
+        stage (the one that merges the slices before), which keeps what comes before them."""
         self.program = program
         cluster = program.cluster
         assert cluster is not None
@@ -79,6 +81,14 @@ class SearchSpace:
                 if not all(local[a:b]):
                     break
                 self.runs.append((a, b))
+        self.after = after
+        if after is not None:
+            position = {g: i for i, g in enumerate(self.order)}
+            first = position[after.groups[0]]
+            own = {position[g] for g in after.groups}
+            self.runs = [(a, b) for a, b in self.runs if a > first and all(i in own for i in range(a, b))]
+            self.base_latency = float(program.prediction.latency_ms)
+            self.base_energy = program.prediction.energy_mj
         self.ms = {g: {u: program.group_ms(g, u) for u in self.units} for g in self.order}
         self._finite_cum: dict[str, np.ndarray] = {}
         self._inf_cum: dict[str, np.ndarray] = {}
@@ -187,7 +197,11 @@ class SearchSpace:
         cl = self.cluster
         t = 0.0
         here = cl.source
-        if head is not None:
+        if self.after is not None:  # the plan so far, up to position a in its last stage
+            t = self.base_latency - self.seq_ms(a, len(self.order), head) - self.transfer(
+                self.output_bytes, self.device(head), cl.sink) + STAGE_CALL_MS
+            here = self.device(head)
+        elif head is not None:
             t += self.transfer(self.source_bytes, here, self.device(head)) + self.seq_ms(0, a, head) + STAGE_CALL_MS
             here = self.device(head)
         x_bytes = self.tensor_bytes(a)
@@ -207,8 +221,11 @@ class SearchSpace:
             height = self.exit_height(b)
             y_bytes = self.tensor_bytes(b)
             able = [u for u in self.units if np.isfinite(self.seq_ms(a, b, u))]
-            heads = [None] if a == 0 else [min((u for u in self.units if np.isfinite(self.seq_ms(0, a, u))),
-                                               key=lambda u: self.seq_ms(0, a, u), default=None)]
+            if self.after is not None:
+                heads = [self.after.unit_id]
+            else:
+                heads = [None] if a == 0 else [min((u for u in self.units if np.isfinite(self.seq_ms(0, a, u))),
+                                                   key=lambda u: self.seq_ms(0, a, u), default=None)]
             if heads == [None] and a > 0:
                 continue
             tails = [u for u in self.units if np.isfinite(self.seq_ms(b, n, u))]
@@ -256,6 +273,18 @@ class SearchSpace:
                slice_ms: Sequence[float], band_bytes: Sequence[int]) -> tuple[float | None, float]:
         """(energy per frame in mJ, bottleneck ms) of a spatial plan (edgec.costmodel.energy)."""
         n = len(self.order)
+        if self.after is not None:  # the plan so far, less its last stage's work from a on, plus the new steps
+            added = [ActiveStage(*u.split(".", 1), ms=ms + STAGE_CALL_MS) for u, ms in zip(units, slice_ms)]
+            added.append(ActiveStage(*tail.split(".", 1), ms=self.seq_ms(b, n, tail) + STAGE_CALL_MS))
+            here = self.device(head)
+            network = self.tensor_bytes(a) * len({self.device(u) for u in units} - {here})
+            network += sum(nb for u, nb in zip(units, band_bytes) if self.device(u) != self.device(tail))
+            plus = plan_energy_mj(self.cluster, added, 0.0, network)
+            minus = plan_energy_mj(self.cluster, [ActiveStage(*head.split(".", 1), ms=self.seq_ms(a, n, head))], 0.0, 0)
+            period = max([st.ms for st in added] + [float(self.program.prediction.bottleneck_ms)])
+            if plus is None or minus is None or self.base_energy is None:
+                return None, period
+            return self.base_energy + plus - minus, period
         parts = [(u, ms) for u, ms in zip(units, slice_ms)] + [(tail, self.seq_ms(b, n, tail))]
         if head is not None:
             parts.append((head, self.seq_ms(0, a, head)))
