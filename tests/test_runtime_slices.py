@@ -81,3 +81,19 @@ def test_manifest_with_slices_that_do_not_tile_is_refused(random_zoo, tmp_path):
     (out / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(edgec.errors.EdgecError, match=re.escape(f"$.stages[{k + 1}].slice.rows")):
         read_pipeline(str(out))
+
+
+def test_several_steps_of_slices_in_a_row(random_zoo, tmp_path):
+    """ResNet-50 over two one-core units: slices, merge, slices again; the run reproduces the original."""
+    model = random_zoo("resnet50")
+    out = _spatial_plan(model, tmp_path, [0, 1])
+    plan = read_pipeline(str(out))
+    sliced = [s for s in plan.steps if s.parallel == "slice"]
+    assert len(sliced) >= 2
+    assert edgec.verify(out).passed
+    frames = random_frames(plan.inputs, 2, seed=5)
+    with LocalCluster(str(out)) as cluster:
+        result = Driver(str(out), cluster.deployment, watch=cluster.problems).run(lambda k: frames[k], 2)
+    assert result.ok, result.summary()
+    for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
+        assert_close(exp, got)
