@@ -113,7 +113,8 @@ class Codegen:
             inputs=[_tensor_spec(values[i.name]) for i in model.graph.input],
             outputs=[_tensor_spec(values[o.name]) for o in model.graph.output],
             stages=stage_specs,
-            transfers=step_transfers(program, stage_specs) if any(s.parallel for s in program.stages) else _transfers(program, lives),
+            transfers=(step_transfers(program, stage_specs) if any(s.parallel == "slice" for s in program.stages)
+                       else _transfers(program, lives)),
             predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
                        "throughput_fps": program.prediction.throughput_fps, "accuracy": None,
                        "energy_mj": (None if program.prediction.energy_mj is None
