@@ -62,7 +62,8 @@ def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Se
         Capability(),
         GlobalPartition(objective=objective, strategy="hierarchical" if spatial else strategy, min_fps=min_fps, max_latency_ms=max_latency_ms),
         LocalPartition(),
-        SpatialPartition(objective=objective, force=spatial, max_latency_ms=max_latency_ms),
+        SpatialPartition(objective=objective, force=spatial, max_latency_ms=max_latency_ms,
+                         consider=strategy in ("hierarchical", "spatial")),
         Codegen(out_dir, objective=objective, external_data_bytes=external_data_bytes),
     ]
 

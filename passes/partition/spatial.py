@@ -48,13 +48,14 @@ class SpatialPartition:
     objective: str = "throughput"
     force: bool = False  # --strategy spatial: slice even where the pipeline plan predicts less
     max_latency_ms: float | None = None  # --objective energy: slices must also keep to this
+    consider: bool = True  # weigh slices against the plan made (the default strategy; baselines stay as they are)
     name: ClassVar[str] = "spatial-partition"
     requires: ClassVar[frozenset[str]] = frozenset({"cluster", "groups", "costs", "unsupported", "stages", "prediction"})
     # it rewrites the graph, segments, stages and prediction others provide: each fact keeps one provider
     provides: ClassVar[frozenset[str]] = frozenset()
 
     def run(self, program: Program) -> PassResult:
-        if not self.force and self.objective not in ("latency", "energy"):
+        if not self.force and (not self.consider or self.objective not in ("latency", "energy")):
             return PassResult(program, changed=False)
         cluster = program.cluster
         assert cluster is not None

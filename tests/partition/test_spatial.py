@@ -123,9 +123,11 @@ def test_latency_objective_takes_slices_only_when_they_predict_less(random_zoo, 
         assert got == pytest.approx(plain)
     forced = edgec.compile(model, TRIO, tmp_path / "b", objective="latency", strategy="spatial")
     assert any(s.parallel == "slice" for s in forced.manifest.stages)
-    # throughput objective: no slices
+    # throughput objective, or a baseline strategy: no slices
     thr = edgec.compile(model, TRIO, tmp_path / "c")
     assert not any(s.parallel == "slice" for s in thr.manifest.stages)
+    pipe = edgec.compile(model, TRIO, tmp_path / "d", objective="latency", strategy="pipeline")
+    assert not any(s.parallel == "slice" for s in pipe.manifest.stages)
 
 
 def test_energy_objective_takes_slices_only_when_they_save_energy_within_the_latency_limit(random_zoo, tmp_path):
