@@ -33,8 +33,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from edgec.backends import containers
 from edgec.backends.registry import backend_class
 from edgec.manifest import StageSpec
+from edgec.runtime.deployment import DEPLOYMENT_FILE
+from edgec.runtime_wheel import WHEEL_NAME
 
 if TYPE_CHECKING:
     from edgec.cluster import ComputeUnit, Device
@@ -114,6 +117,7 @@ def device_bundle(device: Device, stages: Sequence[StageSpec]) -> BundleFiles:
         sections.append(cls.readme(device, group))
         prelaunch += cls.prelaunch(device, group)
     files[f"run_{device.name}.sh"] = launcher(device, mine, prelaunch)
+    files["Dockerfile"] = containers.dockerfile(device, mine, WHEEL_NAME)
     files["README.md"] = _readme(device, mine, sections)
     return files
 
@@ -136,7 +140,8 @@ def launcher(device: Device, stages: Sequence[StageSpec], prelaunch: Sequence[st
         'cd "$(dirname "$0")/.."',
     ]
     lines += list(prelaunch)
-    lines += [f'exec taskset -c {taskset_list(cores)} python3 -m edgec.runtime serve . --device {device.name} "$@"', ""]
+    lines += [f'exec taskset -c {taskset_list(cores)} python3 -m edgec.runtime serve . --device {device.name} '
+              f'--deployment {DEPLOYMENT_FILE} "$@"', ""]
     return "\n".join(lines)
 
 
@@ -160,12 +165,38 @@ def _readme(device: Device, stages: Sequence[StageSpec], sections: list[str]) ->
         "",
         f"Stages here: {units}.",
         "",
-        "Copy the whole out/ folder to the board (the manifest and every device folder: a stage",
-        "checks its sub-model against the sha256 in manifest.json before it loads it), then, in that folder:",
-        "",
-        "    python3 -m pip install --no-deps <edgec source or wheel>  # serving never imports the compiler side",
-        "    python3 -m pip install numpy pyzmq 'dataclasses; python_version < \"3.7\"'  # plus ONNX Runtime, below",
-        f"    sh {device.name}/run_{device.name}.sh",
+        "Copy the whole out/ folder to the board (manifest.json and manifest.sha256, the runtime wheel and every",
+        "device folder: the device checks the manifest against its digest, and every file of its folder and its",
+        "sub-models against the sha256s in the manifest, before it serves). Every command below runs in that folder.",
         "",
     ]
-    return "\n".join(head + sections) + "\n"
+    head += containers.readme(device, stages, WHEEL_NAME)
+    head += [
+        "## Serve",
+        "",
+        f"    sh {device.name}/run_{device.name}.sh                  # add --keys keys for CURVE (see below)",
+        "",
+    ]
+    return "\n".join(head + sections + _network(device)) + "\n"
+
+
+def _network(device: Device) -> list[str]:
+    return [
+        "## Network",
+        "",
+        f"Where every device listens is in `{DEPLOYMENT_FILE}` (written by `edgec compile` from the `host`, `port` and",
+        "`bind` of each device in the cluster file; defaults 127.0.0.1 and 5550 + 10 x the device's position). Each",
+        "device binds its status port (port), one input port per segment (port + 1, ...) and, on the last device,",
+        "the results port after them, and connects to the next device's input. To move a device, edit its",
+        f"entry in `{DEPLOYMENT_FILE}`, the same file on every board and on the machine that runs `run`",
+        "(it is not covered by the manifest's digest), or set host/port in the cluster file and recompile.",
+        "Use `\"bind\": \"0.0.0.0\"` where the device's address is not its own (NAT, containers). Open those",
+        "ports in the board's firewall. Then, on any machine with the bundle and the runtime:",
+        "",
+        f"    python3 -m edgec.runtime run . --deployment {DEPLOYMENT_FILE} --frames 100 --timeout 10",
+        "",
+        "Without keys anyone who reaches these ports can feed the devices frames and read results, and `serve`",
+        "says so. With keys: `python3 -m edgec.runtime keys .` once, copy keys/public/ to every board and",
+        f"keys/private/{device.name}.key_secret to this one only, and pass `--keys keys` to every serve and run.",
+        "",
+    ]

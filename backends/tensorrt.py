@@ -5,13 +5,16 @@ parser reads opset <= 13 and the operators, types and limits in
 `edgec.backends.trt82_operators`; what it cannot take runs on the Nano's CPU
 unit (the partitioner splits a Nano stage with `supports`).
 
-Engines are not portable: they are built on the Nano from the ONNX sub-model
-(`build_engine.sh`: `trtexec --onnx=sN.onnx --saveEngine=sN.engine --fp16
---workspace=<MiB>`; TensorRT 8.2's trtexec has `--workspace`,
-`--memPoolSize` came later). Precision is fp16 or fp32, never int8: Maxwell
-sm_53 has no INT8 path (device-facts.md).
+A GPU stage runs under ONNX Runtime's TensorRT execution provider (NVIDIA's
+onnxruntime-gpu wheel for JetPack 4.6, Python 3.6), with the options in the
+stage's `session.ort_tensorrt_ep`. Engines are not portable: the provider
+builds them on the Nano the first time the stage loads (minutes) and keeps
+them in its engine cache, out/<device>/trt_cache, from which later starts load
+them in seconds. The launcher refuses to serve where onnxruntime has no
+TensorRT provider, so a GPU stage never runs on the CPU unnoticed. Precision
+is fp16 or fp32, never int8: Maxwell sm_53 has no INT8 path (device-facts.md).
 
-fp16: the sub-model stays fp32 and `trtexec --fp16` lowers it. TensorRT then
+fp16: the sub-model stays fp32 and TensorRT's fp16 mode (`trt_fp16_enable`) lowers it. TensorRT then
 picks the precision per layer (keeping fp32 where fp16 has no kernel or is
 slower), the engine's bindings stay fp32 so neighbouring CPU stages exchange
 float32, and the 8.2 parser has no native fp16 initializers anyway (added in
@@ -22,8 +25,6 @@ runtime that wants an fp16 ONNX file. Tolerance: `fp16.FP16_TOLERANCE`.
 
 from __future__ import annotations
 
-import json
-import shlex
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 NAME = "tensorrt"
 DEFAULT_WORKSPACE_MIB = 1024  # the Nano's 4 GB are shared with the CPU; lower to 512 if a build runs out
-TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (not on PATH)
+ENGINE_CACHE = "trt_cache"  # out/<device>/trt_cache: engines the TensorRT provider built on the board
 BINDABLE_DTYPES = frozenset({"float32", "float16", "int32", "bool"})  # TensorRT 8.2 engine bindings
 HOST_COPY_GBPS = 10.0  # host <-> GPU copies through the Nano's shared LPDDR4 (25.6 GB/s peak; a copy reads and writes)
 
@@ -240,25 +241,6 @@ def _check_static(model: onnx.ModelProto) -> None:
 # -- bundle --------------------------------------------------------------------------------
 
 
-def engine_file(stage: StageSpec) -> str:
-    return f"{stage.name}.engine"
-
-
-def trtexec_command(stage: StageSpec, variant: str | None = None,
-                    workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> list[str]:
-    """The trtexec argument list that builds a stage's engine on the Nano (run in out/<device>/)."""
-    variant = variant or stage.variant
-    _check_variant(variant, stage)
-    onnx_name = stage.model.rsplit("/", 1)[-1]
-    args = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_file(stage)}"]
-    if variant == "fp16":
-        args.append("--fp16")
-    args.append(f"--workspace={int(workspace_mib)}")
-    # No --shapes: GPU sub-models have static shapes (prepare_submodel), and trtexec refuses explicit shapes
-    # for a static model ("Static model does not take explicit shapes ...", NVIDIA/TensorRT#2043).
-    return args
-
-
 def _check_variant(variant: str, stage: StageSpec | None) -> None:
     where = f"stage '{stage.name}': " if stage is not None else ""
     if variant == "int8":
@@ -270,7 +252,7 @@ def _check_variant(variant: str, stage: StageSpec | None) -> None:
 
 
 def ort_trt_options(device: Device, stage: StageSpec, workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> dict:
-    """ONNX Runtime TensorRT execution-provider options: the alternative to a trtexec engine."""
+    """ONNX Runtime TensorRT execution-provider options: engines built once on the board, then cached."""
     return {
         "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
         "TensorrtExecutionProvider": {
@@ -279,7 +261,7 @@ def ort_trt_options(device: Device, stage: StageSpec, workspace_mib: int = DEFAU
             "trt_int8_enable": False,
             "trt_max_workspace_size": int(workspace_mib) * 2**20,
             "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": f"{device.name}/trt_cache",
+            "trt_engine_cache_path": f"{device.name}/{ENGINE_CACHE}",  # relative to out/
             "trt_max_partition_iterations": 1000,
             "trt_min_subgraph_size": 1,
         },
@@ -290,63 +272,47 @@ def session_config(device: Device, stage: StageSpec, workspace_mib: int = DEFAUL
     """The manifest's `StageSpec.session` for a GPU stage."""
     _check_variant(stage.variant, stage)
     return {
-        "engine": engine_file(stage),
-        "build": "build_engine.sh",
         "precision": stage.variant,
         "workspace_mib": int(workspace_mib),
-        "bindings_dtype": "as the sub-model's inputs and outputs",
         "tensorrt": "8.2",
         "ort_tensorrt_ep": ort_trt_options(device, stage, workspace_mib),
     }
 
 
-def bundle_files(device: Device, stages: Sequence[StageSpec],
-                 workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> dict[str, str]:
-    """build_engine.sh and, per stage, <stage>.trt_ep.json (paths relative to out/<device>/)."""
-    lines = [
-        "#!/bin/sh",
-        "# Build the TensorRT engines of this device's GPU stages. Run on the Jetson Nano itself:",
-        "# engines are specific to the GPU and the TensorRT version (8.2 here).",
-        "set -e",
-        'cd "$(dirname "$0")"',
-        f'TRTEXEC="${{TRTEXEC:-{TRTEXEC}}}"',
-    ]
-    files: dict[str, str] = {}
-    for stage in stages:
-        args = trtexec_command(stage, workspace_mib=workspace_mib)
-        lines.append('"$TRTEXEC" ' + " ".join(shlex.quote(a) for a in args[1:]))
-        files[f"{stage.name}.trt_ep.json"] = json.dumps(ort_trt_options(device, stage, workspace_mib), indent=2) + "\n"
-    lines.append("")
-    files["build_engine.sh"] = "\n".join(lines)
-    return files
+def bundle_files(device: Device, stages: Sequence[StageSpec]) -> dict[str, str]:
+    """Nothing besides the sub-models: the manifest holds each stage's provider options."""
+    return {}
 
 
 def prelaunch(device: Device, stages: Sequence[StageSpec]) -> list[str]:
-    """Launcher lines run before any stage starts: build the engines once if one is missing."""
-    missing = " || ".join(f"[ ! -f {device.name}/{engine_file(s)} ]" for s in stages)
-    return [f"if {missing}; then sh {device.name}/build_engine.sh; fi"] if stages else []
+    """Launcher lines: refuse to serve a GPU stage where onnxruntime has no TensorRT provider."""
+    if not stages:
+        return []
+    check = ("import onnxruntime as o, sys; "
+             "sys.exit(0 if 'TensorrtExecutionProvider' in o.get_available_providers() else 1)")
+    return [f'if ! python3 -c "{check}"; then',
+            f"  echo 'edgec: device {device.name}: this onnxruntime has no TensorRT execution provider; install "
+            f"the onnxruntime-gpu wheel for JetPack from NVIDIA (see {device.name}/README.md)' >&2",
+            "  exit 2",
+            "fi",
+            f"mkdir -p {device.name}/{ENGINE_CACHE}"]
 
 
 def readme(device: Device, stages: Sequence[StageSpec]) -> str:
     lines = [
-        "## GPU stages (TensorRT 8.2)",
+        "## GPU stages (TensorRT 8.2, through ONNX Runtime's TensorRT execution provider)",
         "",
-        "Needs JetPack 4.6.1 or later (TensorRT 8.2.1, CUDA 10.2) and its Python bindings. Build the",
-        "engines once on the board (the launcher does it when one is missing; minutes per stage):",
+        "Needs JetPack 4.6.1 or later (TensorRT 8.2.1, CUDA 10.2) and NVIDIA's onnxruntime-gpu wheel for it",
+        "(Install, above); the launcher refuses to serve without the TensorRT provider. The first start builds",
+        f"each stage's engine on the Nano (minutes per stage) into {device.name}/{ENGINE_CACHE}/; later starts",
+        "load it in seconds. Delete that folder after a JetPack upgrade.",
         "",
-        f"    sh {device.name}/build_engine.sh",
-        "",
-        "| stage | sub-model | engine | precision |",
-        "|---|---|---|---|",
+        "| stage | sub-model | precision |",
+        "|---|---|---|",
     ]
     for s in stages:
-        lines.append(f"| {s.name} | {s.model.rsplit('/', 1)[-1]} | {engine_file(s)} | {s.variant} |")
-    lines += [
-        "",
-        "Alternative without engines: ONNX Runtime's TensorRT execution provider with the options in",
-        "`<stage>.trt_ep.json` (needs an onnxruntime-gpu build for JetPack; PyPI's aarch64 wheel is CPU-only).",
-        "",
-    ]
+        lines.append(f"| {s.name} | {s.model.rsplit('/', 1)[-1]} | {s.variant} |")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ from edgec.runtime.frames import random_frames
 from edgec.runtime.local import run_local
 from edgec.runtime.pipeline import read_pipeline
 from edgec.runtime.session import inference_session
+from edgec.runtime.trust import seal
 from edgec.zoo import write_random_zoo_model, zoo_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +173,7 @@ def measured(console: Console, folder: Path, frames_n: int, repeats: int) -> Non
         for st in manifest["stages"]:
             st["session"] = {"intra_op_num_threads": 1}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        seal(str(out))
     plan = read_pipeline(str(plans["hierarchical (default)"]))
     frames = random_frames(plan.inputs, 4, seed=0)
     sess = inference_session(str(model))

@@ -42,6 +42,8 @@ from edgec.steps import step_boundaries, step_transfers
 from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
 from edgec.costmodel.transfer import transfer_ms
 from edgec.pipeline import PassResult
+from edgec import runtime_wheel
+from edgec.runtime.trust import seal
 from edgec.submodel_files import EXTERNAL_DATA_BYTES, write_submodel
 
 
@@ -106,6 +108,7 @@ class Codegen:
             if mine:
                 for path, content in sorted(device_bundle(device, mine).items()):
                     files.append(_write(out, f"{device.name}/{path}", content))
+        files.append(_write(out, runtime_wheel.WHEEL_NAME, runtime_wheel.build()))  # the boards' runtime
         manifest = Manifest(
             source_model={"path": program.source_path, "sha256": program.source_sha256, "opset": program.opset},
             cluster=program.cluster.spec,
@@ -123,6 +126,7 @@ class Codegen:
             edgec_version=__version__,
         )
         manifest.write(out / "manifest.json")
+        seal(str(out))  # manifest.sha256: the runtime refuses a manifest without it (edgec.runtime.trust)
         return PassResult(program, changed=False)
 
 

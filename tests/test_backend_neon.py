@@ -68,7 +68,8 @@ def test_launcher_pins_the_process_to_its_stages_clusters():
     xu4 = one_of_each().devices["odroid-xu4"]
     assert taskset_list([4, 5, 6, 7]) == "4-7" and taskset_list([0, 2, 3]) == "0,2-3"
     run = device_bundle(xu4, [stage("s0", "odroid-xu4", "big")])["run_odroid-xu4.sh"].splitlines()
-    assert run[-1] == 'exec taskset -c 4-7 python3 -m edgec.runtime serve . --device odroid-xu4 "$@"'
+    assert run[-1] == ('exec taskset -c 4-7 python3 -m edgec.runtime serve . --device odroid-xu4 '
+                       '--deployment deployment.json "$@"')
 
 
 def test_onnxruntime_takes_the_session_config():
@@ -253,11 +254,13 @@ def test_xu4_bundle_runs_one_process_on_both_clusters_each_stage_on_its_own():
     xu4 = one_of_each().devices["odroid-xu4"]
     stages = [stage("s0", "odroid-xu4", "big"), stage("s2", "odroid-xu4", "little")]
     files = device_bundle(xu4, stages)
-    assert set(files) == {"s0.session.json", "s2.session.json", "run_odroid-xu4.sh", "README.md"}
+    assert set(files) == {"s0.session.json", "s2.session.json", "run_odroid-xu4.sh", "README.md", "Dockerfile"}
+    assert "FROM arm32v7/debian:bookworm AS onnxruntime" in files["Dockerfile"]  # no armv7 wheel: built here
     assert json.loads(files["s0.session.json"]) == neon.session_config(xu4, xu4.units["big"])
     assert json.loads(files["s2.session.json"])["config_entries"] == {neon.AFFINITY_KEY: "2;3;4"}
     run = files["run_odroid-xu4.sh"].splitlines()
     assert run[0] == "#!/bin/sh"
-    assert run[-1] == 'exec taskset -c 0-7 python3 -m edgec.runtime serve . --device odroid-xu4 "$@"'
+    assert run[-1] == ('exec taskset -c 0-7 python3 -m edgec.runtime serve . --device odroid-xu4 '
+                       '--deployment deployment.json "$@"')
     readme = files["README.md"]
     assert "sh odroid-xu4/run_odroid-xu4.sh" in readme and "onnxruntime 1.16" in readme and "armv7" in readme

@@ -328,32 +328,34 @@ def cpu_stage() -> StageSpec:
                      predicted_ms=1.0, memory_bytes=1)
 
 
-def test_trtexec_command_and_engine_build_script():
+def test_the_gpu_stage_runs_under_the_tensorrt_provider_with_an_engine_cache():
     stage = gpu_stage()
-    # static shapes are in the sub-model; trtexec refuses --shapes for a static model (NVIDIA/TensorRT#2043)
-    assert trt.trtexec_command(stage) == ["trtexec", "--onnx=s1.onnx", "--saveEngine=s1.engine", "--fp16",
-                                          "--workspace=1024"]
-    assert "--fp16" not in trt.trtexec_command(gpu_stage("fp32"))
-    with pytest.raises(EdgecError, match="no INT8 path"):
-        trt.trtexec_command(gpu_stage("int8"))
     nano = cluster().devices["nano"]
-    files = trt.bundle_files(nano, [stage], workspace_mib=512)
-    script = files["build_engine.sh"]
-    assert '"$TRTEXEC" --onnx=s1.onnx --saveEngine=s1.engine --fp16 --workspace=512\n' in script
-    assert "--memPoolSize" not in script and "--int8" not in script
-    ep = __import__("json").loads(files["s1.trt_ep.json"])["TensorrtExecutionProvider"]
-    assert ep["trt_fp16_enable"] is True and ep["trt_int8_enable"] is False
-    assert ep["trt_max_workspace_size"] == 512 * 2**20 and ep["trt_engine_cache_enable"] is True
+    session = trt.session_config(nano, stage, workspace_mib=512)
+    ep = session["ort_tensorrt_ep"]
+    assert ep["providers"][0] == "TensorrtExecutionProvider"
+    opts = ep["TensorrtExecutionProvider"]
+    assert opts["trt_fp16_enable"] is True and opts["trt_int8_enable"] is False
+    assert opts["trt_max_workspace_size"] == 512 * 2**20 and opts["trt_engine_cache_enable"] is True
+    assert opts["trt_engine_cache_path"] == "nano/trt_cache"
+    assert trt.session_config(nano, gpu_stage("fp32"))["ort_tensorrt_ep"]["TensorrtExecutionProvider"][
+        "trt_fp16_enable"] is False
+    with pytest.raises(EdgecError, match="no INT8 path"):
+        trt.session_config(nano, gpu_stage("int8"))
+    assert "engine" not in session and "build" not in session  # no second, unused engine path
 
 
 def test_nano_bundle_holds_both_backends():
     nano = cluster().devices["nano"]
     files = device_bundle(nano, [gpu_stage(), cpu_stage()])
-    assert {"build_engine.sh", "s1.trt_ep.json", "s2.session.json", "run_nano.sh", "README.md"} == set(files)
+    assert {"s2.session.json", "run_nano.sh", "README.md", "Dockerfile"} == set(files)
     run = files["run_nano.sh"]
-    assert "if [ ! -f nano/s1.engine ]; then sh nano/build_engine.sh; fi" in run
-    assert run.endswith('exec taskset -c 0-3 python3 -m edgec.runtime serve . --device nano "$@"\n')
-    assert run.index("build_engine.sh") < run.index("serve")
-    assert "## GPU stages (TensorRT 8.2)" in files["README.md"] and "## CPU stages" in files["README.md"]
+    assert "'TensorrtExecutionProvider' in o.get_available_providers()" in run and "exit 2" in run
+    assert "mkdir -p nano/trt_cache" in run
+    assert run.endswith('exec taskset -c 0-3 python3 -m edgec.runtime serve . --device nano --deployment '
+                        'deployment.json "$@"\n')
+    assert run.index("TensorrtExecutionProvider") < run.index("serve")
+    assert "## GPU stages (TensorRT 8.2" in files["README.md"] and "## CPU stages" in files["README.md"]
+    assert files["Dockerfile"].startswith("# nano") and "FROM nvcr.io/nvidia/l4t-base:r32.7.1" in files["Dockerfile"]
     session = backend_for(nano, "gpu").session_config(gpu_stage())
-    assert session["engine"] == "s1.engine" and session["precision"] == "fp16"
+    assert session["precision"] == "fp16"

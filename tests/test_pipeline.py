@@ -22,15 +22,26 @@ PASSES = ["load", "shape-inference", "fusion", "cost", "capability", "partition"
           "codegen"]
 
 
+def logical_lines(text: str) -> list[str]:
+    """A dump's lines with each wrapped one joined back (continuation lines start with four spaces)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("    ") and out:
+            out[-1] += "  " + line.strip()
+        else:
+            out.append(line)
+    return out
+
+
 def test_dump_ir_writes_text_and_json_after_each_pass(tmp_path):
     result = edgec.compile(zoo_models()["squeezenet"], TRIO, tmp_path / "out", dump_ir=tmp_path / "ir")
     names = sorted(p.name for p in (tmp_path / "ir").iterdir())
     assert names == sorted(f"{i:02d}-{p}.{ext}" for i, p in enumerate(PASSES, 1) for ext in ("txt", "json"))
-    boards = (tmp_path / "ir" / "06-partition.txt").read_text().splitlines()
+    boards = logical_lines((tmp_path / "ir" / "06-partition.txt").read_text())
     conv = next(line for line in boards if "= Conv(" in line)
     # %out: f32[...] = Conv(%in, %w:const, ...) {attrs}  # node  group ...  -> stage@device
     assert conv.startswith("%") and ": f32[1," in conv and "-> seg0@" in conv and "nano.gpu " in conv
-    text = (tmp_path / "ir" / "07-local-partition.txt").read_text().splitlines()
+    text = logical_lines((tmp_path / "ir" / "07-local-partition.txt").read_text())
     conv = next(line for line in text if "= Conv(" in line)
     assert "-> s0@" in conv and conv.split("-> s0@")[1].count(".") == 1  # now on device.unit
     dump = json.loads((tmp_path / "ir" / "09-codegen.json").read_text())

@@ -55,12 +55,12 @@ def test_a_node_tensorrt_lacks_runs_on_the_nano_cpu_between_gpu_stages(tmp_path)
         ops = {n.op_type for n in sub.graph.node}
         if stage.unit == "gpu":
             assert "Shrink" not in ops and all(OPERATORS[op].supported for op in ops)
-            assert stage.variant == "fp16" and stage.session["engine"] == f"{stage.name}.engine"
+            assert stage.variant == "fp16" and stage.session["ort_tensorrt_ep"]["providers"][0] == "TensorrtExecutionProvider"
         else:
             assert "Shrink" in ops and stage.session["provider"] == "CPUExecutionProvider"
     assert edgec.verify(result.out_dir).passed
     run = (result.out_dir / "nano" / "run_nano.sh").read_text()
-    assert "build_engine.sh" in run and "taskset -c 0-3" in run
+    assert "TensorrtExecutionProvider" in run and "taskset -c 0-3" in run
 
 
 def test_the_ir_dump_marks_units_that_cannot_run_a_group(tmp_path):
@@ -106,10 +106,10 @@ def test_every_file_of_out_is_in_the_manifest_with_its_sha256(tmp_path):
     result = edgec.compile(model, one_board("jetson-nano", "nano"), tmp_path / "out")
     listed = {f["path"]: f["sha256"] for f in result.manifest.files}
     on_disk = {str(p.relative_to(result.out_dir)) for p in result.out_dir.rglob("*") if p.is_file()}
-    assert on_disk - {"manifest.json"} == set(listed)
+    assert on_disk - {"manifest.json", "manifest.sha256", "deployment.json"} == set(listed)
     for path, sha in listed.items():
         assert hashlib.sha256((result.out_dir / path).read_bytes()).hexdigest() == sha
-    for script in ("nano/run_nano.sh", "nano/build_engine.sh"):
+    for script in ("nano/run_nano.sh",):
         assert (result.out_dir / script).stat().st_mode & 0o111
 
 

@@ -9,6 +9,7 @@ import pytest
 from edgec.errors import EdgecError
 from edgec.runtime.deployment import default_deployment, load_deployment, local_deployment, parse_deployment
 from edgec.runtime.pipeline import read_pipeline
+from edgec.runtime.trust import seal
 
 
 def _tensor(name, shape=(1, 4)):
@@ -31,6 +32,7 @@ def _manifest(tmp_path, stages, cluster=None):
             "objective": "throughput", "inputs": [_tensor("x")], "outputs": [_tensor("z")], "stages": stages,
             "transfers": [], "predicted": {"latency_ms": 1, "bottleneck_ms": 1, "throughput_fps": 1}}
     (tmp_path / "manifest.json").write_text(json.dumps(data))
+    seal(str(tmp_path))  # as compile does: the runtime refuses a manifest without its digest
     return str(tmp_path)
 
 

@@ -15,6 +15,7 @@ from edgec.runtime.driver import Driver
 from edgec.runtime.frames import random_frames
 from edgec.runtime.local import LocalCluster, run_local
 from edgec.runtime.pipeline import read_pipeline
+from edgec.runtime.trust import seal
 
 from conftest import save_text_model
 from test_runtime_local import MULTI, assert_close, expected_outputs, host_cluster
@@ -164,6 +165,7 @@ def _replicate_middle_stage(out, device):
     copy.update(parallel="replica", weight=0.5, step=1)
     stages.insert(2, copy)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    seal(str(out))  # as compile does: the runtime refuses a manifest without its digest
 
 
 @pytest.fixture
@@ -249,5 +251,6 @@ def test_a_step_marked_slices_without_their_rows_is_refused(replica_plan, tmp_pa
         st["parallel"] = "slice"
         st.pop("weight")
     (folder / "manifest.json").write_text(json.dumps(data))
+    seal(str(folder))
     with pytest.raises(EdgecError, match=r"\$\.stages\[0\]: missing field 'slice'"):
         read_pipeline(str(folder))

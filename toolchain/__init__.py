@@ -16,7 +16,7 @@ from edgec.errors import EdgecError
 
 __version__ = "0.1.0"
 
-_API = ("compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck")
+_API = ("compile", "verify", "analyze", "report", "CompileResult", "VerifyResult", "OutputCheck")
 __all__ = list(_API) + ["EdgecError", "__version__"]
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from rich.console import Console
+
 from edgec.cluster import Cluster, load_cluster
 from edgec.costmodel.energy import require_power
 from edgec.errors import EdgecError
@@ -25,8 +27,13 @@ from edgec.passes.partition.hierarchical import Limits
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.partition.spatial import SpatialPartition
 from edgec.passes.shape_inference import ShapeInference
+from edgec.runtime.deployment import DEPLOYMENT_FILE, default_deployment
+from edgec.runtime.pipeline import read_pipeline
+from edgec.runtime.trust import seal
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
-from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
+from edgec.report_page import Report, write_report
+from edgec.pipeline import (DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, ShowProgress, TimePasses,
+                             VerifyInvariants)
 from edgec.verification import OutputCheck, VerifyResult, verify
 
 OBJECTIVES = ("throughput", "latency", "energy")
@@ -92,13 +99,15 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             max_latency_ms: float | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
             dump_ir: str | os.PathLike | None = None, print_ir_after: Sequence[str] = (),
             print_ir: Callable[[str, str], None] | None = None, check_invariants: bool = True,
-            keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> CompileResult:
+            keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES,
+            progress: Console | None = None) -> CompileResult:
     """Compile `model` for `cluster` into the folder `out`.
 
     Everything is written to a temporary folder beside `out` and renamed into
     place at the end: a failed compile leaves no half-written `out`. A sub-model
     with more than `external_data_bytes` of weights keeps them in a `.data` file
-    beside it (ONNX external data).
+    beside it (ONNX external data). With a `progress` console, a pass that runs
+    over a second shows there while it runs.
     """
     check_plan_options(objective, strategy, min_fps, max_latency_ms)
     out = Path(out)
@@ -113,6 +122,8 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             instruments.append(VerifyInvariants())
         if dump_ir is not None:
             instruments.append(DumpIR(Path(dump_ir)))
+        if progress is not None:
+            instruments.append(ShowProgress(progress))
         if print_ir_after:
             instruments.append(PrintIRAfter(print_ir_after, print_ir or (lambda name, text: print(text))))
         passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective,
@@ -133,6 +144,8 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         manifest.passes = [{"name": t.name, "ms": round(t.ms, 3)} for t in timer.timings]
         check_against_schema(manifest)
         manifest.write(staging / "manifest.json")
+        seal(str(staging))
+        default_deployment(read_pipeline(str(staging))).write(str(staging / DEPLOYMENT_FILE))  # editable: unsealed
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -183,4 +196,11 @@ def _move_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES", "STRATEGIES"]
+def report(out: str | os.PathLike, html: str | os.PathLike | None = None, *,
+           model: str | os.PathLike | None = None) -> Report:
+    """Write the HTML report of the plan in `out` (default: out/report.html); see edgec.report_page."""
+    return write_report(out, html, model=model, analyze=analyze)
+
+
+__all__ = ["compile", "verify", "analyze", "report", "Report", "CompileResult", "VerifyResult", "OutputCheck",
+           "build_passes", "OBJECTIVES", "STRATEGIES"]

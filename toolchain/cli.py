@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,32 +16,63 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import edgec
 from edgec.errors import EdgecError
+from edgec.manifest import OBJECTIVES
+from edgec.progress import Counter, progress_console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Split one ONNX model across a cluster of edge boards.")
 console = Console()
 err_console = Console(stderr=True)
 
+# The choices of compile's options: enums, so the help lists them and shell completion offers them. A new
+# value is one entry in its tuple (objectives: edgec.manifest.OBJECTIVES, which the manifest also checks;
+# strategies here, as the partitioner's own list would load the compiler for every command; tests/test_cli.py
+# holds both to what the library accepts).
+Objective = Enum("Objective", {name: name for name in OBJECTIVES}, type=str)  # type: ignore[misc]
+STRATEGIES = ("hierarchical", "data-parallel", "pipeline", "spatial", "optimal", "random", "greedy", "even", "single",
+              "two-way")
+Strategy = Enum("Strategy", {name: name for name in STRATEGIES}, type=str)  # type: ignore[misc]
+
+
+def _version(show: bool) -> None:
+    if show:
+        console.print(f"edgec {edgec.__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Split one ONNX model across a cluster of edge boards."""
+
 
 @app.command("compile")
 def compile_cmd(
-    model: Path = typer.Argument(..., help="the .onnx model"),
-    target: Path = typer.Option(..., "-t", "--target", help="cluster.json"),
-    out: Path = typer.Option(..., "-o", "--out", help="output folder"),
-    objective: str = typer.Option("throughput", help="throughput (pipeline bottleneck), latency, or energy "
-                                  "(per frame, under --min-fps / --max-latency-ms)"),
-    strategy: str = typer.Option("hierarchical", help="hierarchical (boards and units jointly, every unit a "
-                                 "concurrent worker, replicas where they pay), data-parallel (whole-model replicas), "
-                                 "pipeline (one segment per board), spatial (a frame's feature maps sliced across units), or a "
-                                 "baseline: random, greedy, even, single, two-way"),
-    min_fps: Optional[float] = typer.Option(None, "--min-fps", help="refuse plans slower than this"),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="refuse plans slower per frame "
-                                                   "end to end than this"),
-    input_shape: List[str] = typer.Option([], "--input-shape", help="pin dynamic dims: NAME=1x3x224x224 (repeatable)"),
-    dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write NN-<pass>.txt/.json after each pass"),
-    print_ir_after: List[str] = typer.Option([], "--print-ir-after", help="print the IR after PASS (or 'all')"),
-    time_passes: bool = typer.Option(False, "--time-passes", help="print each pass's wall time"),
+    model: Path = typer.Argument(..., metavar="MODEL", help="the .onnx model"),
+    target: Path = typer.Option(..., "-t", "--target", metavar="CLUSTER.JSON", help="the cluster to compile for"),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="output folder"),
+    objective: Objective = typer.Option("throughput", help="what to minimise: throughput (the pipeline's "
+                                        "bottleneck), latency (one inference end to end), or energy (per frame, "
+                                        "under --min-fps / --max-latency-ms)"),
+    strategy: Strategy = typer.Option("hierarchical", help="hierarchical (boards and units jointly, every unit a "
+                                      "concurrent worker, replicas where they pay), data-parallel (whole-model "
+                                      "replicas), pipeline (one segment per board), spatial (a frame's feature maps "
+                                      "sliced across units), or a research baseline"),
+    min_fps: Optional[float] = typer.Option(None, "--min-fps", metavar="FPS", help="refuse plans slower than this"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", metavar="MS",
+                                                   help="refuse plans slower per frame end to end than this"),
+    input_shape: List[str] = typer.Option([], "--input-shape", metavar="NAME=DIMS",
+                                          help="pin dynamic dims, e.g. images=1x3x224x224 (repeatable)"),
+    dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", metavar="DIR", help="write NN-<pass>.txt/.json after "
+                                           "each pass"),
+    print_ir_after: List[str] = typer.Option([], "--print-ir-after", metavar="PASS",
+                                             help="print the IR after PASS, or 'all' (repeatable)"),
+    time_passes: bool = typer.Option(False, "--time-passes", metavar="", help="print each pass's wall time"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
     """Compile MODEL for the cluster into per-device sub-models and a manifest."""
     from edgec.passes.shape_inference import parse_input_shape
@@ -48,11 +80,12 @@ def compile_cmd(
     shapes = dict(parse_input_shape(s) for s in input_shape)
     from edgec import api  # the compiler side loads only for the commands that need it (boards serve without it)
 
-    result = api.compile(model, target, out, objective=objective, strategy=strategy, min_fps=min_fps,
+    result = api.compile(model, target, out, objective=objective.value, strategy=strategy.value, min_fps=min_fps,
                          max_latency_ms=max_latency_ms, input_shapes=shapes, dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
-                                                                   highlight=False))
+                                                                   highlight=False),
+                         progress=progress_console(console, quiet))
     m = result.manifest
     console.print(f"wrote {out}/: {len(m.stages)} stages on {len({s.device for s in m.stages})} devices; "
                   f"predicted latency {m.predicted['latency_ms']:.2f} ms, bottleneck {m.predicted['bottleneck_ms']:.2f} ms "
@@ -67,15 +100,18 @@ def compile_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile"),
-    model: Optional[Path] = typer.Option(None, "--model", help="the original model (default: the path in the manifest)"),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz of real inputs, one array per graph input "
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL",
+                                         help="the original model (default: the path in the manifest)"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="FILE.npz",
+                                          help=".npz of real inputs, one array per graph input "
                                           "(default: one seeded random frame)"),
-    seed: int = typer.Option(0, help="seed for random inputs"),
-    input_range: Optional[str] = typer.Option(None, "--input-range", help="LOW,HIGH: random float inputs uniform "
+    seed: int = typer.Option(0, metavar="N", help="seed for random inputs"),
+    input_range: Optional[str] = typer.Option(None, "--input-range", metavar="LOW,HIGH",
+                                              help="LOW,HIGH: random float inputs uniform "
                                               "in this range (default: standard normal)"),
-    rtol: Optional[float] = typer.Option(None, help="relative tolerance per element [default: 1e-4]"),
-    atol: Optional[float] = typer.Option(None, help="absolute tolerance per element [default: 1e-5]"),
+    rtol: Optional[float] = typer.Option(None, metavar="X", help="relative tolerance per element [default: 1e-4]"),
+    atol: Optional[float] = typer.Option(None, metavar="X", help="absolute tolerance per element [default: 1e-5]"),
 ) -> None:
     """Run the original and the chained sub-models; PASS/FAIL per output (exit 1 on FAIL).
 
@@ -108,7 +144,7 @@ def _range(text: Optional[str]) -> Optional[tuple]:
 
 
 @app.command("inspect")
-def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec compile")) -> None:
+def inspect_cmd(out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile")) -> None:
     """Show the compiled plan as a table."""
     from edgec.manifest import read_manifest
 
@@ -148,14 +184,38 @@ def _energy(predicted: dict) -> str:
     return "" if e is None else f", energy {e:.1f} mJ/frame"
 
 
+@app.command("report")
+def report_cmd(
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
+    html: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE.html",
+                                        help="the page to write [default: OUT/report.html]"),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL",
+                                         help="the source model, for fusion groups in the graph "
+                                         "(default: the path in the manifest)"),
+) -> None:
+    """Write one self-contained HTML page that draws the plan: timeline, model graph, memory, tables."""
+    from edgec import api
+
+    result = api.report(out, html, model=model)
+    for note in result.notes:
+        err_console.print(f"edgec: note: {note}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {result.path}: {result.stages} stages, {result.graph_boxes} graph boxes"
+                  + (" (condensed)" if result.condensed else "") + (", with measured times" if result.measured else ""),
+                  highlight=False, soft_wrap=True)
+
+
 @app.command("profile")
 def profile_cmd(
-    out: Path = typer.Option(..., "-o", "--out", help="profile file to write (name it in cluster.json: \"profile\")"),
-    unit: List[str] = typer.Option([], "--unit", help="NAME=CORES, e.g. big=4,5,6,7 (repeatable; default: one "
+    out: Path = typer.Option(..., "-o", "--out", metavar="FILE.json",
+                             help="profile file to write (name it in cluster.json: \"profile\")"),
+    unit: List[str] = typer.Option([], "--unit", metavar="NAME=CORES",
+                                   help="e.g. big=4,5,6,7 (repeatable; default: one "
                                    "unit 'cpu' on all cores)"),
-    power: List[str] = typer.Option([], "--power", help="NAME=ACTIVE_W,IDLE_W: a unit's power measured with a meter "
-                                    "(the board's draw above idle while the unit computes, and the board's idle "
-                                    "draw), for --objective energy (repeatable)"),
+    power: List[str] = typer.Option([], "--power", metavar="NAME=ACTIVE_W,IDLE_W",
+                                    help="a unit's power measured with a meter (the board's draw above idle while "
+                                    "the unit computes, and the board's idle draw), for --objective energy "
+                                    "(repeatable)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
     """Measure this machine's compute units with ONNX Runtime micro-benchmarks and write a profile."""
     from edgec.costmodel.energy import parse_power_option, record_measured_power
@@ -176,7 +236,12 @@ def profile_cmd(
     unknown = [name for name in powers if name not in (units or {"cpu": None})]
     if unknown:
         raise EdgecError(f"--power {unknown[0]}: no such unit; name one given with --unit (default: cpu)")
-    doc = write_profile(out, units or None)
+    shown = progress_console(console, quiet)
+    with Counter(shown, "micro-benchmarks", None) as bar:
+        def timed(unit_name: str, bench: str, done: int, total: int) -> None:
+            bar.show(done, total, f"{unit_name}: timed {bench}")
+
+        doc = write_profile(out, units or None, on_bench=timed)
     if powers:
         doc = record_measured_power(out, powers)
     for name, u in doc["units"].items():
@@ -188,7 +253,7 @@ def profile_cmd(
 
 
 @app.command("schema")
-def schema_cmd(which: str = typer.Argument(..., help="cluster or manifest")) -> None:
+def schema_cmd(which: str = typer.Argument(..., metavar="cluster|manifest", help="which schema")) -> None:
     """Print the published JSON Schema of cluster.json or manifest.json."""
     from edgec import cluster, manifest_schema
 
@@ -203,13 +268,15 @@ def schema_cmd(which: str = typer.Argument(..., help="cluster or manifest")) -> 
 
 @app.command("serve")
 def serve_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile (the device's bundle)"),
-    device: str = typer.Option(..., "--device", help="the device to serve, as named in the cluster"),
-    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON: device -> host/port"),
-    cores: Optional[str] = typer.Option(None, "--cores", help="pin to these core ids (default: the cores its units declare)"),
-    no_pin: bool = typer.Option(False, "--no-pin", help="do not pin the process to cores"),
-    keys: Optional[Path] = typer.Option(None, "--keys", help="keys folder from `edgec keys` (CURVE on)"),
-    hwm: int = typer.Option(2, "--hwm", help="high-water mark of each queue, in messages"),
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile (the device's bundle)"),
+    device: str = typer.Option(..., "--device", metavar="NAME", help="the device to serve, as named in the cluster"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", metavar="FILE.json",
+                                              help="deployment JSON: device -> host/port"),
+    cores: Optional[str] = typer.Option(None, "--cores", metavar="0,1,...",
+                                        help="pin to these core ids (default: the cores its units declare)"),
+    no_pin: bool = typer.Option(False, "--no-pin", metavar="", help="do not pin the process to cores"),
+    keys: Optional[Path] = typer.Option(None, "--keys", metavar="DIR", help="keys folder from `edgec keys` (CURVE on)"),
+    hwm: int = typer.Option(2, "--hwm", metavar="N", help="high-water mark of each queue, in messages"),
 ) -> None:
     """Run DEVICE's stages: receive frames, compute, send the results on (until Ctrl-C)."""
     from edgec.runtime import cli as runtime_cli
@@ -219,31 +286,42 @@ def serve_cmd(
 
 @app.command("run")
 def run_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile"),
-    inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz: per input one frame, or a stack [N, ...] (default: seeded random)"),
-    frames: Optional[int] = typer.Option(None, "--frames", help="frames to send, cycling through the inputs (default: as many as given)"),
-    local: bool = typer.Option(False, "--local", help="start every device as its own process here (loopback)"),
-    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON of the serving devices"),
-    keys: Optional[Path] = typer.Option(None, "--keys", help="keys folder from `edgec keys` (CURVE on)"),
-    timeout: float = typer.Option(10.0, "--timeout", help="seconds a device may stay silent before the run fails"),
-    output: Optional[Path] = typer.Option(None, "--output", help="write the outputs, stacked per name, to this .npz"),
-    no_pin: bool = typer.Option(False, "--no-pin", help="with --local: do not pin device processes to cores"),
-    seed: int = typer.Option(0, help="seed for random inputs"),
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", metavar="FILE.npz",
+                                          help=".npz: per input one frame, or a stack [N, ...] (default: seeded random)"),
+    frames: Optional[int] = typer.Option(None, "--frames", metavar="N",
+                                         help="frames to send, cycling through the inputs (default: as many as given)"),
+    local: bool = typer.Option(False, "--local", metavar="",
+                               help="start every device as its own process here (loopback)"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", metavar="FILE.json",
+                                              help="deployment JSON of the serving devices"),
+    keys: Optional[Path] = typer.Option(None, "--keys", metavar="DIR", help="keys folder from `edgec keys` (CURVE on)"),
+    timeout: float = typer.Option(10.0, "--timeout", metavar="SECONDS",
+                                  help="seconds a device may stay silent before the run fails"),
+    output: Optional[Path] = typer.Option(None, "--output", metavar="FILE.npz",
+                                          help="write the outputs, stacked per name, to this .npz"),
+    no_pin: bool = typer.Option(False, "--no-pin", metavar="",
+                                help="with --local: do not pin device processes to cores"),
+    seed: int = typer.Option(0, metavar="N", help="seed for random inputs"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
 ) -> None:
     """Feed frames to the plan's first device and collect results from the last, in order."""
     from edgec.runtime import cli as runtime_cli
 
-    code = runtime_cli.run(str(out), _opt(inputs), frames, local, _opt(deployment), _opt(keys), timeout, _opt(output),
-                           no_pin, seed)
+    shown = progress_console(console, quiet)
+    with Counter(shown, "frames", frames) as bar:
+        code = runtime_cli.run(str(out), _opt(inputs), frames, local, _opt(deployment), _opt(keys), timeout,
+                               _opt(output), no_pin, seed, on_result=lambda seq, outputs, error: bar.advance())
     if code:
         raise typer.Exit(code)
 
 
 @app.command("keys")
 def keys_cmd(
-    out: Path = typer.Argument(..., help="folder written by edgec compile"),
-    folder: Optional[Path] = typer.Option(None, "--folder", help="where to write them (default: OUT/keys)"),
-    force: bool = typer.Option(False, "--force", help="replace existing keys"),
+    out: Path = typer.Argument(..., metavar="OUT", help="folder written by edgec compile"),
+    folder: Optional[Path] = typer.Option(None, "--folder", metavar="DIR",
+                                          help="where to write them (default: OUT/keys)"),
+    force: bool = typer.Option(False, "--force", metavar="", help="replace existing keys"),
 ) -> None:
     """Make a CurveZMQ keypair per device and one for the driver (public/ shareable, private/ per board)."""
     from edgec.runtime import cli as runtime_cli

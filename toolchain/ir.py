@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from edgec.cluster import Cluster
+from edgec.ir_listing import fit, plan_summary
 from edgec.weights import as_inputs, constant_nbytes, lighten
 from edgec.weights import inline as inline_weights
 
@@ -198,7 +199,8 @@ class Program:
     # -- dumps -----------------------------------------------------------------------
 
     def to_text(self) -> str:
-        """One line per node, readable without a viewer."""
+        """One line per node (wrapped past edgec.ir_listing.WIDTH), readable without a viewer; once placed,
+        a summary of the plan at the end."""
         group_of = self.group_of()
         placed = self.placement()
         lines = [f"# edgec IR  opset {self.opset}  source {self.source_path}"]
@@ -217,9 +219,10 @@ class Program:
             attrs = _attrs_str(node)
             line = f"{outs} = {node.op}({args}){(' {' + attrs + '}') if attrs else ''}"
             notes = _node_notes(node.name, group_of, self.groups, self.costs, placed, self.unsupported)
-            lines.append(f"{line}  # {node.name}{notes}")
+            lines += fit(line, [node.name] + [n for n in notes.split("  ") if n])
         for t in self.graph.outputs:
             lines.append(f"output %{t.name}: {type_str(t)}")
+        lines += plan_summary(self, tensor_nbytes)
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict[str, Any]:

@@ -12,15 +12,19 @@ and they know facts, never pass names.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Protocol, Sequence
 
 import onnx
+from rich.console import Console
+from rich.progress import Progress
 
 from edgec.errors import EdgecError
 from edgec.ir import Program
+from edgec.progress import spinner
 
 
 # What a pass may require or provide: Program fields, and `shapes`, a property of `graph`.
@@ -84,6 +88,9 @@ class Instrument:
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:  # noqa: B027
         pass
 
+    def end(self) -> None:  # noqa: B027
+        """After the last pass, or when one failed."""
+
 
 @dataclass
 class PassTiming:
@@ -106,29 +113,96 @@ class TimePasses(Instrument):
         self.timings.append(PassTiming(pass_.name, (time.perf_counter() - self._start) * 1e3, result.changed))
 
 
+class ShowProgress(Instrument):
+    """Shows a pass that runs longer than `after_s` on a rich console: its number, name and time so far."""
+
+    def __init__(self, console: Console, after_s: float = 1.0) -> None:
+        self.console = console
+        self.after_s = after_s
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._shown: Progress | None = None
+        self._total = 0
+
+    def begin(self, passes: Sequence[Pass], given: frozenset[str]) -> None:
+        self._total = len(passes)
+
+    def before_pass(self, pass_: Pass, program: Program, index: int) -> None:
+        started = self.console.get_time()
+        self._timer = threading.Timer(self.after_s, self._show, (f"pass {index}/{self._total}: {pass_.name}", started))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _show(self, text: str, started: float) -> None:
+        with self._lock:
+            if self._timer is None:
+                return  # the pass ended meanwhile
+            self._shown = spinner(self.console)
+            task = self._shown.add_task(text, total=None)
+            for t in self._shown.tasks:  # the time shown is the pass's, not the display's
+                if t.id == task:
+                    t.start_time = started
+            self._shown.start()
+
+    def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
+        self.end()
+
+    def end(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._shown is not None:
+                self._shown.stop()
+                self._shown = None
+
+
 class DumpIR(Instrument):
-    """Writes ``NN-<pass>.txt`` and ``NN-<pass>.json`` after each pass (``--dump-ir DIR``)."""
+    """Writes ``NN-<pass>.txt`` and ``NN-<pass>.json`` after each pass (``--dump-ir DIR``).
+
+    A text dump the same as the previous pass's is one line naming that file."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+        self._previous: tuple[str, str] | None = None  # (file name, text)
+
+    def begin(self, passes: Sequence[Pass], given: frozenset[str]) -> None:
+        self._previous = None
 
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         stem = self.directory / f"{index:02d}-{pass_.name}"
-        stem.with_suffix(".txt").write_text(result.program.to_text())
+        text = result.program.to_text()
+        if self._previous is not None and self._previous[1] == text:
+            stem.with_suffix(".txt").write_text(unchanged_line(pass_.name, self._previous[0]))
+        else:
+            stem.with_suffix(".txt").write_text(text)
+            self._previous = (stem.with_suffix(".txt").name, text)
         stem.with_suffix(".json").write_text(result.program.to_json_text())
 
 
+def unchanged_line(pass_name: str, same_as: str) -> str:
+    return f"# unchanged by {pass_name}: the listing is as {same_as} shows\n"
+
+
 class PrintIRAfter(Instrument):
-    """Hands the text dump after the named passes to a sink (``--print-ir-after PASS``)."""
+    """Hands the text dump after the named passes to a sink (``--print-ir-after PASS``); a dump the same as
+    the one printed for the pass just before is one line saying so."""
 
     def __init__(self, pass_names: Sequence[str], sink: Callable[[str, str], None]) -> None:
         self.pass_names = set(pass_names)
         self.sink = sink
+        self._previous: tuple[int, str, str] | None = None  # (index, pass, text) of the last one printed
 
     def after_pass(self, pass_: Pass, result: PassResult, index: int) -> None:
         if pass_.name in self.pass_names or "all" in self.pass_names:
-            self.sink(pass_.name, result.program.to_text())
+            text = result.program.to_text()
+            last = self._previous
+            if last is not None and last[0] == index - 1 and last[2] == text:
+                self.sink(pass_.name, unchanged_line(pass_.name, f"the IR after {last[1]}").rstrip("\n"))
+            else:
+                self.sink(pass_.name, text)
+            self._previous = (index, pass_.name, text)
 
 
 class VerifyInvariants(Instrument):
@@ -246,6 +320,13 @@ class PassManager:
     def run(self, program: Program) -> Program:
         for inst in self.instruments:
             inst.begin(self.passes, self.given)
+        try:
+            return self._run(program)
+        finally:
+            for inst in self.instruments:
+                inst.end()
+
+    def _run(self, program: Program) -> Program:
         for index, pass_ in enumerate(self.passes, start=1):
             for inst in self.instruments:
                 inst.before_pass(pass_, program, index)

@@ -8,6 +8,13 @@ rtol * |expected|``, with defaults atol 1e-5 and rtol 1e-4: a split plan is the
 same arithmetic as the original but for float reordering (folded BN, fused
 bias), which stays within a few ulps of each value; atol keeps outputs that sit
 near zero from failing on rounding alone.
+
+Before anything runs, the bundle is held to its manifest (`check_bundle`): the
+manifest to its digest, every file it lists to its sha256, every stage's
+session settings to the runtime's allow-list, and every sub-model's inputs and
+outputs to the names, dtypes and shapes the manifest gives them (the runtime
+checks frames against the manifest, so a manifest that disagrees with its
+sub-models fails every frame).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from edgec.manifest import Manifest, TensorSpec, read_manifest
 from edgec.runtime.frames import random_frames
 from edgec.runtime.session import inference_session
 from edgec.runtime.stage import checked_model
+from edgec.runtime.trust import check_listed_files, check_manifest_digest, check_session
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -75,6 +83,7 @@ def verify(out: str | os.PathLike, *, model: str | os.PathLike | None = None,
     if input_range is not None and not input_range[0] < input_range[1]:
         raise EdgecError(f"--input-range {input_range[0]:g},{input_range[1]:g}: expected LOW,HIGH with LOW < HIGH")
     manifest = read_manifest(out)
+    check_bundle(Path(out), manifest)
     model_path = Path(model) if model is not None else Path(manifest.source_model["path"])
     if not model_path.is_file():
         raise EdgecError("original model not found; pass it with --model", where=str(model_path))
@@ -86,6 +95,42 @@ def verify(out: str | os.PathLike, *, model: str | os.PathLike | None = None,
     got = run_chain(Path(out), manifest, feeds)
     checks = [compare(name, expected[name], got[name], rtol=rtol, atol=atol) for name in expected]
     return VerifyResult(checks, atol, rtol)
+
+
+def check_bundle(out: Path, manifest: Manifest) -> None:
+    """The manifest against its digest, the files against the manifest, the manifest against the sub-models."""
+    check_manifest_digest(str(out))
+    models = []
+    for stage in manifest.stages:  # sub-models first: their errors name the stage
+        checked_model(str(out), stage)
+        models += [stage.model] + ([stage.external_data["path"]] if stage.external_data else [])
+    check_listed_files(str(out), manifest.files, skip=models)
+    for stage in manifest.stages:
+        check_session(stage.session, str(out), f"manifest.json: stage {stage.name} session")
+        path = out / stage.model
+        try:
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception as exc:  # onnx raises its own exception types
+            raise EdgecError(f"stage {stage.name}: cannot read its sub-model: {_first_line(exc)}", where=str(path)) from None
+        inits = {t.name for t in graph.initializer}
+        for what, specs, values in (("input", stage.inputs, [v for v in graph.input if v.name not in inits]),
+                                    ("output", stage.outputs, list(graph.output))):
+            _match_io(stage.name, what, specs, values, str(path))
+
+
+def _match_io(stage: str, what: str, specs: list[TensorSpec], values: list, where: str) -> None:
+    """The sub-model's graph inputs (or outputs) are the manifest's: same names, in order, dtypes, shapes."""
+    got_names, want_names = [v.name for v in values], [t.name for t in specs]
+    if got_names != want_names:
+        raise EdgecError(f"manifest.json: stage {stage} lists {what}s {want_names}, the sub-model has {got_names}; "
+                         f"recompile", where=where)
+    for spec, value in zip(specs, values):
+        ttype = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name if ttype.elem_type else "?"
+        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in ttype.shape.dim]
+        if dtype != spec.dtype or shape != list(spec.shape):
+            raise EdgecError(f"manifest.json: stage {stage} {what} '{spec.name}' is {spec.dtype}{list(spec.shape)}, "
+                             f"the sub-model's is {dtype}{shape}; recompile", where=where)
 
 
 def random_inputs(specs: list[TensorSpec], seed: int = 0,

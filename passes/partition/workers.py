@@ -217,9 +217,12 @@ def predict_steps(program: Program, steps: list[list[Copy]], handoff_bytes: list
             floors[device] = sum(weights[k + 1][r] * traffic[k][r] for k, r in mine) * 1e3 / bandwidth[device]
     # one worker holding stages of several steps runs them one after another
     per_worker: dict[Worker, float] = {}
+    held: dict[Worker, int] = {}
     for k, step in enumerate(steps):
         for r, c in enumerate(step):
             per_worker[c.worker] = per_worker.get(c.worker, 0.0) + weights[k + 1][r] * ms[k][r]
+            held[c.worker] = held.get(c.worker, 0) + 1
+    per_worker = {w: v for w, v in per_worker.items() if held[w] > 1}
     slowest_hand = [max(max(row) for row in h) for h in hand]
     latency = sum(max(row) for row in ms) + sum(slowest_hand)
     loads += [(v, f"{d} DRAM") for d, v in floors.items()]

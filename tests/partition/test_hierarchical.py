@@ -119,7 +119,6 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("extra, says", [
-    (["--strategy", "fastest"], "unknown --strategy 'fastest'; expected one of: hierarchical, data-parallel, pipeline"),
     (["--min-fps", "1e9"], "no plan meets --min-fps 1e+09: the fastest plan reaches"),
     (["--max-latency-ms", "0.001"], "no plan meets --max-latency-ms 0.001: the quickest plan takes"),
     (["--strategy", "pipeline", "--min-fps", "1e9"], "no plan meets --min-fps 1e+09: the fastest plan reaches"),
@@ -133,6 +132,21 @@ def test_bad_plan_options_are_one_line_exit_2_and_no_output(tmp_path, extra, say
     assert len(lines) == 1 and lines[0].startswith("edgec: ") and says in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_an_unknown_strategy_is_refused_naming_the_choices_with_no_output(tmp_path):
+    from edgec.api import compile as compile_api
+    from edgec.errors import EdgecError
+
+    model = save_text_model(MULTI, tmp_path / "multi.onnx")
+    proc = _cli("compile", model, "-t", TRIO, "-o", tmp_path / "out", "--strategy", "fastest")
+    text = " ".join(proc.stderr.replace("│", " ").split())
+    assert proc.returncode == 2 and "fastest" in text
+    assert all(f"'{s}'" in text for s in ("hierarchical", "data-parallel", "pipeline"))
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    with pytest.raises(EdgecError, match="unknown --strategy 'fastest'; expected one of: hierarchical, data-parallel"):
+        compile_api(model, TRIO, tmp_path / "out", strategy="fastest")  # the library says it in one line
+    assert not (tmp_path / "out").exists()
 
 
 def test_energy_objective_with_a_unit_without_power_figures_names_it(tmp_path):

@@ -377,7 +377,7 @@ def bench_result(bench: Bench, times: tuple[float, float]) -> BenchResult:
 
 
 def run_benches(benches: Sequence[Bench], threads: int, cores: Sequence[int] | None = None, runs: int = 15,
-                passes: int = 1) -> list[BenchResult]:
+                passes: int = 1, on_bench: Callable[[str, int, int], None] | None = None) -> list[BenchResult]:
     """Time every bench `passes` times over, in turn, keeping each chain length's fastest median.
 
     Slow spells of a shared machine only ever add time, and they last seconds:
@@ -386,10 +386,12 @@ def run_benches(benches: Sequence[Bench], threads: int, cores: Sequence[int] | N
     states would not).
     """
     best: list[list[float]] = [[math.inf, math.inf] for _ in benches]
-    for _ in range(passes):
+    for p in range(passes):
         for k, bench in enumerate(benches):
             times = time_bench(bench, threads, cores, runs)
             best[k] = [min(a, b) for a, b in zip(best[k], times)]
+            if on_bench is not None:  # (bench name, benches timed so far, of how many)
+                on_bench(bench.name, p * len(benches) + k + 1, passes * len(benches))
     return [bench_result(bench, (t[0], t[1])) for bench, t in zip(benches, best)]
 
 

@@ -37,12 +37,15 @@ import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from edgec.costmodel.work import OP_CLASSES
 from edgec.costmodel.microbench import (Bench, BenchResult, default_benches, layout_benches, nchwc_block_size, overhead_bench,
                               plain_benches, run_benches)
 from edgec.costmodel.profile import UnitProfile, default_grouped_efficiency, profile_file_json
+
+# told after each micro-benchmark: (unit, bench, benches timed so far, of how many)
+OnBench = Callable[[str, str, int, int], None]
 
 
 # -- fitting ---------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ def fit_layout_efficiency(results: Sequence[BenchResult], overhead_ms: float, ac
 
 def measure_host_profile(threads: int, cores: list[int] | None = None, *,
                          benches: Sequence[Bench] | None = None, runs: int = 15, passes: int = 3,
-                         name: str = "host.cpu") -> dict:
+                         name: str = "host.cpu", on_bench: OnBench | None = None) -> dict:
     """Measure one compute unit of this machine; returns its profile as JSON (a file's ``units`` entry).
 
     `threads` is the unit's core count (the backend's ``intra_op_num_threads``);
@@ -174,7 +177,8 @@ def measure_host_profile(threads: int, cores: list[int] | None = None, *,
         block = nchwc_block_size()
         benches = [overhead_bench()] + list(benches or default_benches()) + (
             layout_benches() + plain_benches(block) if block else [])
-        overhead_result, *results = run_benches(benches, threads, cores, runs=runs, passes=passes)
+        report = None if on_bench is None else (lambda bench, done, total: on_bench(name, bench, done, total))
+        overhead_result, *results = run_benches(benches, threads, cores, runs=runs, passes=passes, on_bench=report)
     finally:
         if saved is not None:
             os.sched_setaffinity(0, saved)
@@ -190,8 +194,10 @@ def host_description() -> dict:
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def write_profile(path: str | Path, units: dict[str, tuple[int, list[int] | None]] | None = None) -> dict:
+def write_profile(path: str | Path, units: dict[str, tuple[int, list[int] | None]] | None = None,
+                  on_bench: OnBench | None = None) -> dict:
     """Measure the given units (name -> (threads, cores)) and write a profile file; returns its JSON.
+    `on_bench(unit, bench, done, total)` is told after each micro-benchmark.
 
     Without `units`, one unit ``cpu`` with every core of this machine.
     """
@@ -200,7 +206,8 @@ def write_profile(path: str | Path, units: dict[str, tuple[int, list[int] | None
     if units is None:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
         units = {"cpu": (len(cpus), None)}
-    measured = {name: measure_host_profile(threads, cores, name=name) for name, (threads, cores) in units.items()}
+    measured = {name: measure_host_profile(threads, cores, name=name, on_bench=on_bench)
+                for name, (threads, cores) in units.items()}
     doc = profile_file_json(measured, host_description())
     Path(path).write_text(json.dumps(doc, indent=1) + "\n")
     return doc

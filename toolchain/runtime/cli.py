@@ -12,7 +12,7 @@ Python 3.6 syntax: it runs on the boards.
 
 import argparse
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from edgec.errors import EdgecError
 
@@ -41,9 +41,10 @@ def serve(out: str, device: str, deployment: Optional[str] = None, cores: Option
 
 def run(out: str, inputs: Optional[str] = None, frames: Optional[int] = None, local: bool = False,
         deployment: Optional[str] = None, keys: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT_S,
-        output: Optional[str] = None, no_pin: bool = False, seed: int = 0, log: Any = None, err: Any = None) -> int:
-    """Feed frames to the plan's first device, collect results from the last, print a report; 0 if every
-    frame came back, else 1."""
+        output: Optional[str] = None, no_pin: bool = False, seed: int = 0, log: Any = None, err: Any = None,
+        on_result: Optional[Callable[[int, Any, Optional[str]], None]] = None) -> int:
+    """Feed frames to the plan's first device, collect results from the last, print a report and write
+    out/run-stats.json; 0 if every frame came back, else 1. `on_result(seq, outputs, error)` sees each frame."""
     import numpy as np
 
     from edgec.runtime.deployment import load_deployment
@@ -60,20 +61,27 @@ def run(out: str, inputs: Optional[str] = None, frames: Optional[int] = None, lo
     if local:
         if deployment is not None:
             raise EdgecError("--local picks its own ports; leave out --deployment")
+        from edgec.runtime.interrupt import terminate_as_interrupt
         from edgec.runtime.local import LocalCluster
 
-        with LocalCluster(out, keys_dir=keys, pin=not no_pin) as cluster:
+        with terminate_as_interrupt(), LocalCluster(out, keys_dir=keys, pin=not no_pin) as cluster:
             for note in cluster.notes:
                 print("edgec: " + note, file=err, flush=True)
             driver = Driver(out, cluster.deployment, keys, timeout_s=timeout, watch=cluster.problems)
-            result = driver.run(cycle(data), n)
+            result = driver.run(cycle(data), n, on_result)
     else:
         driver = Driver(out, load_deployment(deployment, pipeline), keys, timeout_s=timeout)
-        result = driver.run(cycle(data), n)
+        result = driver.run(cycle(data), n, on_result)
     if output is not None:
         np.savez(output, **stack_outputs(result, driver.output_names))
     for line in report(result):
         print(line, file=log)
+    if result.stats:
+        from edgec.runtime.run_stats import write_run_stats
+
+        note = write_run_stats(out, pipeline.manifest, result)
+        if note is not None:
+            result.notes.append(note)
     for note in result.notes:
         print("edgec: note: " + note, file=err)
     if not result.ok:
@@ -167,5 +175,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except EdgecError as exc:
         print("edgec: {}".format(exc), file=sys.stderr, flush=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        sys.exit(getattr(exc, "exit_code", 130))

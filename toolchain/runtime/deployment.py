@@ -13,14 +13,21 @@ consecutive ports from `port`:
                       replicas may put several on one device)
 
 Workers connect to the next segment's input; the driver connects to the first
-segment's input, the results socket and every status socket. Without a file,
-hosts come from the cluster spec in the manifest (`host`, default 127.0.0.1)
-and ports from 5550 + 10 x the device's position. For `edgec run --local`,
-every device gets 127.0.0.1 and free ports.
+segment's input, the results socket and every status socket.
+
+`edgec compile` writes out/deployment.json (DEPLOYMENT_FILE) from the cluster
+spec: each device's `host` (default 127.0.0.1), `port` (default 5550 + 10 x
+its position) and `bind`. The launchers and `run` use it unless given another
+file; it is not covered by the manifest's digest, so a deployment can be moved
+to other addresses by editing it (the same file on every board and on the
+machine that runs `run`). Without it, the same defaults come from the manifest's
+cluster spec. For `edgec run --local`, every device gets 127.0.0.1 and free
+ports.
 """
 
 
 import json
+import os
 import socket
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
@@ -30,6 +37,7 @@ from edgec.jsonfile import read_json
 from edgec.runtime.pipeline import Pipeline, Segment
 
 DEFAULT_PORT = 5550
+DEPLOYMENT_FILE = "deployment.json"
 
 
 @dataclass(frozen=True)
@@ -96,9 +104,12 @@ class Deployment:
 
 
 def load_deployment(path: Optional[str], plan: Pipeline) -> Deployment:
-    """The deployment file at `path`, or the default one from the manifest."""
+    """The deployment file at `path`; else out/deployment.json; else the default one from the manifest."""
     if path is None:
-        return default_deployment(plan)
+        beside = os.path.join(plan.out_dir, DEPLOYMENT_FILE)
+        if not os.path.isfile(beside):
+            return default_deployment(plan)
+        path = beside
     data = read_json(path, missing="deployment file not found; pass the deployment JSON with --deployment, or "
                                    "leave it out for the hosts in the manifest's cluster spec")
     return parse_deployment(data, plan, path)
@@ -132,9 +143,12 @@ def parse_deployment(data: Any, plan: Pipeline, where: str = "deployment") -> De
 def default_deployment(plan: Pipeline) -> Deployment:
     devices = {}
     for k, name in enumerate(plan.devices):
-        host = plan.device_spec(name).get("host", "127.0.0.1")
-        devices[name] = DeviceEndpoint(host, DEFAULT_PORT + 10 * k)
-    return Deployment(devices)
+        spec = plan.device_spec(name)
+        devices[name] = DeviceEndpoint(spec.get("host", "127.0.0.1"), int(spec.get("port", DEFAULT_PORT + 10 * k)),
+                                       spec.get("bind"))
+    dep = Deployment(devices)
+    _check_overlaps(dep, plan, "manifest.json: cluster")
+    return dep
 
 
 def local_deployment(plan: Pipeline, host: str = "127.0.0.1") -> Deployment:

@@ -29,13 +29,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import zmq
 
 from edgec.errors import EdgecError
-from edgec.runtime import wire
+from edgec.runtime import limits, wire
 from edgec.runtime.dealing import Dealer, EndGather, NoReplicaLeft
 from edgec.runtime.deployment import Deployment, load_deployment
 from edgec.runtime.gather import SliceGather
 from edgec.runtime.keys import DRIVER, Keys, load_keys
 from edgec.runtime.pipeline import Pipeline, Segment, read_pipeline
 from edgec.runtime.stage import StageRunner
+from edgec.runtime.trust import check_listed_files, check_manifest_digest
 
 DEFAULT_HWM = 2
 HEARTBEAT_S = 0.5
@@ -44,6 +45,7 @@ _TIMERS = ("recv", "decode", "compute", "encode", "send", "blocked")
 
 @dataclass
 class _Counters:
+    run: Optional[str] = None  # the run these totals are of: a new run starts from zero
     frames: int = 0
     errors: int = 0
     times: Dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in _TIMERS})  # wall clock
@@ -58,6 +60,7 @@ class _SegmentWorker:
         self.segment = segment
         self.runners = runners
         self.expect = plan.expect(segment.receives)
+        self.max_bytes = limits.frame_bytes(self.expect)  # what one frame for this segment can hold
         self.sends = list(segment.sends)
         self.input: Optional[zmq.Socket] = None
         self.output: Optional[Dealer] = None
@@ -112,6 +115,10 @@ class DeviceWorker:
             raise EdgecError(f"device '{device}' runs no stage of this plan; devices with stages: "
                              f"{', '.join(self.plan.devices)}", where=out_dir)
         self.device = device
+        check_manifest_digest(out_dir)
+        models = [p for st in self.plan.stages for p in [st.model] + ([st.external_data["path"]] if
+                                                                       st.external_data else [])]
+        check_listed_files(out_dir, self.plan.manifest.files, under=device, skip=models)  # models: StageRunner
         self.deployment = deployment if deployment is not None else load_deployment(None, self.plan)
         self.cores = pin_to_cores(cores)  # before any thread exists: ORT's and ZeroMQ's inherit it
         threads = len(self.cores) if self.cores else None
@@ -129,7 +136,8 @@ class DeviceWorker:
         self.heartbeat_s = heartbeat_s
         self._stop = threading.Event()
         self._state: Dict[str, Any] = {"busy": None, "seq": None, "run": None, "since": None,
-                                       "frames": 0, "rejected": 0, "last_rejection": None}
+                                       "frames": 0, "rejected": 0, "last_rejection": None, "active": None,
+                                       "ended": None}
         self.ctx: Optional[zmq.Context] = None
         self._auth: Any = None
         self._status: Optional[zmq.Socket] = None
@@ -149,6 +157,7 @@ class DeviceWorker:
         plan, dep = self.plan, self.deployment
         for sw in self.segments:
             sw.input = self._socket(zmq.PULL)
+            sw.input.setsockopt(zmq.MAXMSGSIZE, limits.part_bytes(sw.expect))  # larger: dropped unread
             _bind(sw.input, dep.segment_input(plan, sw.segment, bind=True))
             nxt = plan.next_step(sw.segment)
             if nxt is None:
@@ -249,7 +258,7 @@ class DeviceWorker:
         frames = sw.input.recv_multipart(copy=False)
         t1, u1 = time.perf_counter(), time.thread_time()
         try:
-            msg = wire.decode(frames, sw.expect if sw.gather is None else None)
+            msg = wire.decode(frames, sw.expect if sw.gather is None else None, sw.max_bytes)
             joined = None
             if sw.gather is not None and msg.kind == "data":
                 joined = sw.gather.add(msg, msg.header.get("skip") or [])
@@ -260,6 +269,10 @@ class DeviceWorker:
             self._reject(sw, exc)
             return
         t2, u2 = time.perf_counter(), time.thread_time()
+        if msg.kind != "error" and c.run != msg.run:  # a run after one that failed: its totals start afresh
+            self._stats(sw)
+            c = sw.counters
+            c.run = msg.run
         if msg.kind == "error":
             if sw.gather is not None and not sw.gather.fail(msg.run, msg.seq):
                 return  # another slice of this frame failed first: its error went on
@@ -267,6 +280,7 @@ class DeviceWorker:
             self._send(sw, [frames[0].bytes], count=False)
             return
         if msg.kind == "end":
+            self._state["ended"] = msg.run  # the run is over here: the deployment is free for another
             header = dict(msg.header)
             stats = sw.ends.add(msg.run, header.get("via"), header.get("skip") or [], header.get("stats") or [])
             if stats is None:
@@ -303,7 +317,7 @@ class DeviceWorker:
             self._send(sw, wire.encode_error(msg.run, msg.seq, self.device, str(stage),
                                              f"{type(exc).__name__}: {exc}"), count=False)
             return
-        st.update(busy=None, since=None)
+        st.update(busy=None, since=None, active=time.monotonic())
         self._send(sw, out, count=True, skip=skip)
         c.frames += 1
         st["frames"] += 1
@@ -358,7 +372,7 @@ class DeviceWorker:
                  # of which ZeroMQ's own threads (I/O, reaper), where the system tells; both are per
                  # process, so a device with several segments counts them in each segment's totals
                  "zmq_cpu": round(z1 - z0, 6) if z0 is not None and z1 is not None else None}
-        sw.counters = _Counters()
+        sw.counters = _Counters(run=c.run)
         sw._cpu0 = (p1, m1, z1)
         return stats
 
@@ -369,6 +383,10 @@ class DeviceWorker:
         while True:
             st = dict(self._state)
             since = st.pop("since")
+            active = st.pop("active")
+            # how long since this device last finished a frame (of run `run`): a driver tells a deployment
+            # that another run is using from an idle one by it
+            st["idle_s"] = round(time.monotonic() - active, 3) if active is not None else None
             # how long the current stage has been computing, by this device's clock
             st["busy_s"] = round(time.monotonic() - since, 3) if since is not None and st.get("busy") else None
             beat = {"device": self.device, "pid": os.getpid(), "stages": stages, **st}
@@ -405,13 +423,17 @@ def serve_device(out_dir: str, device: str, deployment: Optional[str] = None, co
     dep = load_deployment(deployment, plan)
     worker = DeviceWorker(out_dir, device, dep, cores=cores, keys_dir=keys_dir, hwm=hwm)
     worker.bind()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: worker.stop())
     pinned = f"pinned to cores {worker.cores}" if worker.cores else "not pinned"
     print(f"edgec: device {device}: serving stages {', '.join(plan.stage_names(device))} ({pinned}"
           f"{', CURVE' if keys_dir else ''})", file=log, flush=True)
     for line in worker.endpoints():
         print(f"  {line}", file=log, flush=True)
+    if keys_dir is None:
+        print(f"edgec: WARNING: device {device} serves without CURVE keys: anyone who can reach these ports "
+              f"can feed it frames and read its results. Run `edgec keys` and serve with --keys", file=log,
+              flush=True)
     for seg in worker.segments:
         for runner in seg.runners:
             for note in runner.notes:

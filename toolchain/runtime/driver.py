@@ -22,16 +22,19 @@ import numpy as np
 import zmq
 
 from edgec.errors import EdgecError
-from edgec.runtime import wire
+from edgec.runtime import limits, wire
 from edgec.runtime.dealing import Dealer, EndGather
 from edgec.runtime.deployment import Deployment, load_deployment
 from edgec.runtime.keys import DRIVER, Keys, load_keys
 from edgec.runtime.frames import Frame, cycle
 from edgec.runtime.pipeline import Pipeline, read_pipeline
+from edgec.runtime.restarts import Restarts
+from edgec.runtime.runlock import refuse_if_busy
+from edgec.runtime.trust import check_manifest_digest
 
 DEFAULT_TIMEOUT_S = 10.0
 HEARTBEAT_S = 0.5  # as the device workers send them
-STARTUP_TIMEOUT_S = 60.0
+STARTUP_TIMEOUT_S = 60.0  # for device processes a launcher here started and watches (they load models first)
 
 # called for each frame, in order: (seq, outputs or None, error or None)
 OnResult = Callable[[int, Optional[Frame], Optional[str]], None]
@@ -95,9 +98,10 @@ class Driver:
     """Feeds a plan served by its devices (`edgec serve`, or a local launcher) and collects the results."""
 
     def __init__(self, out_dir: str, deployment: Optional[Deployment] = None, keys_dir: Optional[str] = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, startup_timeout_s: float = STARTUP_TIMEOUT_S,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, startup_timeout_s: Optional[float] = None,
                  hwm: int = 2, max_in_flight: Optional[int] = None, watch: Optional[Watch] = None) -> None:
         self.plan: Pipeline = read_pipeline(out_dir)
+        check_manifest_digest(out_dir)
         self.deployment = deployment if deployment is not None else load_deployment(None, self.plan)
         self.keys: Optional[Keys] = None
         if keys_dir is not None:
@@ -105,6 +109,8 @@ class Driver:
         if timeout_s < 2 * HEARTBEAT_S:
             raise EdgecError(f"--timeout {timeout_s:g}: at least {2 * HEARTBEAT_S:g} s, two heartbeats of a device")
         self.timeout_s = timeout_s
+        if startup_timeout_s is None:  # serving devices: --timeout; local ones that a watch sees die: longer
+            startup_timeout_s = timeout_s if watch is None else max(timeout_s, STARTUP_TIMEOUT_S)
         self.startup_timeout_s = startup_timeout_s
         self.hwm = hwm
         self.max_in_flight = max_in_flight or 2 * len(self.plan.segments) + 2
@@ -112,6 +118,7 @@ class Driver:
         self.input_names = list(self.plan.segments[0].receives)
         self.output_names = list(self.plan.segments[-1].sends)
         self._expect_out = self.plan.expect(self.output_names)
+        self._max_result_bytes = limits.frame_bytes(self._expect_out)
 
     def run(self, frames: Callable[[int], Frame], n_frames: int, on_result: Optional[OnResult] = None) -> RunResult:
         """Send frames(0) .. frames(n_frames - 1) through the pipeline; return once each has an outcome."""
@@ -137,15 +144,11 @@ class _Run:
         self.d, self.frames, self.n, self.on_result = driver, frames, n, on_result
         plan, dep = driver.plan, driver.deployment
         self.run_id = uuid.uuid4().hex[:12]
-        targets = []
-        for seg in plan.first.segments:
-            sock = driver._socket(ctx, zmq.PUSH, seg.device)
-            sock.connect(dep.segment_input(plan, seg))
-            targets.append((seg.names, seg.weight, sock))
-        self.dealer = Dealer(plan.first.fan_out, targets)
-        self.pull = driver._socket(ctx, zmq.PULL, plan.last.segments[0].device)
-        for seg in plan.last.segments:
-            self.pull.connect(dep.results(plan, segment=seg))
+        self.ctx = ctx
+        # connected only once every device is up and no other run is using them (_connect)
+        self.dealer: Optional[Dealer] = None
+        self.pull: Optional[zmq.Socket] = None
+        self.restarts = Restarts(settle_s=2 * HEARTBEAT_S)
         self.ends = EndGather([seg.names for seg in plan.last.segments])
         self.lost: List[str] = []  # devices whose replicas were found dead
         self.skip: List[str] = []  # their segments, which every dealer now deals around
@@ -179,6 +182,7 @@ class _Run:
         failure = None
         try:
             self._wait_ready()
+            self._connect()
             t0 = time.monotonic()
             while not (self.next_deliver >= self.n and self.end_seen):
                 self._step()
@@ -194,6 +198,20 @@ class _Run:
             self.notes.append(f"ignored {self.stale} messages left from an earlier run")
         return RunResult(self.n, self.outputs, self.errors, failure, self.stats, wall, self.latencies, self.notes)
 
+    def _connect(self) -> None:
+        d, plan, dep = self.d, self.d.plan, self.d.deployment
+        refuse_if_busy(self.beats, self.run_id, 4 * HEARTBEAT_S, dep.results(plan))
+        targets = []
+        for seg in plan.first.segments:
+            sock = d._socket(self.ctx, zmq.PUSH, seg.device)
+            sock.connect(dep.segment_input(plan, seg))
+            targets.append((seg.names, seg.weight, sock))
+        self.dealer = Dealer(plan.first.fan_out, targets)
+        self.pull = d._socket(self.ctx, zmq.PULL, plan.last.segments[0].device)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, limits.part_bytes(d._expect_out))
+        for seg in plan.last.segments:
+            self.pull.connect(dep.results(plan, segment=seg))
+
     def _wait_ready(self) -> None:
         """Until every device has sent a heartbeat: its sub-models are loaded and its sockets bound."""
         deadline = time.monotonic() + self.d.startup_timeout_s
@@ -204,17 +222,23 @@ class _Run:
             self._check_watch()
             if time.monotonic() > deadline:
                 missing = [d for d in self.d.plan.devices if d not in self.seen]
-                raise RunFailed("; ".join(
-                    f"device {d} (stages {', '.join(self.d.plan.stage_names(d))}) did not come up within "
-                    f"{self.d.startup_timeout_s:g} s: no heartbeat from "
-                    f"{self.d.deployment.status(self.d.plan, d)}; is `edgec serve` running there"
-                    f"{' with the same keys' if self.d.keys else ''}?" for d in missing))
+                raise RunFailed("; ".join(self._not_up(d) for d in missing))
             for sock, _ in poller.poll(100):
                 self._on_beat(sock)
         now = time.monotonic()
         for d in self.seen:
             self.seen[d] = now
         self.last_progress = now
+
+    def _not_up(self, device: str) -> str:
+        ep = self.d.deployment.devices[device]
+        keys = ("CURVE keys in use: the device must serve with --keys, with the same keys as this driver"
+                if self.d.keys else "no CURVE keys in use: a device serving with --keys refuses this driver; "
+                                    "pass --keys")
+        return (f"device {device} (stages {', '.join(self.d.plan.stage_names(device))}) did not come up within "
+                f"{self.d.startup_timeout_s:g} s: no heartbeat from host {ep.host} port {ep.port} "
+                f"({self.d.deployment.status(self.d.plan, device)}); {keys}; is `edgec serve` running there and "
+                f"the port open? Fix host/port in the deployment file")
 
     def _step(self) -> None:
         poller = zmq.Poller()
@@ -294,7 +318,7 @@ class _Run:
     def _on_result(self) -> None:
         frames = self.pull.recv_multipart(copy=False)
         try:
-            msg = wire.decode(frames, self.d._expect_out)
+            msg = wire.decode(frames, self.d._expect_out, self.d._max_result_bytes)
         except wire.WireError as exc:
             if exc.run is not None and exc.run != self.run_id:
                 self.stale += 1
@@ -318,11 +342,17 @@ class _Run:
             return  # the first of the two results of a frame dealt again is kept
         if not 0 <= msg.seq < self.n or msg.seq >= self.next_send:
             raise RunFailed(f"the pipeline returned frame {msg.seq}, which was never sent")
+        if msg.seq in self.restarts.lost:
+            self.notes.append(f"frame {msg.seq} came back after it was counted lost; dropped")
+            return
+        self.restarts.arrived(msg.seq)
         if msg.kind == "error":
             e = msg.error
             self._record(msg.seq, None, f"device {e.get('device')} stage {e.get('stage')}: {e.get('message')}")
         else:
             self._record(msg.seq, {k: msg.tensors[k] for k in self.d.output_names}, None)
+        for seq in self.restarts.settle(msg.seq, 0.0, True):
+            self._record(seq, None, self.restarts.reason())
 
     def _record(self, seq: int, outputs: Optional[Frame], error: Optional[str]) -> None:
         if seq < self.next_deliver or seq in self.results:
@@ -349,6 +379,10 @@ class _Run:
         device = self.subs[sub]
         if not isinstance(beat, dict) or beat.get("device") != device:
             return
+        note = self.restarts.on_beat(device, beat.get("pid"), [s for s in range(self.next_deliver, self.next_send)
+                                                                if s not in self.results], self.next_send)
+        if note:
+            self.notes.append(note)
         before = self.beats.get(device, beat).get("rejected", 0)
         self.beats[device] = beat
         self.seen[device] = time.monotonic()
@@ -369,6 +403,9 @@ class _Run:
     def _check_health(self) -> None:
         self._check_watch()
         now = time.monotonic()
+        computing = any(b.get("busy") and b.get("run") == self.run_id for b in self.beats.values())
+        for seq in self.restarts.settle(None, now - self.last_progress, computing):
+            self._record(seq, None, self.restarts.reason())
         timeout = self.d.timeout_s
         for device in self.d.plan.devices:
             silent = now - self.seen.get(device, now)

@@ -22,6 +22,7 @@ import numpy as np
 from edgec.errors import EdgecError
 from edgec.manifest import StageSpec
 from edgec.runtime.session import inference_session, providers_for, runnable_settings, session_options
+from edgec.runtime.trust import anchored, check_session
 
 
 class ModelMismatch(EdgecError):
@@ -76,8 +77,9 @@ class StageRunner:
         self.stage = stage
         data = checked_model(out_dir, stage)
         where = f"manifest.json: stage {stage.name} session"
+        check_session(stage.session, out_dir, where)
         self.notes: List[str] = []
-        settings = runnable_settings(stage.session, self.notes)
+        settings = anchored(runnable_settings(stage.session, self.notes), out_dir)
         self.options = session_options(settings, threads, where)
         providers = providers_for(settings, self.notes)
         try:

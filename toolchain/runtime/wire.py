@@ -23,11 +23,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgec.runtime import limits
+
 VERSION = 1
 KINDS = ("data", "error", "end")
 DTYPES = frozenset(["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                     "float16", "float32", "float64"])
-MAX_HEADER_BYTES = 1 << 20
+MAX_HEADER_BYTES = limits.MAX_HEADER_BYTES
 
 # name -> (dtype name, shape)
 Expect = Mapping[str, Tuple[str, Sequence[int]]]
@@ -88,11 +90,12 @@ def peek(frames: Sequence[Any]) -> Dict[str, Any]:
     if not frames:
         raise WireError("empty message")
     raw = _bytes(frames[0])
-    if len(raw) > MAX_HEADER_BYTES:
-        raise WireError(f"header of {len(raw)} bytes is too large")
     try:
+        limits.check_header_bytes(raw)
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except limits.LimitExceeded as exc:
+        raise WireError(str(exc)) from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise WireError("header is not JSON") from None
     if not isinstance(header, dict):
         raise WireError("header is not a JSON object")
@@ -109,15 +112,29 @@ def peek(frames: Sequence[Any]) -> Dict[str, Any]:
         raise WireError("header has no run id", seq, None)
     if not isinstance(header.get("tensors", []), list):
         raise WireError("header 'tensors' is not a list", seq, run)
+    if len(header.get("tensors", [])) > limits.MAX_TENSORS:
+        raise WireError(f"header lists more than {limits.MAX_TENSORS} tensors", seq, run)
+    if header["kind"] == "end":
+        stats = header.get("stats", [])
+        if not isinstance(stats, list) or len(stats) > limits.MAX_STATS or \
+                not all(isinstance(s, dict) for s in stats):
+            raise WireError("end message whose 'stats' is not a list of objects", seq, run)
+    if header["kind"] == "error" and not isinstance(header.get("error"), dict):
+        raise WireError("error message without an 'error' object", seq, run)
     return header
 
 
-def decode(frames: Sequence[Any], expect: Optional[Expect] = None) -> Message:
+def decode(frames: Sequence[Any], expect: Optional[Expect] = None, max_bytes: Optional[int] = None) -> Message:
     """Check and unpack a message; arrays share the received buffers where alignment allows.
 
     With `expect`, a data message must carry exactly those tensor names, each
-    with the expected dtype and shape.
+    with the expected dtype and shape. With `max_bytes` (limits.frame_bytes),
+    a larger message is refused before its header is read.
     """
+    if max_bytes is not None:
+        size = limits.message_bytes(frames)
+        if size > max_bytes:
+            raise WireError(f"message of {size} bytes is larger than a frame of this stage ({max_bytes} bytes)")
     header = peek(frames)
     seq, run, kind = header["seq"], header["run"], header["kind"]
     specs = header.get("tensors", [])
@@ -143,8 +160,6 @@ def decode(frames: Sequence[Any], expect: Optional[Expect] = None) -> Message:
             if arr.dtype.name != dtype or list(arr.shape) != list(shape):
                 raise WireError(f"tensor '{name}' is {arr.dtype.name}{list(arr.shape)}, the stage expects "
                                 f"{dtype}{list(shape)}", seq, run)
-    if kind == "error" and not isinstance(header.get("error"), dict):
-        raise WireError("error message without an 'error' object", seq, run)
     return Message(kind, run, seq, tensors, header)
 
 
@@ -160,7 +175,10 @@ def _tensor(spec: Any, frame: Any, seq: int, run: str) -> Tuple[str, np.ndarray]
         raise WireError(f"tensor '{name}': shape {shape!r} is not a list of sizes", seq, run)
     buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
     dt = np.dtype(dtype)
-    want = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    try:
+        want = limits.tensor_bytes(dtype, shape)
+    except limits.LimitExceeded as exc:
+        raise WireError(f"tensor '{name}': {exc}", seq, run) from None
     if buf.nbytes != want:
         raise WireError(f"tensor '{name}': {buf.nbytes} bytes for {dtype}{shape}, expected {want}", seq, run)
     arr = np.frombuffer(buf, dtype=dt).reshape(shape)
