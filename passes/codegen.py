@@ -38,6 +38,7 @@ from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
 from edgec.ir import Program, node_reads
 from edgec.liveness import hand_offs, stage_boundaries
+from edgec.steps import step_boundaries, step_transfers
 from edgec.manifest import Manifest, StageSpec, TensorSpec, TransferSpec
 from edgec.costmodel.transfer import transfer_ms
 from edgec.pipeline import PassResult
@@ -61,6 +62,7 @@ class Codegen:
         model = program.to_onnx(inline=False)  # large weights are placeholders until write_submodel
         values = _value_infos(model)
         lives = stage_boundaries(program)
+        receives, sends = step_boundaries(program, lives)
         node_stage = _node_stage_index(program)
         reads = {n.name: node_reads(n) for n in program.graph.nodes}
         stage_specs: list[StageSpec] = []
@@ -93,12 +95,12 @@ class Codegen:
                     external_data=written[1] if len(written) > 1 else None,
                     inputs=[_tensor_spec(i) for i in sub.graph.input],
                     outputs=[_tensor_spec(o) for o in sub.graph.output],
-                    receives=lives[k], sends=lives[k + 1], predicted_ms=round(ms, 4),
+                    receives=receives[k], sends=sends[k], predicted_ms=round(ms, 4),
                     memory_bytes=int(memory),
                     cores=list(program.cluster.devices[device].units[unit].cores),
-                    step=k if stepped else None,
-                    parallel="replica" if stage.replicas else None,
-                    weight=float(weight) if stage.replicas and weight is not None else None)
+                    step=stage.step if stage.step is not None else (k if stepped else None),
+                    parallel=stage.parallel or ("replica" if stage.replicas else None),
+                    weight=float(weight) if stage.replicas and weight is not None else None, slice=stage.slice)
                 spec.session = backend.session_config(spec)
                 stage_specs.append(spec)
         for device in program.cluster.devices.values():
@@ -114,7 +116,8 @@ class Codegen:
             inputs=[_tensor_spec(values[i.name]) for i in model.graph.input],
             outputs=[_tensor_spec(values[o.name]) for o in model.graph.output],
             stages=stage_specs,
-            transfers=_transfers(program, lives),
+            transfers=(step_transfers(program, stage_specs) if any(s.parallel == "slice" for s in program.stages)
+                       else _transfers(program, lives)),
             predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
                        "throughput_fps": program.prediction.throughput_fps, "accuracy": None,
                        "energy_mj": (None if program.prediction.energy_mj is None

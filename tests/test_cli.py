@@ -24,7 +24,7 @@ def invoke(*args: str, env: dict | None = None):
 def test_the_choices_are_the_ones_the_library_accepts():
     assert [o.value for o in cli.Objective] == list(manifest.OBJECTIVES)
     assert set(manifest.OBJECTIVES) == set(api.OBJECTIVES)
-    assert set(cli.STRATEGIES) == set(STRATEGY_NAMES), "edgec.cli.STRATEGIES must list the partitioner's strategies"
+    assert set(cli.STRATEGIES) == set(STRATEGY_NAMES) | {"spatial"}, "edgec.cli.STRATEGIES must list the partitioner's strategies and spatial"
     defaults = inspect.signature(api.compile).parameters
     options = {p.name: p.default.default for p in inspect.signature(cli.compile_cmd).parameters.values()}
     assert options["objective"] == defaults["objective"].default and options["strategy"] == defaults["strategy"].default

@@ -25,6 +25,7 @@ from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import STRATEGY_NAMES, GlobalPartition
 from edgec.passes.partition.hierarchical import Limits
 from edgec.passes.partition.local_partition import LocalPartition
+from edgec.passes.partition.spatial import SpatialPartition
 from edgec.passes.shape_inference import ShapeInference
 from edgec.runtime.deployment import DEPLOYMENT_FILE, default_deployment
 from edgec.runtime.pipeline import read_pipeline
@@ -39,7 +40,7 @@ OBJECTIVES = ("throughput", "latency", "energy")
 # hierarchical (the default): boards and units jointly, units as concurrent workers, replicas where they pay;
 # data-parallel: whole-model replicas only; pipeline: one segment per board, its units one after another;
 # the rest: the research baselines of the single-level partition, for comparison
-STRATEGIES = tuple(s for s in STRATEGY_NAMES if s != "optimal")  # "optimal" still names "pipeline"
+STRATEGIES = (*(s for s in STRATEGY_NAMES if s != "optimal"), "spatial")  # "optimal" still names "pipeline"
 
 
 @dataclass
@@ -60,12 +61,16 @@ def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Se
                  objective: str = "throughput", strategy: str = "hierarchical", min_fps: float | None = None,
                  max_latency_ms: float | None = None,
                  external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Pass]:
-    """The default pipeline (the placement passes follow the strategy)."""
+    """The default pipeline (the placement passes follow the strategy; `spatial` forces slices into the
+    hierarchical plan)."""
+    spatial = strategy == "spatial"
     return [
         *analysis_passes(model_path, input_shapes=input_shapes),
         Capability(),
-        GlobalPartition(objective=objective, strategy=strategy, min_fps=min_fps, max_latency_ms=max_latency_ms),
+        GlobalPartition(objective=objective, strategy="hierarchical" if spatial else strategy, min_fps=min_fps, max_latency_ms=max_latency_ms),
         LocalPartition(),
+        SpatialPartition(objective=objective, force=spatial, max_latency_ms=max_latency_ms,
+                         consider=strategy in ("hierarchical", "spatial")),
         Codegen(out_dir, objective=objective, external_data_bytes=external_data_bytes),
     ]
 

@@ -31,7 +31,8 @@ err_console = Console(stderr=True)
 # strategies here, as the partitioner's own list would load the compiler for every command; tests/test_cli.py
 # holds both to what the library accepts).
 Objective = Enum("Objective", {name: name for name in OBJECTIVES}, type=str)  # type: ignore[misc]
-STRATEGIES = ("hierarchical", "data-parallel", "pipeline", "optimal", "random", "greedy", "even", "single", "two-way")
+STRATEGIES = ("hierarchical", "data-parallel", "pipeline", "spatial", "optimal", "random", "greedy", "even", "single",
+              "two-way")
 Strategy = Enum("Strategy", {name: name for name in STRATEGIES}, type=str)  # type: ignore[misc]
 
 
@@ -59,7 +60,8 @@ def compile_cmd(
                                         "under --min-fps / --max-latency-ms)"),
     strategy: Strategy = typer.Option("hierarchical", help="hierarchical (boards and units jointly, every unit a "
                                       "concurrent worker, replicas where they pay), data-parallel (whole-model "
-                                      "replicas), pipeline (one segment per board), or a research baseline"),
+                                      "replicas), pipeline (one segment per board), spatial (a frame's feature maps "
+                                      "sliced across units), or a research baseline"),
     min_fps: Optional[float] = typer.Option(None, "--min-fps", metavar="FPS", help="refuse plans slower than this"),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", metavar="MS",
                                                    help="refuse plans slower per frame end to end than this"),
@@ -155,6 +157,18 @@ def inspect_cmd(out: Path = typer.Argument(..., metavar="OUT", help="folder writ
                       s.parallel or "", "" if s.weight is None else f"{s.weight:.3f}", s.backend, s.variant,
                       f"{s.predicted_ms:.2f}", f"{s.memory_bytes / 2**20:.1f}")
     console.print(table)
+    slices = [s for s in m.stages if s.slice]
+    if slices:
+        st = Table("stage", "step", "unit", "rows owned", "of", "input rows", "halo rows (above+below)", "MFLOP", "redundant MFLOP",
+                   title="spatial slices")
+        for s in slices:
+            sl = s.slice or {}
+            st.add_row(s.name, str(s.step), f"{s.device}.{s.unit}", "{}..{}".format(*sl["rows"]),
+                       f"{sl['of']} of {sl['tensor']}", "{}..{} of {}".format(sl["input_rows"][0], sl["input_rows"][1],
+                                                                             sl["input"]),
+                       "{}+{}".format(*sl["halo_rows"]), f"{sl['flops'] / 1e6:.1f}",
+                       f"{sl['redundant_flops'] / 1e6:.1f}")
+        console.print(st)
     tt = Table("from", "to", "tensors", "KB", "pred ms", title="transfers")
     for t in m.transfers:
         tt.add_row(f"{t.src}@{t.src_device}", f"{t.dst}@{t.dst_device}", str(len(t.tensors)), f"{t.bytes / 1024:.1f}",

@@ -75,6 +75,9 @@ class Stage:
     variant: str
     weight: float | None = None  # a replicated stage: this copy's share of the frames
     replicas: list["Replica"] = field(default_factory=list)  # the stage's other copies (same groups)
+    step: int | None = None  # stages that share a step run at once on different units (None: its own step)
+    parallel: str | None = None  # "slice": each stage of the step computes a band of rows of every frame
+    slice: dict[str, Any] | None = None  # which rows the stage owns, its halo, its redundant FLOPs
 
     @property
     def unit_id(self) -> str:
@@ -201,6 +204,13 @@ class Program:
         group_of = self.group_of()
         placed = self.placement()
         lines = [f"# edgec IR  opset {self.opset}  source {self.source_path}"]
+        for s in self.stages:
+            if s.slice:
+                sl = s.slice
+                lines.append(f"# slice {s.name}@{s.unit_id} step {s.step}: rows [{sl['rows'][0]},{sl['rows'][1]}) of "
+                             f"{sl['of']} of %{sl['tensor']}, reads rows [{sl['input_rows'][0]},{sl['input_rows'][1]}) "
+                             f"of %{sl['input']} (halo {sl['halo_rows'][0]} above, {sl['halo_rows'][1]} below), "
+                             f"{sl['redundant_flops'] / 1e6:.1f} MFLOP redundant")
         for t in self.graph.inputs:
             lines.append(f"input  %{t.name}: {type_str(t)}")
         for node in self.graph.nodes:

@@ -60,6 +60,9 @@ class StageSpec:
     step: Optional[int] = None
     parallel: Optional[str] = None  # None (the step's only stage), "replica" or "slice" (PARALLEL_MODES)
     weight: Optional[float] = None  # replicas: the share of the frames dealt to this stage; a step's sum to 1
+    # a slice's band: {"tensor", "axis", "rows": [lo, hi), "of", "input", "input_rows", "halo_rows": [above,
+    # below], "flops", "redundant_flops"}; the next step reads the union of the step's sends
+    slice: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Manifest:
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         for s in data["stages"]:
-            for key in ("external_data", "step", "parallel", "weight"):
+            for key in ("external_data", "step", "parallel", "weight", "slice"):
                 if s[key] is None:
                     del s[key]
         for t in data["transfers"]:
@@ -253,9 +256,12 @@ def _share(v: Any, path: JsonPath, where: str) -> None:
         _fail(path, "a replica's share of the frames lies in (0, 1], got {}".format(_got(v)), where)
 
 
+_SLICE = _fields({"tensor": _string, "axis": _count, "rows": _ints, "of": _count, "input": _string,
+                  "input_rows": _ints, "halo_rows": _ints, "flops": _number, "redundant_flops": _number})
 _STAGE_OPTIONAL = {"session": _object, "cores": _ints,
                    "external_data": _fields({"path": _string, "sha256": _sha256}),
-                   "step": _count, "parallel": _one_of(*PARALLEL_MODES), "weight": _share}
+                   "step": _count, "parallel": _one_of(*PARALLEL_MODES), "weight": _share,
+                   "slice": _SLICE}
 _TRANSFER = _fields({"from": _string, "to": _string, "src_device": _string, "dst_device": _string,
                      "tensors": _STRINGS, "bytes": _count, "predicted_ms": _ms})
 _MANIFEST = _fields(
@@ -293,6 +299,7 @@ def check_manifest(data: Any, where: str = "manifest.json") -> None:
                     _fail(["stages", i, key, j], "tensor '{}' crosses a boundary but is neither a graph input "
                           "nor made by a stage".format(name), where)
     _check_steps(data["stages"], where)
+    _check_slices(data["stages"], where)
 
 
 def _check_steps(stages: Sequence[Mapping[str, Any]], where: str) -> None:
@@ -330,3 +337,34 @@ def _check_steps(stages: Sequence[Mapping[str, Any]], where: str) -> None:
             if abs(total - 1.0) > 1e-6:
                 _fail(["stages", members[0], "weight"], "the weights of step {} sum to {:.6g}; they must sum "
                       "to 1".format(step, total), where)
+
+
+def _check_slices(stages: Sequence[Mapping[str, Any]], where: str) -> None:
+    """A step of slices: every stage has a `slice`, all of one tensor, axis and height, and their rows
+    cover [0, of) in order with no gap or overlap."""
+    steps = {}  # type: Dict[int, List[int]]
+    for i, s in enumerate(stages):
+        if s.get("parallel") == "slice":
+            steps.setdefault(s.get("step", -1), []).append(i)
+        elif "slice" in s:
+            _fail(["stages", i, "slice"], "only a stage with parallel 'slice' has a slice", where)
+    for step, members in steps.items():
+        first = None
+        end = 0
+        for i in members:
+            sl = stages[i].get("slice")
+            if sl is None:
+                _fail(["stages", i], "missing field 'slice' (the rows this slice owns)", where)
+            key = (sl["tensor"], sl["axis"], sl["of"])
+            first = key if first is None else first
+            if key != first:
+                _fail(["stages", i, "slice"], "slices of step {} cut {} rows of '{}' on axis {}, this one {} of "
+                      "'{}' on axis {}".format(step, first[2], first[0], first[1], key[2], key[0], key[1]), where)
+            rows = sl["rows"]
+            if len(rows) != 2 or rows[0] != end or rows[1] <= rows[0]:
+                _fail(["stages", i, "slice", "rows"], "expected rows from {} on (the slices of step {} cover "
+                      "their tensor's rows in order), got {}".format(end, step, _got(rows)), where)
+            end = rows[1]
+        if end != first[2]:
+            _fail(["stages", members[-1], "slice", "rows"], "the slices of step {} end at row {} of {}".format(
+                step, end, first[2]), where)

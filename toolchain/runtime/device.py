@@ -32,6 +32,7 @@ from edgec.errors import EdgecError
 from edgec.runtime import limits, wire
 from edgec.runtime.dealing import Dealer, EndGather, NoReplicaLeft
 from edgec.runtime.deployment import Deployment, load_deployment
+from edgec.runtime.gather import SliceGather
 from edgec.runtime.keys import DRIVER, Keys, load_keys
 from edgec.runtime.pipeline import Pipeline, Segment, read_pipeline
 from edgec.runtime.stage import StageRunner
@@ -65,6 +66,10 @@ class _SegmentWorker:
         self.output: Optional[Dealer] = None
         self.ends = EndGather([s.names for s in plan.upstream(segment).segments]
                               if plan.upstream(segment) is not None else ["source"])
+        before = plan.upstream(segment)
+        self.gather = None  # type: Optional[SliceGather]
+        if before is not None and before.parallel == "slice":  # one message per slice of each frame
+            self.gather = SliceGather({seg.names: plan.expect(seg.sends) for seg in before.segments})
         self.counters = _Counters()
         self._cpu0 = (time.process_time(), time.thread_time(), zmq_thread_cpu())
 
@@ -253,7 +258,13 @@ class DeviceWorker:
         frames = sw.input.recv_multipart(copy=False)
         t1, u1 = time.perf_counter(), time.thread_time()
         try:
-            msg = wire.decode(frames, sw.expect, sw.max_bytes)
+            msg = wire.decode(frames, sw.expect if sw.gather is None else None, sw.max_bytes)
+            joined = None
+            if sw.gather is not None and msg.kind == "data":
+                joined = sw.gather.add(msg, msg.header.get("skip") or [])
+                if joined is None:
+                    return  # the frame's other slices are still to come
+                msg.tensors = joined
         except wire.WireError as exc:
             self._reject(sw, exc)
             return
@@ -263,6 +274,8 @@ class DeviceWorker:
             c = sw.counters
             c.run = msg.run
         if msg.kind == "error":
+            if sw.gather is not None and not sw.gather.fail(msg.run, msg.seq):
+                return  # another slice of this frame failed first: its error went on
             c.errors += 1
             self._send(sw, [frames[0].bytes], count=False)
             return

@@ -16,8 +16,7 @@ frame crosses from one step into the next is the step's *routing*:
     fan-in (out of the step)  "chain": in order; "reorder": frames leave in any order and the
                               sink restores it; "gather": all slices of a frame are joined first
 
-This runtime runs "one" and "replica" steps; a step of slices is refused when
-the plan is read, until a runtime joins them.
+The segment after a step of slices joins each frame's slices (edgec.runtime.gather).
 A `Pipeline` is a view of the one manifest model (edgec.manifest); it is not
 the compiler's pass pipeline (edgec.pipeline) nor the partitioner's Plan.
 Python 3.6 syntax, standard library only: it runs on the boards.
@@ -33,7 +32,7 @@ from edgec.manifest import Manifest, StageSpec, TensorSpec, read_manifest
 
 
 ROUTES = {None: ("one", "chain"), "replica": ("replica", "reorder"), "slice": ("slice", "gather")}
-RUNNABLE_FAN_OUT = ("one", "replica")
+RUNNABLE_FAN_OUT = ("one", "replica", "slice")
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,10 @@ class Pipeline:
                 segs.append(Segment(len(self.segments), run[0].device, tuple(run), len(self.steps)))
                 self.segments.append(segs[-1])
             self.steps.append(Step(len(self.steps), tuple(segs), mode if len(segs) > 1 else None))
+        if self.steps and self.steps[-1].parallel == "slice":
+            raise EdgecError("stage {}: the last step is a step of slices, and the sink takes whole frames; a "
+                             "stage after the slices joins them".format(self.steps[-1].segments[0].names),
+                             where=self.out_dir)
         # every tensor that crosses a boundary: graph inputs and stage outputs
         self.tensors: Dict[str, TensorSpec] = {t.name: t for t in manifest.inputs}
         for st in manifest.stages:
