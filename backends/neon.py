@@ -42,7 +42,11 @@ if TYPE_CHECKING:
     from edgec.cluster import ComputeUnit, Device
 
 NAME = "neon"
-AFFINITY_SINCE = (1, 14)  # the session config key arrived in ONNX Runtime 1.14 (microsoft/onnxruntime #13778)
+AFFINITY_SINCE = (1, 14)
+# int8 (static QDQ) over fp32 on the A72/A57: ncnn's ResNet-50 on the Raspberry Pi 4, 262.8 ms fp32 / 196.7 ms
+# int8 (device-facts.md). Assumed on the XU4's ARMv7 cores too (no published figure); applied to compute-bound
+# groups (convolutions, matrix products) only.
+INT8_SPEEDUP = 262.8 / 196.7  # the session config key arrived in ONNX Runtime 1.14 (microsoft/onnxruntime #13778)
 _DOMAINS = ("", "ai.onnx", "com.microsoft", "ai.onnx.ml")
 
 
@@ -251,16 +255,26 @@ def readme(device: Device, stages: Sequence[StageSpec]) -> str:
 class NeonBackend(Backend):
     name = NAME
     unit_kinds = ("cpu",)
-    variants = ("fp32",)
+    variants = ("fp32", "int8")
+    variant_speed = {"fp32": 1.0, "int8": INT8_SPEEDUP}
+    calibrated_variants = frozenset({"int8"})
 
     def supports(self, node: gs.Node, opset: int) -> str | None:
         return supports(node, opset, self.device)
 
-    def prepare_submodel(self, model: onnx.ModelProto, variant: str) -> onnx.ModelProto:
+    def prepare_submodel(self, model: onnx.ModelProto, variant: str,
+                         calibration: Sequence[dict[str, Any]] | None = None) -> onnx.ModelProto:
         if variant not in self.variants:
             raise EdgecError(f"variant '{variant}' is not one ONNX Runtime's CPU provider runs here; "
                              f"use {' or '.join(self.variants)}")
-        return prepare_submodel(model, self.device)
+        prepared = prepare_submodel(model, self.device)
+        if variant == "int8":
+            if not calibration:
+                raise EdgecError("int8 needs calibration frames for its static quantization; pass --calib data.npz")
+            from edgec.accuracy import int8_model
+
+            prepared = int8_model(prepared, calibration)
+        return prepared
 
     def session_config(self, stage: StageSpec | None = None) -> dict[str, Any]:
         return session_config(self.device, self.unit)

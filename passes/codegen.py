@@ -33,6 +33,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from edgec import __version__
+from edgec.accuracy import MAX_QUANT_FRAMES
 from edgec.backends.base import device_bundle
 from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
@@ -63,13 +64,27 @@ class Codegen:
         reads = {n.name: node_reads(n) for n in program.graph.nodes}
         stage_specs: list[StageSpec] = []
         files: list[dict[str, str]] = []
+        inline_model = None
         for k, stage in enumerate(program.stages):
-            nodes = [n for n in model.graph.node if node_stage[n.name] == k]
-            sub = extract_submodel(model, nodes, reads, later_needs=set(lives[k + 1]), values=values,
-                                   name=f"{model.graph.name or 'model'}_{stage.name}")
             backend = backend_for(program.cluster.devices[stage.device], stage.unit)
+            calibration = None
+            source = model
+            if stage.variant in backend.calibrated_variants:  # quantized from the real weights, on real values
+                if program.measurer is None:
+                    raise EdgecError(f"stage {stage.name} ({stage.unit_id}): {stage.variant} needs calibration "
+                                     f"frames; pass --calib data.npz")
+                inline_model = inline_model or program.to_onnx(inline=True)
+                source = inline_model
+            nodes = [n for n in source.graph.node if node_stage[n.name] == k]
+            sub = extract_submodel(source, nodes, reads, later_needs=set(lives[k + 1]), values=values,
+                                   name=f"{model.graph.name or 'model'}_{stage.name}")
+            if source is not model:
+                names = [i.name for i in sub.graph.input]
+                acts = program.measurer.activations(names)
+                count = min(len(acts[names[0]]), MAX_QUANT_FRAMES)
+                calibration = [{n: acts[n][i] for n in names} for i in range(count)]
             try:
-                sub = backend.prepare_submodel(sub, stage.variant)
+                sub = backend.prepare_submodel(sub, stage.variant, calibration)
             except EdgecError as exc:
                 raise EdgecError(f"stage {stage.name} ({stage.unit_id}): {exc.message}", where=exc.where) from None
             rel = f"{stage.device}/{stage.name}.onnx"
@@ -82,7 +97,7 @@ class Codegen:
                 inputs=[_tensor_spec(i) for i in sub.graph.input],
                 outputs=[_tensor_spec(o) for o in sub.graph.output],
                 receives=lives[k], sends=lives[k + 1], predicted_ms=round(stage.predicted_ms, 4),
-                memory_bytes=int(stage.memory_bytes),
+                memory_bytes=int(stage.memory_bytes), accuracy=stage.accuracy,
                 cores=list(program.cluster.devices[stage.device].units[stage.unit].cores))
             spec.session = backend.session_config(spec)
             stage_specs.append(spec)
@@ -100,9 +115,11 @@ class Codegen:
             stages=stage_specs,
             transfers=_transfers(program, lives),
             predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
-                       "throughput_fps": program.prediction.throughput_fps, "accuracy": None},
+                       "throughput_fps": program.prediction.throughput_fps,
+                       "accuracy": program.prediction.accuracy},
             files=files,
             edgec_version=__version__,
+            accuracy=program.variant_choice,
         )
         manifest.write(out / "manifest.json")
         return PassResult(program, changed=False)

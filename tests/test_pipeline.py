@@ -18,7 +18,7 @@ from edgec.zoo import zoo_models
 
 from conftest import TRIO
 
-PASSES = ["load", "shape-inference", "fusion", "cost", "capability", "partition", "local-partition", "codegen"]
+PASSES = ["load", "shape-inference", "fusion", "cost", "capability", "partition", "local-partition", "variants", "codegen"]
 
 
 def test_dump_ir_writes_text_and_json_after_each_pass(tmp_path):
@@ -32,7 +32,7 @@ def test_dump_ir_writes_text_and_json_after_each_pass(tmp_path):
     text = (tmp_path / "ir" / "07-local-partition.txt").read_text().splitlines()
     conv = next(line for line in text if "= Conv(" in line)
     assert "-> s0@" in conv and conv.split("-> s0@")[1].count(".") == 1  # now on device.unit
-    dump = json.loads((tmp_path / "ir" / "08-codegen.json").read_text())
+    dump = json.loads((tmp_path / "ir" / "09-codegen.json").read_text())
     assert [s["name"] for s in dump["stages"]] == [s.name for s in result.manifest.stages]
     assert len(dump["nodes"]) == sum(1 for line in text if " = " in line)
 

@@ -22,6 +22,7 @@ from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
+from edgec.passes.variants import Variants
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
 from edgec.verification import OutputCheck, VerifyResult, verify
@@ -43,15 +44,33 @@ def analysis_passes(model_path: str, *, input_shapes: Mapping[str, Sequence[int]
     return [Load(model_path), ShapeInference(input_shapes=shapes), Fusion(), Cost()]
 
 
+@dataclass(frozen=True)
+class AccuracyOptions:
+    """What the variants pass chooses with: calibration frames (.npz), an accuracy floor (a fraction) or a frame
+    rate to reach (most accurate plan at or above it), and user variants of the whole model (name -> .onnx)."""
+
+    calibration: str | os.PathLike | None = None
+    accuracy_floor: float | None = None
+    min_fps: float | None = None
+    variants: Mapping[str, str | os.PathLike] = field(default_factory=dict)
+
+
 def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
                  objective: str = "throughput", strategy: str = "optimal",
-                 external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Pass]:
+                 external_data_bytes: int = EXTERNAL_DATA_BYTES, accuracy: AccuracyOptions | None = None,
+                 previous_out: str | None = None) -> list[Pass]:
     """The default pipeline."""
+    acc = accuracy or AccuracyOptions()
+    shapes = tuple((k, tuple(v)) for k, v in (input_shapes or {}).items())
     return [
         *analysis_passes(model_path, input_shapes=input_shapes),
         Capability(),
         GlobalPartition(objective=objective, strategy=strategy),
         LocalPartition(),
+        Variants(objective=objective, calibration=None if acc.calibration is None else str(acc.calibration),
+                 accuracy_floor=acc.accuracy_floor, min_fps=acc.min_fps,
+                 user_variants=tuple((k, str(v)) for k, v in acc.variants.items()), cache_from=previous_out,
+                 cache_to=out_dir, strategy=strategy, input_shapes=shapes),
         Codegen(out_dir, objective=objective, external_data_bytes=external_data_bytes),
     ]
 
@@ -68,17 +87,21 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             objective: str = "throughput", strategy: str = "optimal", input_shapes: Mapping[str, Sequence[int]] | None = None,
             dump_ir: str | os.PathLike | None = None, print_ir_after: Sequence[str] = (),
             print_ir: Callable[[str, str], None] | None = None, check_invariants: bool = True,
-            keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> CompileResult:
+            keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES,
+            accuracy: AccuracyOptions | None = None) -> CompileResult:
     """Compile `model` for `cluster` into the folder `out`.
 
     Everything is written to a temporary folder beside `out` and renamed into
     place at the end: a failed compile leaves no half-written `out`. A sub-model
     with more than `external_data_bytes` of weights keeps them in a `.data` file
-    beside it (ONNX external data).
+    beside it (ONNX external data). `accuracy` says how the variants pass chooses
+    each stage's precision (edgec.passes.variants); its measurements are cached
+    in out/ and reused by the next compile into the same folder.
     """
     if objective not in OBJECTIVES:
         raise EdgecError(f"unknown objective '{objective}'; expected one of: {', '.join(OBJECTIVES)}")
     out = Path(out)
+    _check_accuracy_files(accuracy)
     cluster_obj = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
     staging = _make_staging_dir(out)
     try:
@@ -91,7 +114,8 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         if print_ir_after:
             instruments.append(PrintIRAfter(print_ir_after, print_ir or (lambda name, text: print(text))))
         passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective,
-                              strategy=strategy, external_data_bytes=external_data_bytes)
+                              strategy=strategy, external_data_bytes=external_data_bytes, accuracy=accuracy,
+                              previous_out=str(out) if out.is_dir() else None)
         known = {p.name for p in passes} | {"all"}
         for name in print_ir_after:
             if name not in known:
@@ -108,6 +132,17 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return CompileResult(out, manifest, timer.timings, program if keep_program else None)
+
+
+def _check_accuracy_files(accuracy: AccuracyOptions | None) -> None:
+    """Missing files are named before anything is written."""
+    if accuracy is None:
+        return
+    if accuracy.calibration is not None and not Path(accuracy.calibration).is_file():
+        raise EdgecError("calibration data not found; pass an .npz with --calib", where=str(accuracy.calibration))
+    for name, path in accuracy.variants.items():
+        if not Path(path).is_file():
+            raise EdgecError(f"--variant {name}: model not found", where=str(path))
 
 
 def _make_staging_dir(out: Path) -> Path:
@@ -153,4 +188,4 @@ def _move_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]
+__all__ = ["AccuracyOptions", "compile", "verify", "analyze", "CompileResult", "VerifyResult", "OutputCheck", "build_passes", "OBJECTIVES"]

@@ -35,6 +35,15 @@ def compile_cmd(
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write NN-<pass>.txt/.json after each pass"),
     print_ir_after: List[str] = typer.Option([], "--print-ir-after", help="print the IR after PASS (or 'all')"),
     time_passes: bool = typer.Option(False, "--time-passes", help="print each pass's wall time"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help=".npz calibration frames: one N x shape array per "
+                                         "model input, optional 'labels' (N class indices)"),
+    accuracy_floor: Optional[float] = typer.Option(None, "--accuracy-floor", help="fastest plan whose measured "
+                                                   "accuracy (top-1 with labels, else agreement with fp32) is at "
+                                                   "least this fraction"),
+    min_fps: Optional[float] = typer.Option(None, "--min-fps", help="most accurate plan predicted at this frame "
+                                            "rate or more"),
+    variant: List[str] = typer.Option([], "--variant", help="NAME=model.onnx: a variant of the whole model with "
+                                      "the same inputs and outputs (repeatable)"),
 ) -> None:
     """Compile MODEL for the cluster into per-device sub-models and a manifest."""
     from edgec.passes.shape_inference import parse_input_shape
@@ -42,14 +51,19 @@ def compile_cmd(
     shapes = dict(parse_input_shape(s) for s in input_shape)
     from edgec import api  # the compiler side loads only for the commands that need it (boards serve without it)
 
-    result = api.compile(model, target, out, objective=objective, strategy=strategy, input_shapes=shapes, dump_ir=dump_ir,
+    accuracy = api.AccuracyOptions(calibration=calib, accuracy_floor=accuracy_floor, min_fps=min_fps,
+                                   variants=dict(_variant(v) for v in variant))
+    result = api.compile(model, target, out, objective=objective, strategy=strategy, input_shapes=shapes,
+                         accuracy=accuracy, dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
                                                                    highlight=False))
     m = result.manifest
     console.print(f"wrote {out}/: {len(m.stages)} stages on {len({s.device for s in m.stages})} devices; "
                   f"predicted latency {m.predicted['latency_ms']:.2f} ms, bottleneck {m.predicted['bottleneck_ms']:.2f} ms "
-                  f"({m.predicted['throughput_fps']:.1f} fps)", highlight=False)
+                  f"({m.predicted['throughput_fps']:.1f} fps)"
+                  + (f"; accuracy {m.predicted['accuracy']:.4f} ({m.accuracy['metric']})"
+                     if m.predicted.get("accuracy") is not None and m.accuracy else ""), highlight=False)
     if time_passes:
         table = Table("pass", "ms", "changed", title="pass timings")
         for t in result.timings:
@@ -88,6 +102,13 @@ def verify_cmd(
     console.print("PASS" if result.passed else "FAIL", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _variant(text: str) -> tuple:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise EdgecError(f"--variant '{text}': expected NAME=model.onnx")
+    return name, path
 
 
 def _range(text: Optional[str]) -> Optional[tuple]:

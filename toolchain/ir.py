@@ -68,6 +68,7 @@ class Stage:
     memory_bytes: int
     backend: str
     variant: str
+    accuracy: float | None = None  # the plan's metric with this stage alone in its variant (None: not measured)
 
     @property
     def unit_id(self) -> str:
@@ -79,6 +80,7 @@ class Prediction:
     latency_ms: float
     bottleneck_ms: float
     throughput_fps: float
+    accuracy: float | None = None  # the stream's measured accuracy (edgec.accuracy); None: not measured
 
 
 @dataclass
@@ -102,6 +104,10 @@ class Program:
     segments: list[DeviceSegment] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     prediction: Prediction | None = None
+    # the variants pass's record of how variants were chosen (the manifest's `accuracy` object), and the
+    # edgec.accuracy.Measurer whose calibration values codegen quantizes int8 stages with
+    variant_choice: dict[str, Any] | None = None
+    measurer: Any = None
 
     @classmethod
     def empty(cls) -> "Program":

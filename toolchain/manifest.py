@@ -52,6 +52,8 @@ class StageSpec:
     cores: List[int] = field(default_factory=list)  # the compute unit's 0-based Linux CPU ids (a GPU's: its host's)
     # the sub-model's weights file beside it, {"path": relative to out/, "sha256": ...}; None: weights inside
     external_data: Optional[Dict[str, str]] = None
+    # the plan's accuracy metric measured with this stage alone in its variant (None: not measured)
+    accuracy: Optional[float] = None
 
 
 @dataclass
@@ -79,12 +81,19 @@ class Manifest:
     files: List[Dict[str, str]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     edgec_version: str = ""
+    # how the stages' variants were chosen: metric, floor, calibration file, rule, user variant run (see
+    # edgec.passes.variants); None in manifests written before variants were chosen
+    accuracy: Optional[Dict[str, Any]] = None
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         for s in data["stages"]:
             if s["external_data"] is None:
                 del s["external_data"]
+            if s["accuracy"] is None:
+                del s["accuracy"]
+        if data["accuracy"] is None:
+            del data["accuracy"]
         for t in data["transfers"]:
             t["from"], t["to"] = t.pop("src"), t.pop("dst")
         return data
@@ -112,7 +121,7 @@ class Manifest:
                    inputs=tensors(data["inputs"]), outputs=tensors(data["outputs"]), stages=stages,
                    transfers=transfers, predicted=data["predicted"], passes=list(data.get("passes", [])),
                    files=list(data.get("files", [])), schema_version=data["schema_version"],
-                   edgec_version=data.get("edgec_version", ""))
+                   edgec_version=data.get("edgec_version", ""), accuracy=data.get("accuracy"))
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -239,7 +248,8 @@ _STAGE = {"name": _string, "device": _string, "unit": _string, "backend": _strin
           "model": _string, "sha256": _sha256, "inputs": _TENSORS, "outputs": _TENSORS, "receives": _STRINGS,
           "sends": _STRINGS, "predicted_ms": _ms, "memory_bytes": _count}
 _STAGE_OPTIONAL = {"session": _object, "cores": _ints,
-                   "external_data": _fields({"path": _string, "sha256": _sha256})}
+                   "external_data": _fields({"path": _string, "sha256": _sha256}),
+                   "accuracy": _nullable(_number)}
 _TRANSFER = _fields({"from": _string, "to": _string, "src_device": _string, "dst_device": _string,
                      "tensors": _STRINGS, "bytes": _count, "predicted_ms": _ms})
 _MANIFEST = _fields(
@@ -252,7 +262,9 @@ _MANIFEST = _fields(
                           {"accuracy": _nullable(_number)}, closed=False)},
     {"edgec_version": _string,
      "passes": _list_of(_fields({"name": _string, "ms": _number}, closed=False), "objects"),
-     "files": _list_of(_fields({"path": _string, "sha256": _sha256}, closed=False), "objects")},
+     "files": _list_of(_fields({"path": _string, "sha256": _sha256}, closed=False), "objects"),
+     "accuracy": _nullable(_fields({"rule": _string}, {"floor": _nullable(_number), "metric": _nullable(_string)},
+                                   closed=False))},
     closed=False)
 
 
