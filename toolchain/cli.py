@@ -83,6 +83,8 @@ def verify_cmd(
                                               "in this range (default: standard normal)"),
     rtol: Optional[float] = typer.Option(None, help="relative tolerance per element [default: 1e-4]"),
     atol: Optional[float] = typer.Option(None, help="absolute tolerance per element [default: 1e-5]"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration frames the plan's accuracy is checked "
+                                         "on (default: the file the manifest names)"),
 ) -> None:
     """Run the original and the chained sub-models; PASS/FAIL per output (exit 1 on FAIL).
 
@@ -90,15 +92,29 @@ def verify_cmd(
     from edgec import api
 
     tolerances = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
-    result = api.verify(out, model=model, inputs=inputs, seed=seed, input_range=_range(input_range), **tolerances)
+    result = api.verify(out, model=model, inputs=inputs, seed=seed, input_range=_range(input_range),
+                        calibration=calib, **tolerances)
     table = Table("output", "max abs err", "max rel err", "mismatched", "worst at", "result",
                   title=f"verify {out}")
     for o in result.outputs:
         table.add_row(o.name, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", f"{o.mismatches} of {o.size}",
                       str(list(o.worst_index)), "[green]PASS[/]" if o.passed else "[red]FAIL[/]")
-    console.print(table)
-    console.print(f"per element: |got - expected| <= {result.atol:g} + {result.rtol:g} x |expected|",
-                  highlight=False, soft_wrap=True)
+    if result.outputs:
+        console.print(table)
+        console.print(f"per element: |got - expected| <= {result.atol:g} + {result.rtol:g} x |expected|",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print("int8 stages: outputs are judged by the plan's accuracy, not element by element", highlight=False)
+    if result.stages:
+        stages = Table("stage", "variant", "measure", "value", "limit", "result", title="stages at their variant's tolerance")
+        for c in result.stages:
+            stages.add_row(c.stage, c.variant, c.measure, f"{c.value:.4g}", f"{c.limit:.4g}",
+                           "[green]PASS[/]" if c.passed else "[red]FAIL[/]")
+        console.print(stages)
+    if result.accuracy is not None:
+        a = result.accuracy
+        console.print(f"plan accuracy ({a.metric}, {a.frames} calibration frames): {a.accuracy:.4f}, floor {a.floor:.4f}"
+                      f" (manifest: {a.manifest_accuracy}) {'PASS' if a.passed else 'FAIL'}", highlight=False)
     console.print("PASS" if result.passed else "FAIL", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
