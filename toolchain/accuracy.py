@@ -8,12 +8,16 @@ fp32 model; SQNR (dB) of the outputs against fp32 is reported beside it.
 
 Variants are emulated on this machine's CPU as the boards compute them:
 
-- fp16 (TensorRT on the Nano): onnxconverter-common's float16 conversion
-  (fp32 inputs and outputs kept), run under ONNX Runtime CPU: every weight
+- fp16 (TensorRT on the Nano): edgec.backends.fp16.to_fp16 (fp32 inputs and
+  outputs kept), run under ONNX Runtime CPU: every weight
   and every activation is stored in fp16, arithmetic between them is fp32
   (ONNX Runtime casts around fp16 nodes it has no kernel for). TensorRT's
   fp16 kernels also accumulate in fp32 on sm_53 convolutions, so what differs
   from the board is the order of accumulation, not the rounding of storage.
+  onnxconverter-common's float16 conversion (1.16, keep_io_types) is not
+  used: it writes a model ONNX Runtime refuses when a graph output is also
+  read inside the graph, which is every stage that relays a tensor it makes
+  (tests/test_accuracy.py shows the case).
 - int8 (ONNX Runtime CPU on the ARM boards): onnxruntime.quantization's
   static QDQ quantization (MinMax calibration on the stage's own inputs, as
   the fp32 model computes them on the calibration frames), run under ONNX
@@ -140,9 +144,9 @@ def classes_of(model: onnx.ModelProto) -> int | None:
 
 def fp16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model storing every weight and activation in fp16, fp32 inputs and outputs kept."""
-    from onnxconverter_common import float16
+    from edgec.backends.fp16 import to_fp16
 
-    return float16.convert_float_to_float16(model, keep_io_types=True)
+    return to_fp16(model)
 
 
 def int8_model(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]]) -> onnx.ModelProto:
