@@ -122,9 +122,7 @@ class Variants:
             if needs:
                 raise EdgecError(f"{needs[0]} needs measured accuracy: pass calibration frames with --calib data.npz")
         for name, _ in self.user_variants:
-            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name) or name in _PRECISIONS:
-                raise EdgecError(f"--variant {name}=...: a variant name is letters, digits, '_', '.', '-' and not "
-                                 f"one of {', '.join(sorted(_PRECISIONS))}")
+            check_variant_name(name)
 
     def run(self, program: Program) -> PassResult:
         if self.calibration is None:
@@ -203,7 +201,7 @@ class Variants:
         ok = [c for c in configs if c.accuracy >= floor - 1e-12]
         if not ok:
             best = max(configs, key=lambda c: (c.accuracy, faster(c)))
-            raise EdgecError(f"--accuracy-floor {floor:g}: no plan reaches it; the best reachable {_metric(default)} is "
+            raise EdgecError(f"--accuracy-floor {floor:g}: no plan reaches it; the best reachable accuracy is "
                              f"{best.accuracy:.4f} ({best.describe()}); lower the floor")
         return max(ok, key=lambda c: (faster(c), c.accuracy))
 
@@ -225,8 +223,10 @@ class Variants:
             raise EdgecError(f"--variant {name}: {exc.message}", where=exc.where or path) from None
 
 
-def _metric(config: Config) -> str:
-    return "accuracy"
+def check_variant_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name) or name in _PRECISIONS:
+        raise EdgecError(f"--variant {name}=...: a variant name is letters, digits, '_', '.', '-' and not "
+                         f"one of {', '.join(sorted(_PRECISIONS))}")
 
 
 def _source(path: str, name: str) -> dict[str, str]:

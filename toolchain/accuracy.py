@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -160,11 +161,17 @@ def int8_model(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]]
         def get_next(self):
             return next(self.items, None)
 
+    root = logging.getLogger()
+    level = root.level
     with tempfile.TemporaryDirectory(prefix="edgec-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, src)
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, per_channel=False)
+        root.setLevel(logging.ERROR)  # its advice to pre-process is printed on every call
+        try:
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, per_channel=False)
+        finally:
+            root.setLevel(level)
         return onnx.load(str(dst))
 
 

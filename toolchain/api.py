@@ -22,7 +22,7 @@ from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
 from edgec.passes.shape_inference import ShapeInference
-from edgec.passes.variants import Variants
+from edgec.passes.variants import Variants, check_variant_name
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.pipeline import DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, TimePasses, VerifyInvariants
 from edgec.verification import OutputCheck, VerifyResult, verify
@@ -141,6 +141,7 @@ def _check_accuracy_files(accuracy: AccuracyOptions | None) -> None:
     if accuracy.calibration is not None and not Path(accuracy.calibration).is_file():
         raise EdgecError("calibration data not found; pass an .npz with --calib", where=str(accuracy.calibration))
     for name, path in accuracy.variants.items():
+        check_variant_name(name)
         if not Path(path).is_file():
             raise EdgecError(f"--variant {name}: model not found", where=str(path))
 
