@@ -273,7 +273,7 @@ class NeonBackend(Backend):
                 raise EdgecError("int8 needs calibration frames for its static quantization; pass --calib data.npz")
             from edgec.accuracy import int8_model
 
-            prepared = int8_model(prepared, calibration)
+            prepared = prepare_submodel(int8_model(prepared, calibration), self.device)  # the board's IR again
         return prepared
 
     def session_config(self, stage: StageSpec | None = None) -> dict[str, Any]:
