@@ -15,7 +15,8 @@ top-1 with fp32, and SQNR, on seeded random frames). Tables:
    accuracy-aware plan (`--min-fps`, most accurate at the target) against the
    accuracy-blind one (the fastest configuration: the fastest variant
    everywhere) and the fp32-only one (fp32 on every unit, the original model);
-4. int8 vs fp32 on this machine's CPU: whole-model ONNX Runtime runs (one
+4. int8 vs fp32 on this machine's CPU: each int8 stage of the plan with the
+   most int8 stages, against its fp32 form, on the stage's own inputs (one
    thread, graph optimizations on, as the boards run), median of --repeat;
 5. the manifest's accuracy against a direct measurement of out/ on the test
    split, for a compile calibrated on the test split (must be within 0.5 pp).
@@ -37,14 +38,15 @@ import numpy as np
 import onnx
 
 import edgec
-from edgec.accuracy import int8_model, model_inputs, variant_session
+from edgec.accuracy import model_inputs, variant_session
 from edgec.api import AccuracyOptions
 from edgec.backends.fp16 import to_fp16
 from edgec.ir import Program
 from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
 from edgec.passes.partition.local_partition import LocalPartition
-from edgec.passes.variants import Config, Variants, pareto_front
+from edgec.backends.neon import INT8_SPEEDUP
+from edgec.passes.variants import Config, Variants, pareto_front, stage_runs
 from edgec.pipeline import PassManager
 from edgec.zoo import write_random_zoo_model
 
@@ -60,9 +62,13 @@ def planned(model: Path) -> Program:
         {"cluster", "graph", "shapes", "groups", "costs"})).run(program)
 
 
+SEARCHED: dict[str, tuple[list[Config], dict]] = {}
+
+
 def search(model: Path, calib: Path, variants: dict[str, str]) -> tuple[Variants, list[Config]]:
     v = Variants(calibration=str(calib), user_variants=tuple(variants.items()))
-    configs, _ = v.search(planned(model))
+    configs, measurers = v.search(planned(model))
+    SEARCHED[model.stem] = (configs, measurers)
     return v, configs
 
 
@@ -149,27 +155,38 @@ def manifest_vs_direct(tmp: Path, variants: dict[str, str]) -> None:
               f"{'yes' if diff <= 0.5 else 'NO'} |")
 
 
-def int8_speed(models: dict[str, Path], frames: int, repeat: int) -> None:
-    print(f"\n## int8 (static QDQ) vs fp32 on this machine's CPU: one thread, median of {repeat} runs")
-    print("| model | fp32 ms | int8 ms | fp32 / int8 |\n|---|---|---|---|")
-    for name, path in models.items():
-        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-        rng = np.random.default_rng(0)
-        feeds = [{i.name: rng.standard_normal(i.shape).astype(i.dtype) for i in model_inputs(model)}
-                 for _ in range(frames)]
-        quant = int8_model(model, feeds)
-        times = {}
-        for label, m in (("fp32", model), ("int8", quant)):
-            sess = variant_session(m, "int8")  # graph optimizations on for both, as on the boards
-            for _ in range(5):
-                sess.run(None, feeds[0])
-            samples = []
-            for k in range(repeat):
-                t = time.perf_counter()
-                sess.run(None, feeds[k % len(feeds)])
-                samples.append((time.perf_counter() - t) * 1e3)
-            times[label] = statistics.median(samples)
-        print(f"| {name} | {times['fp32']:.3f} | {times['int8']:.3f} | {times['fp32'] / times['int8']:.2f}x |")
+def int8_speed(repeat: int) -> None:
+    """Each int8 CPU stage of each model's most-int8 plan against its fp32 form, on the stage's own inputs."""
+    print(f"\n## int8 CPU stages vs their fp32 form on this machine: one thread, graph optimizations on, "
+          f"median of {repeat} runs")
+    print("| model | stage (groups) | fp32 ms | int8 ms | fp32 / int8 |\n|---|---|---|---|---|")
+    ratios = []
+    for name, (configs, measurers) in SEARCHED.items():
+        original = [c for c in configs if not c.model]
+        config = max(original, key=lambda c: (sum(s.variant == "int8" for s in c.program.stages), c.fps))
+        measurer = measurers[""]
+        for run in stage_runs(config.program, measurer.model):
+            if run.variant != "int8":
+                continue
+            names = [i.name for i in run.model.graph.input]
+            acts = measurer.activations(names)
+            feeds = [{n: acts[n][i] for n in names} for i in range(len(acts[names[0]]))]
+            times = {}
+            for label, model in (("fp32", run.model), ("int8", measurer.variant_model(run))):
+                sess = variant_session(model, "int8")  # graph optimizations on for both, as on the boards
+                for _ in range(5):
+                    sess.run(None, feeds[0])
+                samples = []
+                for k in range(repeat):
+                    t = time.perf_counter()
+                    sess.run(None, feeds[k % len(feeds)])
+                    samples.append((time.perf_counter() - t) * 1e3)
+                times[label] = statistics.median(samples)
+            ratios.append(times["fp32"] / times["int8"])
+            print(f"| {name} | {run.key} | {times['fp32']:.3f} | {times['int8']:.3f} | {ratios[-1]:.2f}x |")
+    if ratios:
+        print(f"median fp32 / int8 over the stages: {statistics.median(ratios):.2f}x "
+              f"(the cost model assumes {INT8_SPEEDUP:.2f}x on compute-bound groups, from ncnn on the Pi 4)")
 
 
 def random_calibration(model: Path, path: Path, frames: int) -> Path:
@@ -202,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             front_table(f"{name} (random weights, {args.frames} random frames)", zconfigs, "agreement")
             zoo_floors(name, zv, zconfigs)
             comparison(name, zv, zconfigs)
-        int8_speed({"digits_cnn": DIGITS / "digits_cnn.onnx", **zoo}, args.frames, args.repeat)
+        int8_speed(args.repeat)
         manifest_vs_direct(tmp, widths)
     sys.stdout.flush()
 

@@ -330,11 +330,16 @@ def _stage_accuracies(program: Program, measurer: Measurer, chosen: Config) -> N
 
 
 def pareto_front(configs: Sequence[Config]) -> list[Config]:
-    """Configurations no other beats on both accuracy and throughput, fastest first."""
+    """Configurations no other beats on both accuracy and throughput (of equals, the lowest latency), fastest first."""
     front = [c for c in configs
              if not any((o.accuracy >= c.accuracy and o.fps >= c.fps) and (o.accuracy > c.accuracy or o.fps > c.fps)
                         for o in configs)]
-    return sorted(front, key=lambda c: -c.fps)
+    best: dict[tuple[float, float], Config] = {}
+    for c in front:
+        key = (c.accuracy, c.fps)
+        if key not in best or c.latency_ms < best[key].latency_ms:
+            best[key] = c
+    return sorted(best.values(), key=lambda c: -c.fps)
 
 
 # -- without calibration data ---------------------------------------------------------------------------
