@@ -368,7 +368,7 @@ def apply_safe_rule(program: Program) -> Program:
             if backend.safe_without_data(stage.variant, sub, feeds):
                 continue
             was = stage.variant
-            stage.variant = next(v for v in backend.variants if backend.safe_without_data(v, sub, feeds))
+            stage.variant = next(v for v in backend.variants if v != was and backend.safe_without_data(v, sub, feeds))
             compute = sum(program.group_ms(g, stage.unit_id) for g in stage.groups
                           if any(n.op in COMPUTE_OPS for n in program.nodes_of([g])))
             stage.predicted_ms += compute * (backend.variant_speed[was] / backend.variant_speed[stage.variant] - 1)
