@@ -195,3 +195,34 @@ def test_variant_option_spelling(tmp_path) -> None:
     _fails(tmp_path, "--calib", VAL, "--variant", "w25", needles=["expected NAME=model.onnx"])
     _fails(tmp_path, "--calib", VAL, "--variant", "int8=x.onnx", needles=["--variant int8=...: a variant name is", "not one of fp16, fp32, int8"])
     _fails(tmp_path, "--calib", VAL, "--variant", "w9=missing.onnx", needles=["missing.onnx", "--variant w9: model not found"])
+
+
+def _conv_net(path: Path, scale: float) -> Path:
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((32, 3, 3, 3)) * scale).astype(np.float32)
+    w2 = (rng.standard_normal((32, 32, 3, 3)) * 0.1).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["a"], ["r"], name="r1"),
+         helper.make_node("Conv", ["r", "w2"], ["y"], name="c2", pads=[1, 1, 1, 1])],
+        "net", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 32, 64, 64])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, path)
+    return path
+
+
+def test_safe_rule_keeps_fp16_only_where_it_holds(tmp_path) -> None:
+    """Without data, a GPU stage whose values overflow fp16 (65504) runs fp32; a tame one keeps fp16."""
+    nano = tmp_path / "nano.json"
+    nano.write_text(json.dumps({"devices": [{"name": "nano", "type": "jetson-nano"}], "source": "nano",
+                                "sink": "nano"}))
+    tame = edgec.compile(_conv_net(tmp_path / "tame.onnx", 0.3), nano, tmp_path / "a").manifest
+    wild = edgec.compile(_conv_net(tmp_path / "wild.onnx", 3e4), nano, tmp_path / "b").manifest
+    assert [s.unit for s in tame.stages] == [s.unit for s in wild.stages] == ["gpu"]
+    assert tame.stages[0].variant == "fp16" and wild.stages[0].variant == "fp32"
+    assert wild.predicted["throughput_fps"] < tame.predicted["throughput_fps"]  # fp32 costs the GPU its 2x
+    assert edgec.verify(tmp_path / "b").passed
