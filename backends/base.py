@@ -53,6 +53,7 @@ class Backend:
     # per variant: how much faster than the default its compute-bound groups run (1: same; 0.5: twice the ms)
     variant_speed: ClassVar[dict[str, float]] = {"fp32": 1.0}
     calibrated_variants: ClassVar[frozenset[str]] = frozenset()  # variants that need calibration frames
+    exact_variants: ClassVar[frozenset[str]] = frozenset({"fp32"})  # the original's arithmetic: safe without data
     bindable_dtypes: ClassVar[frozenset[str] | None] = None  # numpy dtype names a stage may exchange; None: any
 
     def __init__(self, device: Device, unit: ComputeUnit) -> None:
@@ -88,8 +89,8 @@ class Backend:
 
     def safe_without_data(self, variant: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> bool:
         """Whether `variant` of the stage sub-model `model` may be chosen with no calibration data; `feeds`
-        is one seeded random frame of its inputs. fp32 always; others need the backend's own rule."""
-        return variant == "fp32"
+        is one seeded random frame of its inputs. `exact_variants` always; others need the backend's own rule."""
+        return variant in self.exact_variants
 
     def session_config(self, stage: StageSpec) -> dict[str, Any]:
         """What goes into the manifest's `StageSpec.session` for a stage on this unit."""

@@ -62,8 +62,9 @@ from edgec.liveness import stage_boundaries
 from edgec.pipeline import PassResult
 
 SAFE_RULE = ("no calibration data: each stage runs its unit's default variant where the backend deems it safe "
-             "on a seeded random frame (fp16 on TensorRT: edgec.backends.fp16's check), else fp32; int8 and user "
-             "variants need --calib")
+             "on a seeded random frame of the stage's inputs (fp16 on TensorRT: edgec.backends.fp16's check), "
+             "else fp32; int8 and user variants need --calib")
+SAFE_CHECK_MAX_BYTES = 1 << 30  # a stage with more memory than this keeps its default unchecked (`unchecked`)
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul"})
 _PRECISIONS = frozenset({"fp32", "fp16", "int8"})
 
@@ -347,24 +348,30 @@ def pareto_front(configs: Sequence[Config]) -> list[Config]:
 
 def apply_safe_rule(program: Program) -> Program:
     """SAFE_RULE: a stage keeps its unit's default variant only if the backend deems it safe without data
-    (`Backend.safe_without_data` on a seeded random frame); else it runs the first variant that is."""
+    (`Backend.safe_without_data` on a seeded random frame of the stage's inputs); else it runs the first
+    variant that is. Only a checked stage's own weights are read into memory (never the whole model's), and a
+    stage with more than SAFE_CHECK_MAX_BYTES of them keeps its default unchecked, as the manifest records."""
     from edgec.manifest import TensorSpec
     from edgec.passes.partition.local_partition import board_prediction
     from edgec.runtime.frames import random_frames
+    from edgec.weights import inline
 
     assert program.cluster is not None
     backends = [backend_for(program.cluster.devices[s.device], s.unit) for s in program.stages]
-    if any(s.variant != "fp32" for s in program.stages):
-        model = program.to_onnx(inline=True)
-        subs = stage_models(program, model)
-        specs = [TensorSpec(i.name, i.dtype, list(i.shape)) for i in model_inputs(model)]
-        frame = random_frames(specs, 1, 0)[0]
-        measurer = Measurer(model, Calibration("random", "", {k: v[None] for k, v in frame.items()}, None),
-                            program.source_sha256)
-        for stage, backend, sub in zip(program.stages, backends, subs):
-            names = [i.name for i in sub.graph.input]
-            acts = measurer.activations(names)
-            feeds = {n: acts[n][0] for n in names}
+    unchecked = []
+    if any(s.variant not in b.exact_variants for s, b in zip(program.stages, backends)):
+        subs = stage_models(program, program.to_onnx(inline=False))
+        for k, (stage, backend, sub) in enumerate(zip(program.stages, backends, subs)):
+            if stage.variant in backend.exact_variants:
+                continue  # the original's arithmetic: nothing to check
+            if stage.memory_bytes > SAFE_CHECK_MAX_BYTES:
+                unchecked.append(stage.name)
+                continue
+            inline(sub, program.graph)
+            specs = [TensorSpec(v.name, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
+                v.type.tensor_type.elem_type)).name, [d.dim_value for d in v.type.tensor_type.shape.dim])
+                for v in sub.graph.input]
+            feeds = random_frames(specs, 1, k)[0]
             if backend.safe_without_data(stage.variant, sub, feeds):
                 continue
             was = stage.variant
@@ -374,5 +381,5 @@ def apply_safe_rule(program: Program) -> Program:
             stage.predicted_ms += compute * (backend.variant_speed[was] / backend.variant_speed[stage.variant] - 1)
         program.prediction = board_prediction(program)
     program.variant_choice = {"metric": None, "floor": None, "calibration": None, "rule": SAFE_RULE,
-                              "source": None}
+                              "source": None, "unchecked": unchecked}
     return program
