@@ -84,7 +84,8 @@ class Codegen:
                 count = min(len(acts[names[0]]), MAX_QUANT_FRAMES)
                 calibration = [{n: acts[n][i] for n in names} for i in range(count)]
             try:
-                sub = backend.prepare_submodel(sub, stage.variant, calibration)
+                sub = (backend.prepare_submodel(sub, stage.variant) if calibration is None  # a backend may predate it
+                       else backend.prepare_submodel(sub, stage.variant, calibration))
             except EdgecError as exc:
                 raise EdgecError(f"stage {stage.name} ({stage.unit_id}): {exc.message}", where=exc.where) from None
             rel = f"{stage.device}/{stage.name}.onnx"
