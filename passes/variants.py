@@ -64,7 +64,9 @@ from edgec.pipeline import PassResult
 SAFE_RULE = ("no calibration data: each stage runs its unit's default variant where the backend deems it safe "
              "on a seeded random frame of the stage's inputs (fp16 on TensorRT: edgec.backends.fp16's check), "
              "else fp32; int8 and user variants need --calib")
-SAFE_CHECK_MAX_BYTES = 1 << 30  # a stage with more memory than this keeps its default unchecked (`unchecked`)
+# a stage with more weights than this keeps its default unchecked (`unchecked`): the check holds them in memory,
+# and a compile's memory otherwise follows the graph, not the weights (edgec.weights)
+SAFE_CHECK_MAX_BYTES = 128 << 20
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul"})
 _PRECISIONS = frozenset({"fp32", "fp16", "int8"})
 
@@ -350,7 +352,7 @@ def apply_safe_rule(program: Program) -> Program:
     """SAFE_RULE: a stage keeps its unit's default variant only if the backend deems it safe without data
     (`Backend.safe_without_data` on a seeded random frame of the stage's inputs); else it runs the first
     variant that is. Only a checked stage's own weights are read into memory (never the whole model's), and a
-    stage with more than SAFE_CHECK_MAX_BYTES of them keeps its default unchecked, as the manifest records."""
+    stage with more than SAFE_CHECK_MAX_BYTES of weights keeps its default unchecked, as the manifest records."""
     from edgec.manifest import TensorSpec
     from edgec.passes.partition.local_partition import board_prediction
     from edgec.runtime.frames import random_frames
@@ -364,7 +366,7 @@ def apply_safe_rule(program: Program) -> Program:
         for k, (stage, backend, sub) in enumerate(zip(program.stages, backends, subs)):
             if stage.variant in backend.exact_variants:
                 continue  # the original's arithmetic: nothing to check
-            if stage.memory_bytes > SAFE_CHECK_MAX_BYTES:
+            if sum(program.costs[g].param_bytes for g in stage.groups) > SAFE_CHECK_MAX_BYTES:
                 unchecked.append(stage.name)
                 continue
             inline(sub, program.graph)

@@ -217,6 +217,7 @@ class Program:
             "segments": [asdict(s) for s in self.segments],
             "stages": [asdict(s) for s in self.stages],
             "prediction": asdict(self.prediction) if self.prediction else None,
+            "variant_choice": self.variant_choice,
         }
 
     def to_json_text(self) -> str:
