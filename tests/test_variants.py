@@ -226,3 +226,19 @@ def test_safe_rule_keeps_fp16_only_where_it_holds(tmp_path) -> None:
     assert tame.stages[0].variant == "fp16" and wild.stages[0].variant == "fp32"
     assert wild.predicted["throughput_fps"] < tame.predicted["throughput_fps"]  # fp32 costs the GPU its 2x
     assert edgec.verify(tmp_path / "b").passed
+
+
+def test_manifest_accuracy_fields_round_trip_and_are_checked(tmp_path, one_pi) -> None:
+    from edgec.manifest import Manifest, read_manifest
+    from edgec.manifest_schema import check_against_schema
+
+    out = tmp_path / "out"
+    edgec.compile(CNN, one_pi, out, accuracy=AccuracyOptions(calibration=VAL))
+    m = read_manifest(out)
+    check_against_schema(m)
+    data = json.loads((out / "manifest.json").read_text())
+    assert data["stages"][0]["accuracy"] == m.stages[0].accuracy and m.accuracy["metric"] == "top1"
+    assert Manifest.from_json(m.to_json()).to_json() == data
+    data["stages"][0]["accuracy"] = "high"
+    with pytest.raises(EdgecError, match=r"stages\[0\]\.accuracy: expected a number"):
+        Manifest.from_json(data)
