@@ -87,6 +87,14 @@ class Backend:
         """
         raise NotImplementedError
 
+    def emulate(self, model: onnx.ModelProto, variant: str,
+                calibration: Sequence[dict[str, np.ndarray]] | None = None) -> onnx.ModelProto:
+        """A model that computes on this machine's CPU (ONNX Runtime) what the unit computes running `model` in
+        `variant`; `calibration`: the model's input values on the calibration frames."""
+        if variant in self.exact_variants:
+            return model
+        raise NotImplementedError(f"{self.name}: no emulation of {variant}")
+
     def safe_without_data(self, variant: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> bool:
         """Whether `variant` of the stage sub-model `model` may be chosen with no calibration data; `feeds`
         is one seeded random frame of its inputs. `exact_variants` always; others need the backend's own rule."""

@@ -31,6 +31,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.backends.base import Backend, taskset_list
 from edgec.backends.decompose import has_body, needs_body
+from edgec.backends.int8 import int8_model
 from edgec.backends.opset import convert_for_device, elem_type, lowered_op_types, model_opset, node_convertible
 from edgec.backends.registry import register
 from edgec.backends.versions import target_versions
@@ -271,10 +272,14 @@ class NeonBackend(Backend):
         if variant == "int8":
             if not calibration:
                 raise EdgecError("int8 needs calibration frames for its static quantization; pass --calib data.npz")
-            from edgec.accuracy import int8_model
-
             prepared = prepare_submodel(int8_model(prepared, calibration), self.device)  # the board's IR again
         return prepared
+
+    def emulate(self, model: onnx.ModelProto, variant: str,
+                calibration: Sequence[dict[str, Any]] | None = None) -> onnx.ModelProto:
+        if variant == "int8":  # the same quantization as the board's sub-model, run by ONNX Runtime here
+            return int8_model(model, calibration or [])
+        return super().emulate(model, variant, calibration)
 
     def session_config(self, stage: StageSpec | None = None) -> dict[str, Any]:
         return session_config(self.device, self.unit)

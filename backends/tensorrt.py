@@ -372,6 +372,13 @@ class TensorRTBackend(Backend):
         _check_variant(variant, None)
         return prepare_submodel(model)
 
+    def emulate(self, model: onnx.ModelProto, variant: str,
+                calibration: Sequence[dict[str, Any]] | None = None) -> onnx.ModelProto:
+        """fp16: every weight and activation stored in fp16 (`to_fp16`), fp32 arithmetic between them."""
+        if variant == "fp16":
+            return to_fp16(model)
+        return super().emulate(model, variant, calibration)
+
     def safe_without_data(self, variant: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> bool:
         """fp16 when `check_fp16` (edgec.backends.fp16: 1e-2 of each output's range, or the model's own
         response to fp16-rounded inputs) holds on the frame."""

@@ -198,7 +198,7 @@ class Variants:
                 best = max(configs, key=lambda c: c.fps)
                 raise EdgecError(f"--min-fps {self.min_fps:g}: no plan reaches it; the fastest reachable is "
                                  f"{best.fps:.1f} fps ({best.describe()})")
-            return max(ok, key=lambda c: (c.accuracy, c.fps))
+            return max(ok, key=lambda c: (c.accuracy, c.fps, -c.latency_ms))
         floor = self.effective_floor(default)
         assert floor is not None
         ok = [c for c in configs if c.accuracy >= floor - 1e-12]
@@ -206,7 +206,7 @@ class Variants:
             best = max(configs, key=lambda c: (c.accuracy, faster(c)))
             raise EdgecError(f"--accuracy-floor {floor:g}: no plan reaches it; the best reachable accuracy is "
                              f"{best.accuracy:.4f} ({best.describe()}); lower the floor")
-        return max(ok, key=lambda c: (faster(c), c.accuracy))
+        return max(ok, key=lambda c: (faster(c), c.accuracy, -c.latency_ms))
 
     def _variant_program(self, program: Program, name: str, path: str) -> Program:
         from edgec.passes.cost import Cost
@@ -321,14 +321,17 @@ def stage_key(stage: Stage) -> str:
 
 
 def stage_runs(program: Program, model: onnx.ModelProto) -> list[StageRun]:
-    return [StageRun(sub, s.variant, stage_key(s)) for s, sub in zip(program.stages, stage_models(program, model))]
+    """The stages as the measurer runs them, each emulated by its backend."""
+    assert program.cluster is not None
+    return [StageRun(sub, s.variant, stage_key(s), backend_for(program.cluster.devices[s.device], s.unit).emulate)
+            for s, sub in zip(program.stages, stage_models(program, model))]
 
 
 def _stage_accuracies(program: Program, measurer: Measurer, chosen: Config) -> None:
     """Each stage's accuracy: the plan's metric with that stage alone in its variant, the others fp32."""
     runs = stage_runs(program, measurer.model)
     for k, stage in enumerate(program.stages):
-        alone = [StageRun(r.model, r.variant if j == k else "fp32", r.key) for j, r in enumerate(runs)]
+        alone = [StageRun(r.model, r.variant if j == k else "fp32", r.key, r.emulate) for j, r in enumerate(runs)]
         stage.accuracy = measurer.measure(alone).accuracy
 
 

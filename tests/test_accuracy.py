@@ -8,12 +8,25 @@ import numpy as np
 import onnx
 import pytest
 
-from edgec.accuracy import (Calibration, InputSpec, Measurer, StageRun, classes_of, fp16_model, int8_model,
-                            load_calibration, model_inputs, read_cache, score, stream_accuracy, top1, write_cache)
+from edgec.accuracy import (Calibration, InputSpec, Measurer, StageRun, classes_of, load_calibration, model_inputs,
+                            read_cache, score, stream_accuracy, top1, write_cache)
+from edgec.backends import backend_for
+from edgec.backends.fp16 import to_fp16 as fp16_model
+from edgec.backends.int8 import int8_model
+from edgec.cluster import load_cluster
 from edgec.errors import EdgecError
+
+from conftest import TRIO
 
 DIGITS = Path(__file__).resolve().parent.parent / "samples" / "digits"
 SPEC = [InputSpec("image", "float32", (1, 1, 8, 8))]
+_TRIO = load_cluster(TRIO)
+CPU = backend_for(_TRIO.devices["rpi4"], "cpu").emulate  # int8 as the Pi's ONNX Runtime runs it
+GPU = backend_for(_TRIO.devices["nano"], "gpu").emulate  # fp16 as the Nano's TensorRT stores it
+
+
+def run(model, variant: str, key: str = "all") -> StageRun:
+    return StageRun(model, variant, key, GPU if variant == "fp16" else CPU)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +98,7 @@ def test_int8_is_real_static_qdq_and_stays_accurate(cnn, test_split) -> None:
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert any(t.data_type == onnx.TensorProto.INT8 for t in q.graph.initializer)
     m = Measurer(cnn, test_split, "x")
-    fp32, int8 = (m.measure([StageRun(cnn, v, "all")]) for v in ("fp32", "int8"))
+    fp32, int8 = (m.measure([run(cnn, v)]) for v in ("fp32", "int8"))
     assert fp32.accuracy > 0.97 and abs(int8.accuracy - fp32.accuracy) <= 0.02
     assert 20 < int8.sqnr_db < 80  # quantized for real: not exact, not broken
 
@@ -96,8 +109,8 @@ def test_fp16_stores_every_weight_in_half_and_keeps_fp32_io(cnn, test_split) -> 
     assert floats and all(t.data_type == onnx.TensorProto.FLOAT16 for t in floats)
     assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     m = Measurer(cnn, test_split, "x")
-    s = m.measure([StageRun(cnn, "fp16", "all")])
-    assert 40 < s.sqnr_db < 120 and s.accuracy == m.measure([StageRun(cnn, "fp32", "all")]).accuracy
+    s = m.measure([run(cnn, "fp16")])
+    assert 40 < s.sqnr_db < 120 and s.accuracy == m.measure([run(cnn, "fp32")]).accuracy
 
 
 def test_onnxconverter_common_breaks_on_a_relayed_output() -> None:
@@ -115,15 +128,15 @@ def test_onnxconverter_common_breaks_on_a_relayed_output() -> None:
 
 def test_measurements_are_cached_by_what_determines_them(cnn, test_split, tmp_path) -> None:
     m = Measurer(cnn, test_split, "src")
-    first = m.measure([StageRun(cnn, "int8", "all")])
-    m.measure([StageRun(cnn, "int8", "all")])
+    first = m.measure([run(cnn, "int8")])
+    m.measure([run(cnn, "int8")])
     assert m.runs == 1
     write_cache(tmp_path, m.cache)
     again = Measurer(cnn, test_split, "src", cache=read_cache(tmp_path))
-    assert again.measure([StageRun(cnn, "int8", "all")]) == first and again.runs == 0
+    assert again.measure([run(cnn, "int8")]) == first and again.runs == 0
     other = Calibration(test_split.path, "0" * 64, test_split.frames, test_split.labels)
     moved = Measurer(cnn, other, "src", cache=read_cache(tmp_path))
-    moved.measure([StageRun(cnn, "int8", "all")])
+    moved.measure([run(cnn, "int8")])
     assert moved.runs == 1  # other calibration data: measured again
     (tmp_path / "accuracy-cache.json").write_text("{not json")
     assert read_cache(tmp_path) == {}

@@ -6,7 +6,8 @@
 top-1 against the labels when given, else the agreement of top-1 with the
 fp32 model; SQNR (dB) of the outputs against fp32 is reported beside it.
 
-Variants are emulated on this machine's CPU as the boards compute them:
+Variants are emulated on this machine's CPU as the boards compute them, by
+each stage's backend (`Backend.emulate`):
 
 - fp16 (TensorRT on the Nano): edgec.backends.fp16.to_fp16 (fp32 inputs and
   outputs kept), run under ONNX Runtime CPU: every weight
@@ -33,24 +34,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
-import onnx.version_converter
 import onnxruntime as ort
 
 from edgec.errors import EdgecError
 
 CACHE_FILE = "accuracy-cache.json"
 LABELS = "labels"
-MAX_QUANT_FRAMES = 128  # calibration frames int8's MinMax ranges are taken from
-QDQ_OPSET = 13
+MAX_QUANT_FRAMES = 128  # calibration frames handed to a variant that needs them (int8's MinMax ranges)
 
 
 @dataclass(frozen=True)
@@ -145,50 +142,6 @@ def classes_of(model: onnx.ModelProto) -> int | None:
 # -- variants as the boards compute them ------------------------------------------------------------
 
 
-def fp16_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model storing every weight and activation in fp16, fp32 inputs and outputs kept."""
-    from edgec.backends.fp16 import to_fp16
-
-    return to_fp16(model)
-
-
-def int8_model(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]]) -> onnx.ModelProto:
-    """Static QDQ int8 quantization (onnxruntime.quantization, MinMax) calibrated on `feeds` (the model's inputs).
-
-    Activations uint8, weights int8 (U8S8), per tensor: the form ONNX Runtime's CPU provider fuses into its
-    integer kernels on x86-64 and ARM alike (S8S8 measured 2x slower than fp32 on this project's x86 host; see
-    benchmarks/variants.py). A model below opset 13 is first converted to 13, where ONNX Runtime fuses the
-    QDQ pairs (at the zoo's opset 9 it does not, and int8 runs no faster than fp32).
-    """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([dict(f) for f in feeds[:MAX_QUANT_FRAMES]])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    root = logging.getLogger()
-    level = root.level
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), QDQ_OPSET)
-    if opset < QDQ_OPSET:
-        try:
-            model = onnx.version_converter.convert_version(model, QDQ_OPSET)
-        except Exception:  # noqa: BLE001 - a model the converter cannot lift is quantized at its own opset
-            pass
-    with tempfile.TemporaryDirectory(prefix="edgec-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, src)
-        root.setLevel(logging.ERROR)  # its advice to pre-process is printed on every call
-        try:
-            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=False)
-        finally:
-            root.setLevel(level)
-        return onnx.load(str(dst))
-
-
 def variant_session(model: onnx.ModelProto, variant: str) -> ort.InferenceSession:
     """A CPU session running `model` (already in `variant`) the way the board's runtime would."""
     from edgec.runtime.session import inference_session
@@ -228,6 +181,9 @@ class StageRun:
     model: onnx.ModelProto
     variant: str
     key: str  # the stage's groups, e.g. "g0..g7"
+    # (model, variant, calibration values of its inputs) -> the model computing on this CPU what the unit
+    # computes in that variant: the stage's backend's `emulate`
+    emulate: Callable[[onnx.ModelProto, str, Sequence[Mapping[str, np.ndarray]]], onnx.ModelProto] | None = None
 
 
 @dataclass
@@ -289,15 +245,12 @@ class Measurer:
         if key not in self._variant_models:
             if stage.variant == "fp32":
                 model = stage.model
-            elif stage.variant == "fp16":
-                model = fp16_model(stage.model)
-            elif stage.variant == "int8":
+            else:
+                assert stage.emulate is not None, f"stage {stage.key}: no emulation for {stage.variant}"
                 names = [i.name for i in stage.model.graph.input]
                 acts = self.activations(names)
                 feeds = [{n: acts[n][i] for n in names} for i in range(min(self.calibration.count, MAX_QUANT_FRAMES))]
-                model = int8_model(stage.model, feeds)
-            else:
-                raise AssertionError(f"no emulation for variant {stage.variant}")
+                model = stage.emulate(stage.model, stage.variant, feeds)
             self._variant_models[key] = model
         return self._variant_models[key]
 

@@ -5,7 +5,7 @@ outputs are held to its variant's tolerance against the original's values:
 
 - fp32: element by element, ``|got - expected| <= atol + rtol * |expected|`` (verify's tolerances);
 - fp16 (the sub-model stays fp32 in out/, the engine computes fp16): the
-  sub-model converted as the variants pass measured it (edgec.accuracy.fp16_model),
+  sub-model converted as the variants pass measured it (edgec.backends.fp16.to_fp16),
   held to edgec.backends.fp16's rule, max abs error <= max(1e-2 x the output's
   range, sqrt(depth) x the model's own response to fp16-rounded inputs);
 - int8 (the QDQ sub-model in out/): the outputs' SQNR against fp32 at least
@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
 
-from edgec.accuracy import InputSpec, fp16_model, load_calibration, score, variant_session
+from edgec.accuracy import InputSpec, load_calibration, score, variant_session
+from edgec.backends.fp16 import check_fp16, to_fp16
 from edgec.errors import EdgecError
 from edgec.manifest import Manifest, StageSpec
 from edgec.runtime.stage import checked_model
@@ -67,7 +68,7 @@ def _stage_model(out: Path, stage: StageSpec) -> onnx.ModelProto:
 def _run_variant(model: onnx.ModelProto, variant: str):
     """A session computing the stage as its board does: fp16 stages through the fp16 conversion."""
     if variant == "fp16":
-        return variant_session(fp16_model(model), "fp16")
+        return variant_session(to_fp16(model), "fp16")
     return variant_session(model, variant)
 
 
@@ -86,10 +87,9 @@ def reference_values(source: Path, feeds: Mapping[str, np.ndarray], names: list[
 
 
 def check_stages(out: Path, manifest: Manifest, source: Path, frames: list[Mapping[str, np.ndarray]], *,
-                 rtol: float, atol: float) -> list[StageCheck]:
-    """Each stage on the original's values of its inputs, over `frames`, at its variant's tolerance."""
-    from edgec.backends.fp16 import check_fp16
-    from edgec.verification import compare
+                 compare: Callable[[str, np.ndarray, np.ndarray], Any]) -> list[StageCheck]:
+    """Each stage on the original's values of its inputs, over `frames`, at its variant's tolerance;
+    `compare(name, expected, got)` is verify's element-wise comparison (fp32 stages)."""
 
     names = sorted({t.name for s in manifest.stages for t in s.inputs + s.outputs})
     refs = [reference_values(source, feeds, names) for feeds in frames]
@@ -104,7 +104,7 @@ def check_stages(out: Path, manifest: Manifest, source: Path, frames: list[Mappi
         model = _stage_model(out, stage)
         outs = [o.name for o in stage.outputs]
         if stage.variant == "fp16":
-            half = fp16_model(model)
+            half = to_fp16(model)
             results = [c for ref in refs for c in check_fp16(model, {t.name: ref[t.name] for t in stage.inputs},
                                                               fp16_model=half)]
             worst = max(results, key=lambda c: c.max_abs_error / max(c.tolerance, 1e-30))
@@ -119,7 +119,7 @@ def check_stages(out: Path, manifest: Manifest, source: Path, frames: list[Mappi
             checks.append(StageCheck(stage.name, "int8", "min SQNR of its outputs, dB", sqnr, INT8_MIN_SQNR_DB,
                                      bool(sqnr >= INT8_MIN_SQNR_DB)))
         else:
-            cmp = [compare(o, ref[o], g[j], rtol=rtol, atol=atol) for ref, g in zip(refs, got)
+            cmp = [compare(o, ref[o], g[j]) for ref, g in zip(refs, got)
                    for j, o in enumerate(outs)]
             checks.append(StageCheck(stage.name, stage.variant, "elements outside atol + rtol x |expected|",
                                      float(sum(c.mismatches for c in cmp)), 0.0, all(c.passed for c in cmp)))

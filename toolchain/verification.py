@@ -97,7 +97,8 @@ def verify(out: str | os.PathLike, *, model: str | os.PathLike | None = None,
     if any(s.variant != "fp32" for s in manifest.stages):
         frames = (stage_frames(manifest, None if calibration is None else str(calibration))
                   if inputs is None else None) or [feeds]
-        stages = check_stages(Path(out), manifest, model_path, frames, rtol=rtol, atol=atol)
+        stages = check_stages(Path(out), manifest, model_path, frames,
+                              compare=lambda name, exp, got: compare(name, exp, got, rtol=rtol, atol=atol))
     accuracy = check_accuracy(Path(out), manifest, None if calibration is None else str(calibration))
     return VerifyResult(checks, atol, rtol, stages, accuracy)
 
