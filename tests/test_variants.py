@@ -242,3 +242,12 @@ def test_manifest_accuracy_fields_round_trip_and_are_checked(tmp_path, one_pi) -
     data["stages"][0]["accuracy"] = "high"
     with pytest.raises(EdgecError, match=r"stages\[0\]\.accuracy: expected a number"):
         Manifest.from_json(data)
+
+
+def test_inspect_shows_the_measured_variants(tmp_path, one_pi) -> None:
+    out = tmp_path / "out"
+    edgec.compile(CNN, one_pi, out, accuracy=AccuracyOptions(calibration=VAL, accuracy_floor=0.95))
+    proc = _cli("inspect", out)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "variants: measured top1 0.99" in text and "floor 0.9500" in text and "s0 int8 0.99" in text

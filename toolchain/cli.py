@@ -157,6 +157,16 @@ def inspect_cmd(out: Path = typer.Argument(..., help="folder written by edgec co
     p = m.predicted
     console.print(f"predicted: latency {p['latency_ms']:.2f} ms, bottleneck {p['bottleneck_ms']:.2f} ms, "
                   f"throughput {p['throughput_fps']:.1f} fps", highlight=False)
+    if m.accuracy:
+        acc = m.accuracy
+        if p.get("accuracy") is None:
+            console.print(f"variants: {acc['rule']}", highlight=False)
+        else:
+            floor = acc.get("floor")
+            console.print(f"variants: measured {acc['metric']} {p['accuracy']:.4f} on {acc['calibration']['frames']} "
+                          f"calibration frames" + (f", floor {floor:.4f}" if floor is not None else "")
+                          + "; per stage: " + ", ".join(f"{s.name} {s.variant} {s.accuracy:.4f}" for s in m.stages
+                                                        if s.accuracy is not None), highlight=False)
 
 
 @app.command("profile")
