@@ -9,8 +9,10 @@ names. Its questions are kept apart as in torch.fx's `operator_support.py`
 - boundaries: `bindable_dtypes` (what a stage's inputs and outputs may be;
   None = anything) and `copy_ms(nbytes)` (moving a tensor between the
   process's host memory and the unit, 0 for a CPU);
-- precision: `variants` (the first is the default) and `prepare_submodel(model,
-  variant)`: the stage's sub-model as the board's runtime loads it in that
+- precision: `variants` (the first is the default), `variant_speed` (the
+  default's predicted ms over the variant's), `calibrated_variants` (those
+  that need calibration frames), and `prepare_submodel(model, variant,
+  calibration)`: the stage's sub-model as the board's runtime loads it in that
   variant, or EdgecError naming the node;
 - deployment: `session_config(stage)` (the manifest's `session`), and per
   device `bundle_files`, `readme` and `prelaunch` lines for the launcher.
@@ -51,6 +53,10 @@ class Backend:
     name: ClassVar[str]
     unit_kinds: ClassVar[tuple[str, ...]]  # the kinds of compute unit it runs on ("cpu", "gpu")
     variants: ClassVar[tuple[str, ...]] = ("fp32",)  # precisions it runs; the first is the default
+    # per variant: how much faster than the default its compute-bound groups run (1: same; 0.5: twice the ms)
+    variant_speed: ClassVar[dict[str, float]] = {"fp32": 1.0}
+    calibrated_variants: ClassVar[frozenset[str]] = frozenset()  # variants that need calibration frames
+    exact_variants: ClassVar[frozenset[str]] = frozenset({"fp32"})  # the original's arithmetic: safe without data
     bindable_dtypes: ClassVar[frozenset[str] | None] = None  # numpy dtype names a stage may exchange; None: any
 
     def __init__(self, device: Device, unit: ComputeUnit) -> None:
@@ -75,9 +81,27 @@ class Backend:
         """ms to move `nbytes` between the serving process's memory and the unit (each way)."""
         return 0.0
 
-    def prepare_submodel(self, model: onnx.ModelProto, variant: str) -> onnx.ModelProto:
-        """The stage sub-model as the board's runtime loads it in `variant`; EdgecError naming the node otherwise."""
+    def prepare_submodel(self, model: onnx.ModelProto, variant: str,
+                         calibration: Sequence[dict[str, np.ndarray]] | None = None) -> onnx.ModelProto:
+        """The stage sub-model as the board's runtime loads it in `variant`; EdgecError naming the node otherwise.
+
+        `calibration`: the sub-model's input values on the calibration frames, for a variant in
+        `calibrated_variants`.
+        """
         raise NotImplementedError
+
+    def emulate(self, model: onnx.ModelProto, variant: str,
+                calibration: Sequence[dict[str, np.ndarray]] | None = None) -> onnx.ModelProto:
+        """A model that computes on this machine's CPU (ONNX Runtime) what the unit computes running `model` in
+        `variant`; `calibration`: the model's input values on the calibration frames."""
+        if variant in self.exact_variants:
+            return model
+        raise NotImplementedError(f"{self.name}: no emulation of {variant}")
+
+    def safe_without_data(self, variant: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> bool:
+        """Whether `variant` of the stage sub-model `model` may be chosen with no calibration data; `feeds`
+        is one seeded random frame of its inputs. `exact_variants` always; others need the backend's own rule."""
+        return variant in self.exact_variants
 
     def session_config(self, stage: StageSpec) -> dict[str, Any]:
         """What goes into the manifest's `StageSpec.session` for a stage on this unit."""

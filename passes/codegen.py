@@ -33,6 +33,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from edgec import __version__
+from edgec.accuracy import MAX_QUANT_FRAMES
 from edgec.backends.base import device_bundle
 from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
@@ -68,22 +69,40 @@ class Codegen:
         stage_specs: list[StageSpec] = []
         files: list[dict[str, str]] = []
         stepped = any(stage.replicas for stage in program.stages)
+        inline_model = None
         for k, stage in enumerate(program.stages):
-            nodes = [n for n in model.graph.node if node_stage[n.name] == k]
-            extracted = extract_submodel(model, nodes, reads, later_needs=set(lives[k + 1]), values=values,
-                                         name=f"{model.graph.name or 'model'}_{stage.name}")
             copies = [(stage.name, stage.device, stage.unit, stage.backend, stage.variant, stage.predicted_ms,
                        stage.memory_bytes, stage.weight)]
             copies += [(f"{stage.name}r{j + 1}", r.device, r.unit, r.backend, r.variant, r.predicted_ms,
                         r.memory_bytes, r.weight) for j, r in enumerate(stage.replicas)]
+            extracted: dict[bool, onnx.ModelProto] = {}  # by whether the weights are inlined (to quantize them)
             for name, device, unit, backend_name, variant, ms, memory, weight in copies:
                 backend = backend_for(program.cluster.devices[device], unit)
-                own = extracted
+                calibrated = variant in backend.calibrated_variants  # quantized from the real weights, on real values
+                if calibrated and program.measurer is None:
+                    raise EdgecError(f"stage {name} ({device}.{unit}): {variant} needs calibration frames; "
+                                     f"pass --calib data.npz")
+                if calibrated not in extracted:
+                    if calibrated:
+                        inline_model = inline_model or program.to_onnx(inline=True)
+                    source = inline_model if calibrated else model
+                    nodes = [n for n in source.graph.node if node_stage[n.name] == k]
+                    extracted[calibrated] = extract_submodel(source, nodes, reads, later_needs=set(lives[k + 1]),
+                                                             values=values,
+                                                             name=f"{model.graph.name or 'model'}_{stage.name}")
+                own = extracted[calibrated]
                 if len(copies) > 1:  # each copy prepared apart (large weights are placeholders: cheap)
                     own = onnx.ModelProto()
-                    own.CopyFrom(extracted)
+                    own.CopyFrom(extracted[calibrated])
                 try:
-                    sub = backend.prepare_submodel(own, variant)
+                    if calibrated:
+                        names = [i.name for i in own.graph.input]
+                        acts = program.measurer.activations(names)
+                        count = min(len(acts[names[0]]), MAX_QUANT_FRAMES)
+                        calibration = [{n: acts[n][i] for n in names} for i in range(count)]
+                        sub = backend.prepare_submodel(own, variant, calibration)
+                    else:
+                        sub = backend.prepare_submodel(own, variant)
                 except EdgecError as exc:
                     raise EdgecError(f"stage {name} ({device}.{unit}): {exc.message}", where=exc.where) from None
                 rel = f"{device}/{name}.onnx"
@@ -96,7 +115,7 @@ class Codegen:
                     inputs=[_tensor_spec(i) for i in sub.graph.input],
                     outputs=[_tensor_spec(o) for o in sub.graph.output],
                     receives=receives[k], sends=sends[k], predicted_ms=round(ms, 4),
-                    memory_bytes=int(memory),
+                    memory_bytes=int(memory), accuracy=stage.accuracy,
                     cores=list(program.cluster.devices[device].units[unit].cores),
                     step=stage.step if stage.step is not None else (k if stepped else None),
                     parallel=stage.parallel or ("replica" if stage.replicas else None),
@@ -119,11 +138,13 @@ class Codegen:
             transfers=(step_transfers(program, stage_specs) if any(s.parallel == "slice" for s in program.stages)
                        else _transfers(program, lives)),
             predicted={"latency_ms": program.prediction.latency_ms, "bottleneck_ms": program.prediction.bottleneck_ms,
-                       "throughput_fps": program.prediction.throughput_fps, "accuracy": None,
+                       "throughput_fps": program.prediction.throughput_fps,
+                       "accuracy": program.prediction.accuracy,
                        "energy_mj": (None if program.prediction.energy_mj is None
                                      else round(program.prediction.energy_mj, 4))},
             files=files,
             edgec_version=__version__,
+            accuracy=program.variant_choice,
         )
         manifest.write(out / "manifest.json")
         seal(str(out))  # manifest.sha256: the runtime refuses a manifest without it (edgec.runtime.trust)

@@ -124,7 +124,7 @@ def test_registering_a_second_class_under_a_taken_name_is_refused():
 
 
 @pytest.mark.parametrize("device, unit, good, bad, message", [
-    ("rpi4", "cpu", "fp32", "fp16", "variant 'fp16' is not one ONNX Runtime's CPU provider runs here; use fp32"),
+    ("rpi4", "cpu", "fp32", "fp16", "variant 'fp16' is not one ONNX Runtime's CPU provider runs here; use fp32 or int8"),
     ("nano", "gpu", "fp16", "int8", "int8 on the Jetson Nano's GPU gives no speed-up"),
 ])
 def test_prepare_submodel_honours_the_variant(tmp_path, device, unit, good, bad, message):

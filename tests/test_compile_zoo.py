@@ -32,7 +32,7 @@ def _check_submodels(result: edgec.CompileResult, source: onnx.ModelProto) -> No
             assert all(OPERATORS[n.op_type].supported for n in sub.graph.node)
             for v in list(sub.graph.input) + list(sub.graph.output) + list(sub.graph.value_info):
                 assert all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim), v.name
-            assert stage.session["precision"] == "fp16" and stage.session["tensorrt"] == "8.2"
+            assert stage.session["precision"] == stage.variant in ("fp16", "fp32") and stage.session["tensorrt"] == "8.2"
         else:
             assert opset == min(source_opset, device.max_opset)
             cores = device.units[stage.unit].cores

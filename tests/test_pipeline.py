@@ -19,7 +19,7 @@ from edgec.zoo import zoo_models
 from conftest import TRIO
 
 PASSES = ["load", "shape-inference", "fusion", "cost", "capability", "partition", "local-partition", "spatial-partition",
-          "codegen"]
+          "variants", "codegen"]
 
 
 def logical_lines(text: str) -> list[str]:
@@ -44,7 +44,7 @@ def test_dump_ir_writes_text_and_json_after_each_pass(tmp_path):
     text = logical_lines((tmp_path / "ir" / "07-local-partition.txt").read_text())
     conv = next(line for line in text if "= Conv(" in line)
     assert "-> s0@" in conv and conv.split("-> s0@")[1].count(".") == 1  # now on device.unit
-    dump = json.loads((tmp_path / "ir" / "09-codegen.json").read_text())
+    dump = json.loads((tmp_path / "ir" / "10-codegen.json").read_text())
     copies = [f"{s['name']}r{k + 1}" for s in dump["stages"] for k in range(len(s["replicas"]))]
     assert sorted([s["name"] for s in dump["stages"]] + copies) == sorted(s.name for s in result.manifest.stages)
     assert len(dump["nodes"]) == sum(1 for line in text if " = " in line)

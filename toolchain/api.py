@@ -30,6 +30,7 @@ from edgec.passes.shape_inference import ShapeInference
 from edgec.runtime.deployment import DEPLOYMENT_FILE, default_deployment
 from edgec.runtime.pipeline import read_pipeline
 from edgec.runtime.trust import seal
+from edgec.passes.variants import Variants, check_variant_name
 from edgec.submodel_files import EXTERNAL_DATA_BYTES
 from edgec.report_page import Report, write_report
 from edgec.pipeline import (DumpIR, Instrument, Pass, PassManager, PassTiming, PrintIRAfter, ShowProgress, TimePasses,
@@ -57,20 +58,41 @@ def analysis_passes(model_path: str, *, input_shapes: Mapping[str, Sequence[int]
     return [Load(model_path), ShapeInference(input_shapes=shapes), Fusion(), Cost()]
 
 
+@dataclass(frozen=True)
+class AccuracyOptions:
+    """What the variants pass chooses with: calibration frames (.npz), an accuracy floor (a fraction), and user
+    variants of the whole model (name -> .onnx). With calibration frames and no floor, compile's `min_fps` asks
+    for the most accurate plan at that frame rate or more."""
+
+    calibration: str | os.PathLike | None = None
+    accuracy_floor: float | None = None
+    variants: Mapping[str, str | os.PathLike] = field(default_factory=dict)
+
+
 def build_passes(model_path: str, out_dir: str, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
                  objective: str = "throughput", strategy: str = "hierarchical", min_fps: float | None = None,
-                 max_latency_ms: float | None = None,
-                 external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Pass]:
+                 max_latency_ms: float | None = None, external_data_bytes: int = EXTERNAL_DATA_BYTES,
+                 accuracy: AccuracyOptions | None = None, previous_out: str | None = None) -> list[Pass]:
     """The default pipeline (the placement passes follow the strategy; `spatial` forces slices into the
-    hierarchical plan)."""
+    hierarchical plan). With calibration data the variants pass re-plans each precision configuration and
+    applies --min-fps / --max-latency-ms to the measured choice, so the partition passes take no limits then."""
     spatial = strategy == "spatial"
+    acc = accuracy or AccuracyOptions()
+    shapes = tuple((k, tuple(v)) for k, v in (input_shapes or {}).items())
+    measured = acc.calibration is not None
     return [
         *analysis_passes(model_path, input_shapes=input_shapes),
         Capability(),
-        GlobalPartition(objective=objective, strategy="hierarchical" if spatial else strategy, min_fps=min_fps, max_latency_ms=max_latency_ms),
+        GlobalPartition(objective=objective, strategy="hierarchical" if spatial else strategy,
+                        min_fps=None if measured else min_fps, max_latency_ms=None if measured else max_latency_ms),
         LocalPartition(),
         SpatialPartition(objective=objective, force=spatial, max_latency_ms=max_latency_ms,
                          consider=strategy in ("hierarchical", "spatial")),
+        Variants(objective=objective, calibration=None if acc.calibration is None else str(acc.calibration),
+                 accuracy_floor=acc.accuracy_floor, min_fps=min_fps if measured else None,
+                 max_latency_ms=max_latency_ms if measured else None,
+                 user_variants=tuple((k, str(v)) for k, v in acc.variants.items()), cache_from=previous_out,
+                 cache_to=out_dir, strategy="hierarchical" if spatial else strategy, input_shapes=shapes),
         Codegen(out_dir, objective=objective, external_data_bytes=external_data_bytes),
     ]
 
@@ -100,7 +122,7 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             dump_ir: str | os.PathLike | None = None, print_ir_after: Sequence[str] = (),
             print_ir: Callable[[str, str], None] | None = None, check_invariants: bool = True,
             keep_program: bool = False, external_data_bytes: int = EXTERNAL_DATA_BYTES,
-            progress: Console | None = None) -> CompileResult:
+            progress: Console | None = None, accuracy: AccuracyOptions | None = None) -> CompileResult:
     """Compile `model` for `cluster` into the folder `out`.
 
     Everything is written to a temporary folder beside `out` and renamed into
@@ -108,9 +130,13 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
     with more than `external_data_bytes` of weights keeps them in a `.data` file
     beside it (ONNX external data). With a `progress` console, a pass that runs
     over a second shows there while it runs.
+    `accuracy` says how the variants pass chooses each stage's precision
+    (edgec.passes.variants); its measurements are cached in out/ and reused by
+    the next compile into the same folder.
     """
     check_plan_options(objective, strategy, min_fps, max_latency_ms)
     out = Path(out)
+    _check_accuracy_files(accuracy)
     cluster_obj = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
     if objective == "energy":
         require_power(cluster_obj, [f"{d.name}.{u}" for d in cluster_obj.devices.values() for u in d.units])
@@ -128,7 +154,8 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
             instruments.append(PrintIRAfter(print_ir_after, print_ir or (lambda name, text: print(text))))
         passes = build_passes(str(model), str(staging), input_shapes=input_shapes, objective=objective,
                               strategy=strategy, min_fps=min_fps, max_latency_ms=max_latency_ms,
-                              external_data_bytes=external_data_bytes)
+                              external_data_bytes=external_data_bytes, accuracy=accuracy,
+                              previous_out=str(out) if out.is_dir() else None)
         known = {p.name for p in passes} | {"all"}
         for name in print_ir_after:
             if name not in known:
@@ -151,6 +178,18 @@ def compile(model: str | os.PathLike, cluster: str | os.PathLike | Cluster, out:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return CompileResult(out, manifest, timer.timings, program if keep_program else None)
+
+
+def _check_accuracy_files(accuracy: AccuracyOptions | None) -> None:
+    """Missing files are named before anything is written."""
+    if accuracy is None:
+        return
+    if accuracy.calibration is not None and not Path(accuracy.calibration).is_file():
+        raise EdgecError("calibration data not found; pass an .npz with --calib", where=str(accuracy.calibration))
+    for name, path in accuracy.variants.items():
+        check_variant_name(name)
+        if not Path(path).is_file():
+            raise EdgecError(f"--variant {name}: model not found", where=str(path))
 
 
 def _make_staging_dir(out: Path) -> Path:
@@ -202,5 +241,5 @@ def report(out: str | os.PathLike, html: str | os.PathLike | None = None, *,
     return write_report(out, html, model=model, analyze=analyze)
 
 
-__all__ = ["compile", "verify", "analyze", "report", "Report", "CompileResult", "VerifyResult", "OutputCheck",
+__all__ = ["AccuracyOptions", "compile", "verify", "analyze", "report", "Report", "CompileResult", "VerifyResult", "OutputCheck",
            "build_passes", "OBJECTIVES", "STRATEGIES"]

@@ -62,7 +62,9 @@ def compile_cmd(
                                       "concurrent worker, replicas where they pay), data-parallel (whole-model "
                                       "replicas), pipeline (one segment per board), spatial (a frame's feature maps "
                                       "sliced across units), or a research baseline"),
-    min_fps: Optional[float] = typer.Option(None, "--min-fps", metavar="FPS", help="refuse plans slower than this"),
+    min_fps: Optional[float] = typer.Option(None, "--min-fps", metavar="FPS", help="refuse plans slower than this; "
+                                            "with --calib and no --accuracy-floor: the most accurate plan at this "
+                                            "frame rate or more"),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", metavar="MS",
                                                    help="refuse plans slower per frame end to end than this"),
     input_shape: List[str] = typer.Option([], "--input-shape", metavar="NAME=DIMS",
@@ -73,6 +75,15 @@ def compile_cmd(
                                              help="print the IR after PASS, or 'all' (repeatable)"),
     time_passes: bool = typer.Option(False, "--time-passes", metavar="", help="print each pass's wall time"),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="no progress display"),
+    calib: Optional[Path] = typer.Option(None, "--calib", metavar="FILE.npz",
+                                         help="calibration frames: one N x shape array per model input, optional "
+                                         "'labels' (N class indices)"),
+    accuracy_floor: Optional[float] = typer.Option(None, "--accuracy-floor", metavar="X",
+                                                   help="fastest plan whose measured accuracy (top-1 with labels, "
+                                                   "else agreement with fp32) is at least this fraction"),
+    variant: List[str] = typer.Option([], "--variant", metavar="NAME=MODEL.onnx",
+                                      help="a variant of the whole model with the same inputs and outputs "
+                                      "(repeatable)"),
 ) -> None:
     """Compile MODEL for the cluster into per-device sub-models and a manifest."""
     from edgec.passes.shape_inference import parse_input_shape
@@ -80,8 +91,10 @@ def compile_cmd(
     shapes = dict(parse_input_shape(s) for s in input_shape)
     from edgec import api  # the compiler side loads only for the commands that need it (boards serve without it)
 
+    accuracy = api.AccuracyOptions(calibration=calib, accuracy_floor=accuracy_floor,
+                                   variants=dict(_variant(v) for v in variant))
     result = api.compile(model, target, out, objective=objective.value, strategy=strategy.value, min_fps=min_fps,
-                         max_latency_ms=max_latency_ms, input_shapes=shapes, dump_ir=dump_ir,
+                         max_latency_ms=max_latency_ms, input_shapes=shapes, accuracy=accuracy, dump_ir=dump_ir,
                          print_ir_after=print_ir_after,
                          print_ir=lambda name, text: console.print(f"// IR after {name}\n{text}", markup=False,
                                                                    highlight=False),
@@ -89,7 +102,9 @@ def compile_cmd(
     m = result.manifest
     console.print(f"wrote {out}/: {len(m.stages)} stages on {len({s.device for s in m.stages})} devices; "
                   f"predicted latency {m.predicted['latency_ms']:.2f} ms, bottleneck {m.predicted['bottleneck_ms']:.2f} ms "
-                  f"({m.predicted['throughput_fps']:.1f} fps){_energy(m.predicted)}", highlight=False)
+                  f"({m.predicted['throughput_fps']:.1f} fps){_energy(m.predicted)}"
+                  + (f"; accuracy {m.predicted['accuracy']:.4f} ({m.accuracy['metric']})"
+                     if m.predicted.get("accuracy") is not None and m.accuracy else ""), highlight=False)
     if time_passes:
         table = Table("pass", "ms", "changed", title="pass timings")
         for t in result.timings:
@@ -112,6 +127,9 @@ def verify_cmd(
                                               "in this range (default: standard normal)"),
     rtol: Optional[float] = typer.Option(None, metavar="X", help="relative tolerance per element [default: 1e-4]"),
     atol: Optional[float] = typer.Option(None, metavar="X", help="absolute tolerance per element [default: 1e-5]"),
+    calib: Optional[Path] = typer.Option(None, "--calib", metavar="FILE.npz",
+                                         help="calibration frames the plan's accuracy is checked on "
+                                         "(default: the file the manifest names)"),
 ) -> None:
     """Run the original and the chained sub-models; PASS/FAIL per output (exit 1 on FAIL).
 
@@ -119,18 +137,39 @@ def verify_cmd(
     from edgec import api
 
     tolerances = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
-    result = api.verify(out, model=model, inputs=inputs, seed=seed, input_range=_range(input_range), **tolerances)
+    result = api.verify(out, model=model, inputs=inputs, seed=seed, input_range=_range(input_range),
+                        calibration=calib, **tolerances)
     table = Table("output", "max abs err", "max rel err", "mismatched", "worst at", "result",
                   title=f"verify {out}")
     for o in result.outputs:
         table.add_row(o.name, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", f"{o.mismatches} of {o.size}",
                       str(list(o.worst_index)), "[green]PASS[/]" if o.passed else "[red]FAIL[/]")
-    console.print(table)
-    console.print(f"per element: |got - expected| <= {result.atol:g} + {result.rtol:g} x |expected|",
-                  highlight=False, soft_wrap=True)
+    if result.outputs:
+        console.print(table)
+        console.print(f"per element: |got - expected| <= {result.atol:g} + {result.rtol:g} x |expected|",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print("int8 stages: outputs are judged by the plan's accuracy, not element by element", highlight=False)
+    if result.stages:
+        stages = Table("stage", "variant", "measure", "value", "limit", "result", title="stages at their variant's tolerance")
+        for c in result.stages:
+            stages.add_row(c.stage, c.variant, c.measure, f"{c.value:.4g}", f"{c.limit:.4g}",
+                           "[green]PASS[/]" if c.passed else "[red]FAIL[/]")
+        console.print(stages)
+    if result.accuracy is not None:
+        a = result.accuracy
+        console.print(f"plan accuracy ({a.metric}, {a.frames} calibration frames): {a.accuracy:.4f}, floor {a.floor:.4f}"
+                      f" (manifest: {a.manifest_accuracy}) {'PASS' if a.passed else 'FAIL'}", highlight=False)
     console.print("PASS" if result.passed else "FAIL", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _variant(text: str) -> tuple:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise EdgecError(f"--variant '{text}': expected NAME=model.onnx")
+    return name, path
 
 
 def _range(text: Optional[str]) -> Optional[tuple]:
@@ -177,6 +216,16 @@ def inspect_cmd(out: Path = typer.Argument(..., metavar="OUT", help="folder writ
     p = m.predicted
     console.print(f"predicted: latency {p['latency_ms']:.2f} ms, bottleneck {p['bottleneck_ms']:.2f} ms, "
                   f"throughput {p['throughput_fps']:.1f} fps{_energy(p)}", highlight=False)
+    if m.accuracy:
+        acc = m.accuracy
+        if p.get("accuracy") is None:
+            console.print(f"variants: {acc['rule']}", highlight=False)
+        else:
+            floor = acc.get("floor")
+            console.print(f"variants: measured {acc['metric']} {p['accuracy']:.4f} on {acc['calibration']['frames']} "
+                          f"calibration frames" + (f", floor {floor:.4f}" if floor is not None else "")
+                          + "; per stage: " + ", ".join(f"{s.name} {s.variant} {s.accuracy:.4f}" for s in m.stages
+                                                        if s.accuracy is not None), highlight=False)
 
 
 def _energy(predicted: dict) -> str:

@@ -78,6 +78,7 @@ class Stage:
     step: int | None = None  # stages that share a step run at once on different units (None: its own step)
     parallel: str | None = None  # "slice": each stage of the step computes a band of rows of every frame
     slice: dict[str, Any] | None = None  # which rows the stage owns, its halo, its redundant FLOPs
+    accuracy: float | None = None  # the plan's metric with this stage alone in its variant (None: not measured)
 
     @property
     def unit_id(self) -> str:
@@ -107,6 +108,7 @@ class Prediction:
     bottleneck_ms: float
     throughput_fps: float
     energy_mj: float | None = None  # per frame; None where a unit has no power figures
+    accuracy: float | None = None  # the stream's measured accuracy (edgec.accuracy); None: not measured
 
 
 @dataclass
@@ -130,6 +132,10 @@ class Program:
     segments: list[DeviceSegment] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     prediction: Prediction | None = None
+    # the variants pass's record of how variants were chosen (the manifest's `accuracy` object), and the
+    # edgec.accuracy.Measurer whose calibration values codegen quantizes int8 stages with
+    variant_choice: dict[str, Any] | None = None
+    measurer: Any = None
 
     @classmethod
     def empty(cls) -> "Program":
@@ -248,6 +254,7 @@ class Program:
             "segments": [asdict(s) for s in self.segments],
             "stages": [asdict(s) for s in self.stages],
             "prediction": asdict(self.prediction) if self.prediction else None,
+            "variant_choice": self.variant_choice,
         }
 
     def to_json_text(self) -> str:

@@ -63,6 +63,8 @@ class StageSpec:
     # a slice's band: {"tensor", "axis", "rows": [lo, hi), "of", "input", "input_rows", "halo_rows": [above,
     # below], "flops", "redundant_flops"}; the next step reads the union of the step's sends
     slice: Optional[Dict[str, Any]] = None
+    # the plan's accuracy metric measured with this stage alone in its variant (None: not measured)
+    accuracy: Optional[float] = None
 
 
 @dataclass
@@ -90,13 +92,18 @@ class Manifest:
     files: List[Dict[str, str]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     edgec_version: str = ""
+    # how the stages' variants were chosen: metric, floor, calibration file, rule, user variant run (see
+    # edgec.passes.variants); None in manifests written before variants were chosen
+    accuracy: Optional[Dict[str, Any]] = None
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         for s in data["stages"]:
-            for key in ("external_data", "step", "parallel", "weight", "slice"):
+            for key in ("external_data", "step", "parallel", "weight", "slice", "accuracy"):
                 if s[key] is None:
                     del s[key]
+        if data["accuracy"] is None:
+            del data["accuracy"]
         for t in data["transfers"]:
             t["from"], t["to"] = t.pop("src"), t.pop("dst")
         return data
@@ -124,7 +131,7 @@ class Manifest:
                    inputs=tensors(data["inputs"]), outputs=tensors(data["outputs"]), stages=stages,
                    transfers=transfers, predicted=data["predicted"], passes=list(data.get("passes", [])),
                    files=list(data.get("files", [])), schema_version=data["schema_version"],
-                   edgec_version=data.get("edgec_version", ""))
+                   edgec_version=data.get("edgec_version", ""), accuracy=data.get("accuracy"))
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -261,7 +268,7 @@ _SLICE = _fields({"tensor": _string, "axis": _count, "rows": _ints, "of": _count
 _STAGE_OPTIONAL = {"session": _object, "cores": _ints,
                    "external_data": _fields({"path": _string, "sha256": _sha256}),
                    "step": _count, "parallel": _one_of(*PARALLEL_MODES), "weight": _share,
-                   "slice": _SLICE}
+                   "slice": _SLICE, "accuracy": _nullable(_number)}
 _TRANSFER = _fields({"from": _string, "to": _string, "src_device": _string, "dst_device": _string,
                      "tensors": _STRINGS, "bytes": _count, "predicted_ms": _ms})
 _MANIFEST = _fields(
@@ -274,7 +281,9 @@ _MANIFEST = _fields(
                           {"accuracy": _nullable(_number), "energy_mj": _nullable(_number)}, closed=False)},
     {"edgec_version": _string,
      "passes": _list_of(_fields({"name": _string, "ms": _number}, closed=False), "objects"),
-     "files": _list_of(_fields({"path": _string, "sha256": _sha256}, closed=False), "objects")},
+     "files": _list_of(_fields({"path": _string, "sha256": _sha256}, closed=False), "objects"),
+     "accuracy": _nullable(_fields({"rule": _string}, {"floor": _nullable(_number), "metric": _nullable(_string)},
+                                   closed=False))},
     closed=False)
 
 

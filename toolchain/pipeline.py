@@ -38,6 +38,7 @@ FACTS: dict[str, str] = {
     "segments": "program.segments: every group in exactly one device segment",
     "stages": "program.stages: every group in exactly one stage, on a unit that can run it",
     "prediction": "program.prediction: latency and bottleneck of the placed program",
+    "variants": "program.variant_choice: every stage's variant chosen (and measured) against the accuracy floor",
 }
 
 
@@ -299,9 +300,23 @@ def _check_prediction(program: Program) -> str | None:
     return None if program.prediction is not None else "no prediction"
 
 
+def _check_variants(program: Program) -> str | None:
+    if program.variant_choice is None:
+        return "no variant choice recorded"
+    from edgec.backends.registry import backend_for
+
+    assert program.cluster is not None
+    for stage in program.stages:
+        backend = backend_for(program.cluster.devices[stage.device], stage.unit)
+        if stage.variant not in backend.variants:
+            return f"stage {stage.name} runs variant '{stage.variant}', which '{stage.unit_id}' does not"
+    return None
+
+
 _CHECKS = {"cluster": _check_cluster, "graph": _check_graph, "shapes": _check_shapes, "groups": _check_groups,
            "costs": _check_costs, "unsupported": _check_unsupported, "segments": _check_segments,
-           "stages": _check_stages, "prediction": _check_prediction}
+           "stages": _check_stages, "prediction": _check_prediction,
+           "variants": _check_variants}
 assert set(_CHECKS) == set(FACTS)
 
 

@@ -20,7 +20,7 @@ sub-models fails every frame).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -34,6 +34,7 @@ from edgec.runtime.frames import random_frames
 from edgec.runtime.session import inference_session
 from edgec.runtime.stage import checked_model
 from edgec.runtime.trust import check_listed_files, check_manifest_digest, check_session
+from edgec.variant_checks import AccuracyCheck, StageCheck, check_accuracy, check_stages, stage_frames
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -60,23 +61,28 @@ class OutputCheck:
 
 @dataclass
 class VerifyResult:
-    outputs: list[OutputCheck]
+    outputs: list[OutputCheck]  # end to end; empty for a plan with int8 stages (judged by its accuracy)
     atol: float
     rtol: float
+    stages: list[StageCheck] = field(default_factory=list)  # each stage at its variant's tolerance
+    accuracy: AccuracyCheck | None = None  # the plan on its calibration frames against the floor
 
     @property
     def passed(self) -> bool:
-        return all(o.passed for o in self.outputs)
+        return (all(o.passed for o in self.outputs) and all(s.passed for s in self.stages)
+                and (self.accuracy is None or self.accuracy.passed))
 
 
 def verify(out: str | os.PathLike, *, model: str | os.PathLike | None = None,
            inputs: str | os.PathLike | Mapping[str, np.ndarray] | None = None, seed: int = 0,
            rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL,
-           input_range: tuple[float, float] | None = None) -> VerifyResult:
+           input_range: tuple[float, float] | None = None, calibration: str | os.PathLike | None = None) -> VerifyResult:
     """Compare the compiled plan in `out` with the original model.
 
     `inputs`: an .npz path or arrays by name (default: one seeded random frame; floats standard normal, or
-    uniform in `input_range`).
+    uniform in `input_range`). Stages in a variant other than fp32 are checked one by one at their variant's
+    tolerance (edgec.variant_checks); a plan compiled with calibration data is run on it (`calibration`, else
+    the file the manifest names) and its accuracy held to the manifest's floor.
     """
     if rtol < 0 or atol < 0:
         raise EdgecError(f"tolerances must be >= 0, got rtol {rtol:g}, atol {atol:g}")
@@ -91,10 +97,19 @@ def verify(out: str | os.PathLike, *, model: str | os.PathLike | None = None,
         feeds = _load_inputs(inputs, manifest.inputs)
     else:
         feeds = random_inputs(manifest.inputs, seed, input_range)
-    expected = run_original(model_path, feeds, [o.name for o in manifest.outputs])
-    got = run_chain(Path(out), manifest, feeds)
-    checks = [compare(name, expected[name], got[name], rtol=rtol, atol=atol) for name in expected]
-    return VerifyResult(checks, atol, rtol)
+    checks = []
+    if all(s.variant != "int8" for s in manifest.stages):
+        expected = run_original(model_path, feeds, [o.name for o in manifest.outputs])
+        got = run_chain(Path(out), manifest, feeds)
+        checks = [compare(name, expected[name], got[name], rtol=rtol, atol=atol) for name in expected]
+    stages = []
+    if any(s.variant != "fp32" for s in manifest.stages):
+        frames = (stage_frames(manifest, None if calibration is None else str(calibration))
+                  if inputs is None else None) or [feeds]
+        stages = check_stages(Path(out), manifest, model_path, frames,
+                              compare=lambda name, exp, got: compare(name, exp, got, rtol=rtol, atol=atol))
+    accuracy = check_accuracy(Path(out), manifest, None if calibration is None else str(calibration))
+    return VerifyResult(checks, atol, rtol, stages, accuracy)
 
 
 def check_bundle(out: Path, manifest: Manifest) -> None:
