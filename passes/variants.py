@@ -397,22 +397,31 @@ def pareto_front(configs: Sequence[Config]) -> list[Config]:
 
 
 def apply_safe_rule(program: Program) -> Program:
-    """SAFE_RULE: a stage keeps its unit's default variant only if the backend deems it safe without data
-    (`Backend.safe_without_data` on a seeded random frame of the stage's inputs); else it runs the first
-    variant that is. Only a checked stage's own weights are read into memory (never the whole model's), and a
-    stage with more than SAFE_CHECK_MAX_BYTES of weights keeps its default unchecked, as the manifest records."""
+    """SAFE_RULE: a stage (and each of its replicas) keeps its unit's default variant only if the backend deems
+    it safe without data (`Backend.safe_without_data` on a seeded random frame of the stage's inputs); else it
+    runs the first variant that is. Only a checked stage's own weights are read into memory (never the whole
+    model's), and a stage with more than SAFE_CHECK_MAX_BYTES of weights keeps its default unchecked, as the
+    manifest records. The plan is re-predicted only where a variant changed."""
     from edgec.manifest import TensorSpec
     from edgec.passes.partition.local_partition import board_prediction
+    from edgec.passes.partition.placed import predict_placed
     from edgec.runtime.frames import random_frames
     from edgec.weights import inline
 
-    assert program.cluster is not None
-    backends = [backend_for(program.cluster.devices[s.device], s.unit) for s in program.stages]
-    unchecked = []
-    if any(s.variant not in b.exact_variants for s, b in zip(program.stages, backends)):
+    cluster = program.cluster
+    assert cluster is not None
+
+    def copies(stage: Stage) -> list:
+        return [stage] + list(stage.replicas)  # each has device, unit, variant
+
+    unchecked, slower = [], {}  # slower: unit id -> its compute groups' ms factor
+    if any(c.variant not in backend_for(cluster.devices[c.device], c.unit).exact_variants
+           for s in program.stages for c in copies(s)):
         subs = stage_models(program, program.to_onnx(inline=False))
-        for k, (stage, backend, sub) in enumerate(zip(program.stages, backends, subs)):
-            if stage.variant in backend.exact_variants:
+        for k, (stage, sub) in enumerate(zip(program.stages, subs)):
+            todo = [c for c in copies(stage)
+                    if c.variant not in backend_for(cluster.devices[c.device], c.unit).exact_variants]
+            if not todo:
                 continue  # the original's arithmetic: nothing to check
             if sum(program.costs[g].param_bytes for g in stage.groups) > SAFE_CHECK_MAX_BYTES:
                 unchecked.append(stage.name)
@@ -422,14 +431,29 @@ def apply_safe_rule(program: Program) -> Program:
                 v.type.tensor_type.elem_type)).name, [d.dim_value for d in v.type.tensor_type.shape.dim])
                 for v in sub.graph.input]
             feeds = random_frames(specs, 1, k)[0]
-            if backend.safe_without_data(stage.variant, sub, feeds):
-                continue
-            was = stage.variant
-            stage.variant = next(v for v in backend.variants if v != was and backend.safe_without_data(v, sub, feeds))
-            compute = sum(program.group_ms(g, stage.unit_id) for g in stage.groups
-                          if any(n.op in COMPUTE_OPS for n in program.nodes_of([g])))
-            stage.predicted_ms += compute * (backend.variant_speed[was] / backend.variant_speed[stage.variant] - 1)
-        program.prediction = board_prediction(program)
+            for c in todo:
+                backend = backend_for(cluster.devices[c.device], c.unit)
+                if backend.safe_without_data(c.variant, sub, feeds):
+                    continue
+                was = c.variant
+                c.variant = next(v for v in backend.variants if v != was and backend.safe_without_data(v, sub, feeds))
+                uid = f"{c.device}.{c.unit}"
+                slower[uid] = backend.variant_speed[was] / backend.variant_speed[c.variant]
+                compute = sum(program.group_ms(g, uid) for g in stage.groups
+                              if any(n.op in COMPUTE_OPS for n in program.nodes_of([g])))
+                c.predicted_ms += compute * (slower[uid] - 1)
+    if slower:
+        if any(s.parallel == "slice" for s in program.stages):
+            pass  # stage times adjusted above; the slices' step prediction stands (a stated approximation)
+        elif any(s.replicas for s in program.stages) or any(s.weight is not None for s in program.stages):
+            compute = {g.name for g in program.groups.values()
+                       if any(n.op in COMPUTE_OPS for n in program.nodes_of([g.name]))}
+            for group in compute:  # the placed prediction reads the costs: charge the slower variant there
+                cost = program.costs[group]
+                cost.ms = {u: ms * slower.get(u, 1.0) for u, ms in cost.ms.items()}
+            program.prediction = predict_placed(program)
+        else:
+            program.prediction = board_prediction(program)
     program.variant_choice = {"metric": None, "floor": None, "calibration": None, "rule": SAFE_RULE,
                               "source": None, "unchecked": unchecked}
     return program

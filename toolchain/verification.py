@@ -29,7 +29,7 @@ import onnx
 import onnxruntime as ort
 
 from edgec.errors import EdgecError
-from edgec.manifest import Manifest, TensorSpec, read_manifest
+from edgec.manifest import Manifest, StageSpec, TensorSpec, read_manifest
 from edgec.runtime.frames import random_frames
 from edgec.runtime.session import inference_session
 from edgec.runtime.stage import checked_model
@@ -100,14 +100,17 @@ def verify(out: str | os.PathLike, *, model: str | os.PathLike | None = None,
     checks = []
     if all(s.variant != "int8" for s in manifest.stages):
         expected = run_original(model_path, feeds, [o.name for o in manifest.outputs])
-        got = run_chain(Path(out), manifest, feeds)
-        checks = [compare(name, expected[name], got[name], rtol=rtol, atol=atol) for name in expected]
+        for via, path in chain_paths(manifest):  # every replica computes on some path
+            got = run_chain(Path(out), manifest, feeds, path)
+            checks += [compare(name if not via else f"{name} (via {via})", expected[name], got[name],
+                               rtol=rtol, atol=atol) for name in expected]
     stages = []
     if any(s.variant != "fp32" for s in manifest.stages):
         frames = (stage_frames(manifest, None if calibration is None else str(calibration))
                   if inputs is None else None) or [feeds]
         stages = check_stages(Path(out), manifest, model_path, frames,
-                              compare=lambda name, exp, got: compare(name, exp, got, rtol=rtol, atol=atol))
+                              compare=lambda name, exp, got: compare(name, exp, got, rtol=rtol, atol=atol),
+                              fp32_checked=bool(checks))
     accuracy = check_accuracy(Path(out), manifest, None if calibration is None else str(calibration))
     return VerifyResult(checks, atol, rtol, stages, accuracy)
 
@@ -182,10 +185,28 @@ def run_original(path: Path, feeds: Mapping[str, np.ndarray], outputs: list[str]
         raise EdgecError(f"ONNX Runtime cannot run the original model: {_first_line(exc)}", where=str(path)) from None
 
 
-def run_chain(out: Path, manifest: Manifest, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run the stages in manifest order, each reading what earlier stages made."""
+def chain_paths(manifest: Manifest) -> list[tuple[str, list[StageSpec]]]:
+    """The ways through the plan that together run every stage once: the first copy of each replicated step,
+    then, for each other replica, the same with that replica in its step's place (slices of a step all run).
+    Each with a label naming the replica it adds ('' for the first)."""
+    steps: dict[int, list[StageSpec]] = {}
+    for k, stage in enumerate(manifest.stages):
+        steps.setdefault(stage.step if stage.step is not None else k, []).append(stage)
+    order = sorted(steps)
+    chosen = {i: ([steps[i][0]] if steps[i][0].parallel == "replica" else steps[i]) for i in order}
+    paths = [("", [st for i in order for st in chosen[i]])]
+    for i in order:
+        if steps[i][0].parallel == "replica":
+            for other in steps[i][1:]:
+                paths.append((other.name, [st for j in order for st in (chosen[j] if j != i else [other])]))
+    return paths
+
+
+def run_chain(out: Path, manifest: Manifest, feeds: Mapping[str, np.ndarray],
+              stages: list[StageSpec] | None = None) -> dict[str, np.ndarray]:
+    """Run the stages (default: all, in manifest order), each reading what earlier stages made."""
     env = dict(feeds)
-    for stage in manifest.stages:
+    for stage in (manifest.stages if stages is None else stages):
         model = checked_model(str(out), stage)  # EdgecError naming the file if missing or not the manifest's
         try:
             sess = session(model)
