@@ -24,6 +24,9 @@ from edgec.passes.partition.local_partition import STAGE_CALL_MS
 from edgec.passes.partition.spatial_search import SearchSpace, _shares
 
 
+MAX_RUNS = 1500  # past this many runs (DenseNet's blocks), the greedy rounds alone: the programme grows too slow
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of slices of a chain: the run from tensor `entry` to tensor `exit` over `units` with
@@ -39,7 +42,7 @@ class Step:
 
 def best_chain(space: SearchSpace) -> tuple[float, list[Step]] | None:
     """(estimated ms, steps) of the chain with the least latency and at least one step of slices; None if
-    no run can be sliced."""
+    no run can be sliced, or the model has more than MAX_RUNS runs."""
     n = len(space.order)
     cl = space.cluster
     stops = sorted({0, n} | {p for run in space.runs for p in run})
@@ -52,6 +55,9 @@ def best_chain(space: SearchSpace) -> tuple[float, list[Step]] | None:
         if ms < best[p].get(key, (INF, None))[0]:
             best[p][key] = (ms, back)
 
+    if len(space.runs) > MAX_RUNS:
+        return None
+    memo: dict = {}
     runs_from: dict[int, list[tuple[int, int]]] = {}
     for a, b in space.runs:
         runs_from.setdefault(a, []).append((a, b))
@@ -66,7 +72,7 @@ def best_chain(space: SearchSpace) -> tuple[float, list[Step]] | None:
                         space.transfer(space.source_bytes, cl.source, space.device(u)) + STAGE_CALL_MS)
                     offer(q, (u, sliced), ms + start + seq, ("seq", p, holder, sliced, u))
             for a, b in runs_from.get(p, []):
-                for cost, units, shares, tail in _slice_steps(space, a, b, holder):
+                for cost, units, shares, tail in _slice_steps(space, a, b, holder, memo):
                     offer(b, (tail, True), ms + cost, ("slice", a, holder, sliced, units, shares))
     finals = [(ms + space.transfer(space.output_bytes, space.device(u), cl.sink), (u, True))
               for (u, sliced), (ms, _) in best[n].items() if sliced and u is not None]
@@ -90,27 +96,39 @@ def best_chain(space: SearchSpace) -> tuple[float, list[Step]] | None:
     return total, steps
 
 
-def _slice_steps(space: SearchSpace, a: int, b: int, head: str | None):
+def _slice_steps(space: SearchSpace, a: int, b: int, head: str | None, memo: dict | None = None):
     """(ms from the whole entry on `head` to the merged exit on the tail, units, shares, tail) of each way
-    to slice run [a, b) (head None: the entry is the source's input)."""
+    to slice run [a, b) (head None: the entry is the source's input). `memo` keeps what does not depend
+    on the head (the shares and the gather) across calls."""
+    key = (a, b)
+    if memo is None or key not in memo:
+        y_bytes = space.tensor_bytes(b)
+        able = [u for u in space.units if np.isfinite(space.seq_ms(a, b, u))]
+        best: dict[tuple, tuple] = {}
+        for k in range(2, min(len(able), space.exit_height(b)) + 1):
+            ov = space.overhead(a, b, k)
+            for subset in itertools.combinations(able, k):
+                for tail in space.units:
+                    shares = _shares([space.seq_ms(a, b, u) * ov for u in subset],
+                                     [space.link(y_bytes, space.device(u), space.device(tail)) for u in subset])
+                    if shares is None:
+                        continue
+                    gather = max(s * space.seq_ms(a, b, u) * ov + STAGE_CALL_MS
+                                 + space.transfer(int(s * y_bytes), space.device(u), space.device(tail))
+                                 for s, u in zip(shares, subset))
+                    way = (gather + STAGE_CALL_MS, subset, tuple(shares), tail)
+                    devices = frozenset(space.device(u) for u in subset)  # what the scatter costs depends on
+                    if (tail, devices) not in best or way[0] < best[tail, devices][0]:
+                        best[tail, devices] = way
+        ways = list(best.values())
+        if memo is None:
+            memo = {}
+        memo[key] = ways
     here = space.cluster.source if head is None else space.device(head)
     x_bytes = space.tensor_bytes(a)
-    y_bytes = space.tensor_bytes(b)
-    able = [u for u in space.units if np.isfinite(space.seq_ms(a, b, u))]
-    for k in range(2, min(len(able), space.exit_height(b)) + 1):
-        ov = space.overhead(a, b, k)
-        for subset in itertools.combinations(able, k):
-            scatter = sum(space.transfer(x_bytes, here, d) for d in sorted({space.device(u) for u in subset})
-                          if d != here)
-            for tail in space.units:
-                shares = _shares([space.seq_ms(a, b, u) * ov for u in subset],
-                                 [space.link(y_bytes, space.device(u), space.device(tail)) for u in subset])
-                if shares is None:
-                    continue
-                gather = max(s * space.seq_ms(a, b, u) * ov + STAGE_CALL_MS
-                             + space.transfer(int(s * y_bytes), space.device(u), space.device(tail))
-                             for s, u in zip(shares, subset))
-                yield scatter + gather + STAGE_CALL_MS, subset, tuple(shares), tail
+    for cost, subset, shares, tail in memo[key]:
+        scatter = sum(space.transfer(x_bytes, here, d) for d in sorted({space.device(u) for u in subset}) if d != here)
+        yield scatter + cost, subset, shares, tail
 
 
 def find_step(space: SearchSpace, step: Step) -> tuple[int, int] | None:
