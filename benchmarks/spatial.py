@@ -17,7 +17,10 @@ the ones that chose the plans: they show consistency, not quality.
 Measured (this machine, `edgec run --local` machinery): ResNet-50 with random
 weights compiled with `--strategy spatial --objective latency` for two
 "host" devices of one core each (cores 0 and 1), against the best one-unit
-plan (one host device, core 0); each stage runs ONNX Runtime with one thread,
+plan (one host device, core 0). Both clusters name a profile of one core of
+this machine measured by `edgec profile`'s micro-benchmarks (~90 s the first
+time, then kept in the work folder, `--work`; `--profile FILE` names another),
+so the plan trades halo work and transfers against this machine's speeds. Each stage runs ONNX Runtime with one thread,
 one frame in flight at a time, median of `--frames` frames after a warm-up.
 Beside it, in the same run, ONNX Runtime's own speed-up from one to two intra-op
 threads on the whole model (a bare session, no transport).
@@ -39,6 +42,7 @@ from rich.table import Table
 import edgec
 from edgec.api import analyze
 from edgec.costmodel.energy import ActiveStage, plan_energy_mj
+from edgec.costmodel.profiler import write_profile
 from edgec.costmodel.transfer import transfer_ms
 from edgec.ir import tensor_nbytes
 from edgec.runtime.driver import Driver
@@ -120,9 +124,25 @@ def predicted(models: list[str], console: Console) -> None:
     console.print(f"published margins: {PUBLISHED}", highlight=False)
 
 
-def _hosts(cores: list[int]) -> dict:
+WORK = Path(tempfile.gettempdir()) / "edgec-spatial-bench"
+
+
+def one_core_profile(work: Path, console: Console) -> Path:
+    """A profile of one core (core 0) of this machine, measured once and kept in `work`."""
+    path = work / "host-1core.json"
+    if not path.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        write_profile(work / "host-1core.json.tmp", {"cpu": (1, [0])})
+        (work / "host-1core.json.tmp").replace(path)
+        console.print(f"profile of one core measured in {time.perf_counter() - t0:.0f} s: {path}", highlight=False)
+    return path
+
+
+def _hosts(cores: list[int], profile: Path) -> dict:
     return {"name": f"host-{len(cores)}x1core",
-            "devices": [{"name": f"core{c}", "type": "host", "units": {"cpu": {"cores": [c]}}} for c in cores],
+            "devices": [{"name": f"core{c}", "type": "host", "profile": str(profile.resolve()),
+                         "units": {"cpu": {"cores": [c]}}} for c in cores],
             "network": {"bandwidth_mbps": 16000, "latency_ms": 0.05},
             "source": f"core{cores[0]}", "sink": f"core{cores[0]}"}
 
@@ -150,14 +170,14 @@ def _ort_threads(model: Path, frames: list, n: int, warmup: int, threads: int) -
     return statistics.median(times)
 
 
-def measured(model: Path | None, n: int, warmup: int, console: Console) -> None:
+def measured(model: Path | None, n: int, warmup: int, profile: Path, console: Console) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = model or write_random_zoo_model("resnet50", folder / "resnet50.onnx")
         outs, pred = {}, {}
         for tag, cores, strategy in (("one", [0], "hierarchical"), ("two", [0, 1], "spatial")):
             spec = folder / f"{tag}.json"
-            spec.write_text(json.dumps(_hosts(cores)))
+            spec.write_text(json.dumps(_hosts(cores, profile)))
             result = edgec.compile(model, spec, folder / tag, strategy=strategy, objective="latency")
             outs[tag], pred[tag] = result.out_dir, result.manifest.predicted["latency_ms"]
         plan = read_pipeline(str(outs["two"]))
@@ -196,13 +216,17 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="the measured check's model (default: ResNet-50, random weights)")
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=WORK, help=f"where the measured profile is kept (default {WORK})")
+    ap.add_argument("--profile", type=Path, help="a profile file with a one-core unit 'cpu' (default: measured "
+                    "once on core 0 and kept in --work)")
     args = ap.parse_args()
     console = Console(width=240)
     both = not args.predicted and not args.measured
     if args.predicted or both:
         predicted([m for m in args.models.split(",") if m], console)
     if args.measured or both:
-        measured(args.model, args.frames, args.warmup, console)
+        profile = args.profile or one_core_profile(args.work, console)
+        measured(args.model, args.frames, args.warmup, profile, console)
 
 
 if __name__ == "__main__":

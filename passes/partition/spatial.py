@@ -37,6 +37,7 @@ from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.local_partition import STAGE_CALL_MS
 from edgec.passes.partition.slicing import find_run, slice_run
 from edgec.passes.partition.spatial_search import Candidate, SearchSpace, rank
+from edgec.passes.partition.spatial_steps import best_chain, find_step
 from edgec.pipeline import PassResult
 
 TRIALS = 3  # of the best candidates, those materialised and costed by the cost pass before one is chosen
@@ -85,6 +86,10 @@ class SpatialPartition:
             if later is None or not self._better(later, best, objective):
                 break
             best = later
+        if objective == "latency":  # the chain of steps with the least latency, where it beats the greedy rounds
+            chained = _chain(program, space)
+            if chained is not None and self._better(chained, best, objective):
+                best = chained
         return PassResult(best, changed=True)
 
     def _round(self, program: Program, space: SearchSpace, objective: str) -> Program | None:
@@ -100,6 +105,24 @@ class SpatialPartition:
     def _better(self, new: Program, old: Program, objective: str) -> bool:
         return rank(new.prediction, objective, self.max_latency_ms) < rank(old.prediction, objective,
                                                                             self.max_latency_ms)
+
+
+def _chain(program: Program, space: SearchSpace) -> Program | None:
+    """The program with the steps of slices of :func:`best_chain` materialised one after another, each
+    costed band by band; None if there is no chain."""
+    found = best_chain(space)
+    if found is None:
+        return None
+    trial = replace(program, graph=_copy_graph(program.graph))
+    here = space
+    for k, step in enumerate(found[1]):
+        if k > 0:
+            here = SearchSpace(trial, after=trial.stages[-1])
+        run = find_step(here, step)
+        if run is None:  # a run the first search offered is always inside the stage that merges the one before
+            raise AssertionError(f"no run from {step.entry} to {step.exit}")
+        materialise(trial, here, here.exact(*run, step.units, step.shares, step.head, step.tail))
+    return trial
 
 
 def _copy_graph(graph: gs.Graph) -> gs.Graph:

@@ -17,7 +17,7 @@ segment's input, the results socket and every status socket.
 
 `edgec compile` writes out/deployment.json (DEPLOYMENT_FILE) from the cluster
 spec: each device's `host` (default 127.0.0.1), `port` (default 5550 + 10 x
-its position) and `bind`. The launchers and `run` use it unless given another
+its position, or past the device before's ports where it needs more than 10) and `bind`. The launchers and `run` use it unless given another
 file; it is not covered by the manifest's digest, so a deployment can be moved
 to other addresses by editing it (the same file on every board and on the
 machine that runs `run`). Without it, the same defaults come from the manifest's
@@ -141,12 +141,15 @@ def parse_deployment(data: Any, plan: Pipeline, where: str = "deployment") -> De
 
 
 def default_deployment(plan: Pipeline) -> Deployment:
-    devices = {}
+    devices = {}  # type: Dict[str, DeviceEndpoint]
+    dep = Deployment(devices)
+    default = DEFAULT_PORT
     for k, name in enumerate(plan.devices):
         spec = plan.device_spec(name)
-        devices[name] = DeviceEndpoint(spec.get("host", "127.0.0.1"), int(spec.get("port", DEFAULT_PORT + 10 * k)),
+        devices[name] = DeviceEndpoint(spec.get("host", "127.0.0.1"), int(spec.get("port", default)),
                                        spec.get("bind"))
-    dep = Deployment(devices)
+        # the next default: 10 ports on, or past this device's ports where it needs more (many stages)
+        default = max(DEFAULT_PORT + 10 * (k + 1), default + dep.ports_needed(plan, name))
     _check_overlaps(dep, plan, "manifest.json: cluster")
     return dep
 
