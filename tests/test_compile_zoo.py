@@ -58,6 +58,8 @@ def test_random_weight_zoo_model_verifies(name, random_zoo, tmp_path):
     path = random_zoo(name)
     result = edgec.compile(path, TRIO, tmp_path / "out")
     _check_submodels(result, onnx.load(str(path), load_external_data=False))
+    trio = edgec.cluster.load_cluster(TRIO)
+    assert all(s.memory_bytes <= trio.devices[s.device].memory_bytes for s in result.manifest.stages)
     report = edgec.verify(tmp_path / "out")
     assert report.passed, report
     # the outputs must be informative: a constant or saturated output would hide a wrong split
@@ -65,8 +67,8 @@ def test_random_weight_zoo_model_verifies(name, random_zoo, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["squeezenet", "inception_v1", "resnet50", "densenet121", "shufflenet"])
-@pytest.mark.parametrize("objective", ["throughput", "latency"])
-def test_both_objectives_verify_and_respect_memory(name, objective, random_zoo, tmp_path):
+@pytest.mark.parametrize("objective", ["latency"])  # throughput, the default: every zoo model above
+def test_the_latency_objective_verifies_and_respects_memory(name, objective, random_zoo, tmp_path):
     result = edgec.compile(random_zoo(name), TRIO, tmp_path / "out", objective=objective)
     assert result.manifest.objective == objective
     trio = edgec.cluster.load_cluster(TRIO)

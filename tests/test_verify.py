@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import edgec
+from edgec.manifest import read_manifest
 from edgec.verification import DEFAULT_ATOL, DEFAULT_RTOL, compare
 
 from conftest import MULTI, TRIO, save_text_model
@@ -57,7 +58,10 @@ def test_verify_with_real_inputs_and_with_a_steered_input_range(compiled, tmp_pa
     npz = tmp_path / "real.npz"
     np.savez(npz, x=rng.random((1, 8), dtype=np.float32), y=rng.random((1, 8), dtype=np.float32))
     report = edgec.verify(out, inputs=npz)
-    assert report.passed and {o.name for o in report.outputs} == {"mid", "out"}
+    assert report.passed and {o.name.split(" (via ")[0] for o in report.outputs} == {"mid", "out"}
+    replicas = [s.name for s in read_manifest(out).stages if s.parallel == "replica"][1:]
+    assert {o.name for o in report.outputs if " (via " in o.name} == \
+        {f"{n} (via {r})" for n in ("mid", "out") for r in replicas}  # each replica on a path of its own
     wide = edgec.verify(out, input_range=(-100.0, 100.0), seed=5)
     assert wide.passed and max(o.value_range for o in wide.outputs) > 100  # the range reached the model
     with pytest.raises(edgec.EdgecError, match="expected LOW,HIGH with LOW < HIGH"):
