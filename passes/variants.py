@@ -297,6 +297,11 @@ def unit_assignments(program: Program) -> list[dict[str, str]]:
     return [dict(zip(units, choice)) for choice in itertools.product(*options)]
 
 
+def compute_groups(program: Program) -> set[str]:
+    """Groups with a convolution or matrix product: the work a lower precision speeds up."""
+    return {g.name for g in program.groups.values() if any(n.op in COMPUTE_OPS for n in program.nodes_of([g.name]))}
+
+
 def replan(program: Program, assignment: dict[str, str], objective: str, strategy: str) -> Program:
     """The partition passes' plan for `program` with each unit running its variant of `assignment`."""
     from edgec.passes.partition.global_partition import GlobalPartition
@@ -310,8 +315,7 @@ def replan(program: Program, assignment: dict[str, str], objective: str, strateg
         uid = f"{device.name}.{unit.name}"
         backend = backend_for(device, unit.name)
         factors[uid] = backend.variant_speed[backend.default_variant] / backend.variant_speed[assignment[uid]]
-    compute = {g.name for g in program.groups.values()
-               if any(n.op in COMPUTE_OPS for n in program.nodes_of([g.name]))}
+    compute = compute_groups(program)
     for group, cost in planned.costs.items():
         if group in compute:
             cost.ms = {u: ms * factors[u] for u, ms in cost.ms.items()}
@@ -415,6 +419,7 @@ def apply_safe_rule(program: Program) -> Program:
         return [stage] + list(stage.replicas)  # each has device, unit, variant
 
     unchecked, slower = [], {}  # slower: unit id -> its compute groups' ms factor
+    compute = compute_groups(program)
     if any(c.variant not in backend_for(cluster.devices[c.device], c.unit).exact_variants
            for s in program.stages for c in copies(s)):
         subs = stage_models(program, program.to_onnx(inline=False))
@@ -439,15 +444,10 @@ def apply_safe_rule(program: Program) -> Program:
                 c.variant = next(v for v in backend.variants if v != was and backend.safe_without_data(v, sub, feeds))
                 uid = f"{c.device}.{c.unit}"
                 slower[uid] = backend.variant_speed[was] / backend.variant_speed[c.variant]
-                compute = sum(program.group_ms(g, uid) for g in stage.groups
-                              if any(n.op in COMPUTE_OPS for n in program.nodes_of([g])))
-                c.predicted_ms += compute * (slower[uid] - 1)
-    if slower:
-        if any(s.parallel == "slice" for s in program.stages):
-            pass  # stage times adjusted above; the slices' step prediction stands (a stated approximation)
-        elif any(s.replicas for s in program.stages) or any(s.weight is not None for s in program.stages):
-            compute = {g.name for g in program.groups.values()
-                       if any(n.op in COMPUTE_OPS for n in program.nodes_of([g.name]))}
+                c.predicted_ms += sum(program.group_ms(g, uid) for g in stage.groups if g in compute) * (slower[uid] - 1)
+    # a plan of slices keeps its step prediction (stage times adjusted above: a stated approximation)
+    if slower and not any(s.parallel == "slice" for s in program.stages):
+        if any(s.replicas or s.weight is not None for s in program.stages):
             for group in compute:  # the placed prediction reads the costs: charge the slower variant there
                 cost = program.costs[group]
                 cost.ms = {u: ms * slower.get(u, 1.0) for u, ms in cost.ms.items()}

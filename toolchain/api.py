@@ -15,7 +15,7 @@ from edgec.cluster import Cluster, load_cluster
 from edgec.costmodel.energy import require_power
 from edgec.errors import EdgecError
 from edgec.ir import Program
-from edgec.manifest import Manifest, read_manifest
+from edgec.manifest import OBJECTIVES, Manifest, read_manifest
 from edgec.manifest_schema import check_against_schema
 from edgec.passes.codegen import Codegen
 from edgec.passes.cost import Cost
@@ -37,7 +37,6 @@ from edgec.pipeline import (DumpIR, Instrument, Pass, PassManager, PassTiming, P
                              VerifyInvariants)
 from edgec.verification import OutputCheck, VerifyResult, verify
 
-OBJECTIVES = ("throughput", "latency", "energy")
 # hierarchical (the default): boards and units jointly, units as concurrent workers, replicas where they pay;
 # data-parallel: whole-model replicas only; pipeline: one segment per board, its units one after another;
 # the rest: the research baselines of the single-level partition, for comparison
