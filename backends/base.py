@@ -10,8 +10,10 @@ names. Its questions are kept apart as in torch.fx's `operator_support.py`
   None = anything) and `copy_ms(nbytes)` (moving a tensor between the
   process's host memory and the unit, 0 for a CPU);
 - precision: `variants` (the first is the default), `variant_speed` (the
-  default's predicted ms over the variant's), `calibrated_variants` (those
-  that need calibration frames), and `prepare_submodel(model, variant,
+  default's predicted ms over the variant's, on the nodes `sped_up` says),
+  `worth(variant, sped_up_macs, compute_macs)` (whether a stage with that much
+  such work gains from the variant, else it runs the default), `calibrated_variants`
+  (those that need calibration frames), and `prepare_submodel(model, variant,
   calibration)`: the stage's sub-model as the board's runtime loads it in that
   variant, or EdgecError naming the node;
 - deployment: `session_config(stage)` (the manifest's `session`), and per
@@ -44,6 +46,7 @@ from edgec.runtime_wheel import WHEEL_NAME
 if TYPE_CHECKING:
     from edgec.cluster import ComputeUnit, Device
 
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul"})
 BundleFiles = dict[str, "str | bytes"]  # path relative to out/<device>/ -> content
 
 
@@ -80,6 +83,16 @@ class Backend:
     def copy_ms(self, nbytes: int) -> float:
         """ms to move `nbytes` between the serving process's memory and the unit (each way)."""
         return 0.0
+
+    def sped_up(self, variant: str, node: gs.Node) -> bool:
+        """Whether `node` runs at `variant_speed[variant]` in `variant` (the rest run as in the default):
+        convolutions and matrix products, unless a backend says otherwise."""
+        return node.op in COMPUTE_OPS
+
+    def worth(self, variant: str, sped_up_macs: float, compute_macs: float) -> bool:
+        """Whether a stage whose `sped_up` nodes come to `sped_up_macs` multiply-adds, of `compute_macs` in all its
+        convolutions and matrix products, gains from `variant`; where not, the stage runs the default variant."""
+        return True
 
     def prepare_submodel(self, model: onnx.ModelProto, variant: str,
                          calibration: Sequence[dict[str, np.ndarray]] | None = None) -> onnx.ModelProto:

@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.backends.base import Backend, taskset_list
 from edgec.backends.decompose import has_body, needs_body
-from edgec.backends.int8 import int8_model
+from edgec.backends.int8 import DENSE_OPS, INT8_SESSION, conv_quantized, int8_model, worth_quantizing
 from edgec.backends.opset import convert_for_device, elem_type, lowered_op_types, model_opset, node_convertible
 from edgec.backends.registry import register
 from edgec.backends.versions import target_versions
@@ -165,7 +165,7 @@ def affinity_string(cores: Sequence[int]) -> str:
     return ";".join(str(c + 1) for c in cores[1:])
 
 
-def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
+def session_config(device: Device, unit: ComputeUnit, variant: str = "fp32") -> dict[str, Any]:
     """ONNX Runtime session settings for a stage on `unit`: the manifest's `StageSpec.session`.
 
     Keys: provider, intra_op_num_threads (= number of cores), inter_op_num_threads,
@@ -173,6 +173,7 @@ def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
     entries, with the thread affinities where the board's ORT has the key),
     cores (0-based, what the launcher's taskset uses), main_thread_core.
     `edgec.runtime.session.session_options(config)` turns it into onnxruntime.SessionOptions.
+    An int8 stage adds disabled_optimizers (edgec.backends.int8.INT8_SESSION).
     """
     if unit.kind != "cpu":
         raise EdgecError(f"unit '{device.name}.{unit.name}' is a {unit.kind}; the neon backend runs on CPU units")
@@ -180,7 +181,7 @@ def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
     entries: dict[str, str] = {}
     if len(cores) > 1 and _ort_at_least(device.onnxruntime, AFFINITY_SINCE):
         entries[AFFINITY_KEY] = affinity_string(cores)
-    return {
+    config = {
         "provider": "CPUExecutionProvider",
         "intra_op_num_threads": len(cores),
         "inter_op_num_threads": 1,
@@ -190,6 +191,9 @@ def session_config(device: Device, unit: ComputeUnit) -> dict[str, Any]:
         "cores": cores,
         "main_thread_core": cores[0],
     }
+    if variant == "int8":
+        config.update(INT8_SESSION)
+    return config
 
 
 def _ort_at_least(version: str, minimum: tuple[int, int]) -> bool:
@@ -223,7 +227,7 @@ def bundle_files(device: Device, stages: Sequence[StageSpec]) -> dict[str, str]:
 
     The launcher and README.md are per device: edgec.backends.base.device_bundle.
     """
-    return {session_file(s): json.dumps(session_config(device, device.units[s.unit]), indent=2) + "\n"
+    return {session_file(s): json.dumps(session_config(device, device.units[s.unit], s.variant), indent=2) + "\n"
             for s in stages}
 
 
@@ -239,7 +243,7 @@ def readme(device: Device, stages: Sequence[StageSpec]) -> str:
         lines.append("PyPI has no armv7 onnxruntime wheel: build it from source or use a community build.")
     lines += ["", "| stage | unit | cores (taskset) | threads | session config |", "|---|---|---|---|---|"]
     for s in stages:
-        cfg = session_config(device, device.units[s.unit])
+        cfg = session_config(device, device.units[s.unit], s.variant)
         lines.append(f"| {s.name} | {s.unit} | {taskset_list(cfg['cores'])} | {cfg['intra_op_num_threads']} | "
                      f"{session_file(s)} |")
     if not _ort_at_least(device.onnxruntime, AFFINITY_SINCE):
@@ -263,6 +267,17 @@ class NeonBackend(Backend):
     def supports(self, node: gs.Node, opset: int) -> str | None:
         return supports(node, opset, self.device)
 
+    def sped_up(self, variant: str, node: gs.Node) -> bool:
+        if variant != "int8":
+            return super().sped_up(variant, node)
+        if node.op == "Conv":  # the nodes edgec.backends.int8 quantizes
+            shape = getattr(node.inputs[1], "shape", None) if len(node.inputs) > 1 else None
+            return bool(shape) and conv_quantized(int(node.attrs.get("group", 1)), int(shape[1]))
+        return node.op in DENSE_OPS
+
+    def worth(self, variant: str, sped_up_macs: float, compute_macs: float) -> bool:
+        return variant != "int8" or worth_quantizing(sped_up_macs, compute_macs)
+
     def prepare_submodel(self, model: onnx.ModelProto, variant: str,
                          calibration: Sequence[dict[str, Any]] | None = None) -> onnx.ModelProto:
         if variant not in self.variants:
@@ -282,7 +297,7 @@ class NeonBackend(Backend):
         return super().emulate(model, variant, calibration)
 
     def session_config(self, stage: StageSpec | None = None) -> dict[str, Any]:
-        return session_config(self.device, self.unit)
+        return session_config(self.device, self.unit, stage.variant if stage is not None else "fp32")
 
     bundle_files = staticmethod(bundle_files)
     readme = staticmethod(readme)

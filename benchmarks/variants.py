@@ -18,6 +18,8 @@ top-1 with fp32, and SQNR, on seeded random frames). Tables:
 4. int8 vs fp32 on this machine's CPU: each int8 stage of the plan with the
    most int8 stages, against its fp32 form, on the stage's own inputs (one
    thread, graph optimizations on, as the boards run), median of --repeat;
+   then whole zoo models (--int8-zoo) quantized by the same rule
+   (edgec.backends.int8), or left fp32 where the rule says int8 loses;
 5. the manifest's accuracy against a direct measurement of out/ on the test
    split, for a compile calibrated on the test split (must be within 0.5 pp).
 
@@ -189,6 +191,37 @@ def int8_speed(repeat: int) -> None:
               f"(the cost model assumes {INT8_SPEEDUP:.2f}x on compute-bound groups, from ncnn on the Pi 4)")
 
 
+def int8_whole_models(names: list[str], repeat: int, tmp: Path) -> None:
+    """Whole zoo models as edgec.backends.int8 quantizes them, against fp32, on seeded random frames."""
+    from edgec.backends.int8 import INT8_SESSION, dense_macs, int8_model, worth_quantizing
+    from edgec.runtime.session import inference_session
+
+    print(f"\n## whole zoo models, int8 (edgec.backends.int8's rule) vs fp32 on this machine: one thread, "
+          f"median of {repeat} runs")
+    print("| model | dense MMACs | int8 | fp32 ms | int8 ms | fp32 / int8 |\n|---|---|---|---|---|---|")
+    for name in names:
+        model = onnx.load(str(write_random_zoo_model(name, tmp / f"{name}-int8.onnx")))
+        rng = np.random.default_rng(0)
+        feeds = [{i.name: rng.standard_normal(i.shape).astype(i.dtype) for i in model_inputs(model)} for _ in range(8)]
+        macs = dense_macs(model) / 1e6
+        if not worth_quantizing(dense_macs(model), dense_macs(model, quantized_only=False)):
+            print(f"| {name} | {macs:.0f} | stays fp32 (rule) | | | |")
+            continue
+        times = {}
+        for label, m, settings in (("fp32", model, {}), ("int8", int8_model(model, feeds), INT8_SESSION)):
+            sess = inference_session(m.SerializeToString(), {"graph_optimization_level": "all", **settings}, 1)
+            for _ in range(3):
+                sess.run(None, feeds[0])
+            samples = []
+            for k in range(repeat):
+                t = time.perf_counter()
+                sess.run(None, feeds[k % len(feeds)])
+                samples.append((time.perf_counter() - t) * 1e3)
+            times[label] = statistics.median(samples)
+        print(f"| {name} | {macs:.0f} | quantized | {times['fp32']:.2f} | {times['int8']:.2f} | "
+              f"{times['fp32'] / times['int8']:.2f}x |")
+
+
 def random_calibration(model: Path, path: Path, frames: int) -> Path:
     m = onnx.load(str(model), load_external_data=False)
     rng = np.random.default_rng(0)
@@ -202,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--zoo", default="squeezenet,shufflenet")
     ap.add_argument("--frames", type=int, default=16, help="random calibration frames per zoo model")
     ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--int8-zoo", default="squeezenet,shufflenet,resnet50,inception_v1,densenet121",
+                    help="zoo models timed whole, int8 vs fp32")
     args = ap.parse_args(argv)
     widths = {"w50": str(DIGITS / "digits_cnn_w50.onnx"), "w25": str(DIGITS / "digits_cnn_w25.onnx")}
     with tempfile.TemporaryDirectory(prefix="edgec-variants-") as tmpdir:
@@ -220,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             zoo_floors(name, zv, zconfigs)
             comparison(name, zv, zconfigs)
         int8_speed(args.repeat)
+        int8_whole_models([z for z in args.int8_zoo.split(",") if z], max(10, args.repeat // 10), tmp)
         manifest_vs_direct(tmp, widths)
     sys.stdout.flush()
 

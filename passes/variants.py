@@ -6,7 +6,9 @@ are the original and each user variant (`--variant NAME=model.onnx`: same
 inputs and outputs, e.g. a narrower network), which the plan runs in place of
 the original. A stage's cost in a variant is its default cost with the
 compute-bound groups (convolutions, matrix products) divided by the backend's
-`variant_speed`.
+`variant_speed`, on the groups whose nodes the backend says the variant
+speeds up (Backend.sped_up: for int8 the nodes it quantizes), and a stage
+with too little such work to gain (Backend.worth) runs the unit's default.
 
 Search. A configuration is (model, one variant per compute unit). For each,
 the partition passes run again on the costs that configuration implies, so
@@ -50,13 +52,14 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import onnx
 
 from edgec.accuracy import (Calibration, Measurer, StageRun, classes_of, load_calibration, model_inputs, read_cache,
                             stream_accuracy, write_cache)
+from edgec.backends.base import COMPUTE_OPS
 from edgec.backends.registry import backend_for
 from edgec.errors import EdgecError
 from edgec.ir import Program, Stage, node_reads
@@ -69,7 +72,6 @@ SAFE_RULE = ("no calibration data: each stage runs its unit's default variant wh
 # a stage with more weights than this keeps its default unchecked (`unchecked`): the check holds them in memory,
 # and a compile's memory otherwise follows the graph, not the weights (edgec.weights)
 SAFE_CHECK_MAX_BYTES = 128 << 20
-COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul"})
 _PRECISIONS = frozenset({"fp32", "fp16", "int8"})
 
 
@@ -302,23 +304,37 @@ def compute_groups(program: Program) -> set[str]:
     return {g.name for g in program.groups.values() if any(n.op in COMPUTE_OPS for n in program.nodes_of([g.name]))}
 
 
+def group_macs(program: Program, counts: Callable[[Any], bool]) -> dict[str, float]:
+    """Per group, the multiply-adds of its nodes that `counts` (e.g. Backend.sped_up for a variant); groups without
+    such nodes are absent."""
+    from edgec.costmodel.work import node_flops
+
+    macs: dict[str, float] = {}
+    group_of = program.group_of()
+    for node in program.graph.nodes:
+        if counts(node):
+            g = group_of.get(node.name, node.name)
+            macs[g] = macs.get(g, 0.0) + node_flops(node) / 2
+    return macs
+
+
 def replan(program: Program, assignment: dict[str, str], objective: str, strategy: str) -> Program:
-    """The partition passes' plan for `program` with each unit running its variant of `assignment`."""
+    """The partition passes' plan for `program` with each unit running its variant of `assignment`; a stage
+    whose variant does not pay on it then runs the unit's default (`keep_default_where_variant_loses`)."""
     from edgec.passes.partition.global_partition import GlobalPartition
     from edgec.passes.partition.local_partition import LocalPartition
 
     assert program.cluster is not None
     planned = copy.copy(program)
     planned.costs = copy.deepcopy(program.costs)
-    factors = {}
+    factors, sped_up = {}, {}
     for device, unit in program.cluster.units():
         uid = f"{device.name}.{unit.name}"
         backend = backend_for(device, unit.name)
         factors[uid] = backend.variant_speed[backend.default_variant] / backend.variant_speed[assignment[uid]]
-    compute = compute_groups(program)
+        sped_up[uid] = group_macs(program, lambda node, b=backend, v=assignment[uid]: b.sped_up(v, node))
     for group, cost in planned.costs.items():
-        if group in compute:
-            cost.ms = {u: ms * factors[u] for u, ms in cost.ms.items()}
+        cost.ms = {u: ms * factors[u] if group in sped_up[u] else ms for u, ms in cost.ms.items()}
     planned.segments, planned.stages, planned.prediction = [], [], None
     planned = GlobalPartition(objective=objective, strategy=strategy).run(planned).program
     planned = LocalPartition().run(planned).program
@@ -326,7 +342,50 @@ def replan(program: Program, assignment: dict[str, str], objective: str, strateg
         stage.variant = assignment[stage.unit_id]
         for r in stage.replicas:
             r.variant = assignment[f"{r.device}.{r.unit}"]
+    keep_default_where_variant_loses(planned, factors, sped_up)
     return planned
+
+
+def keep_default_where_variant_loses(program: Program, factors: dict[str, float],
+                                     sped_up: dict[str, dict[str, float]]) -> None:
+    """Run its unit's default variant each stage (or replica) whose sped-up work is too little for its variant to
+    pay (Backend.worth: an int8 stage whose quantize / dequantize cost more than int8 saves). Its groups, costed at
+    the variant's speed (`factors`, `sped_up`: per unit id), are charged at the default's again and the plan
+    re-predicted."""
+    assert program.cluster is not None
+    changed = False
+    compute = group_macs(program, lambda node: node.op in COMPUTE_OPS)
+    for stage in program.stages:
+        for c in [stage, *stage.replicas]:
+            uid = f"{c.device}.{c.unit}"
+            backend = backend_for(program.cluster.devices[c.device], c.unit)
+            if c.variant == backend.default_variant or backend.worth(
+                    c.variant, sum(sped_up[uid].get(g, 0.0) for g in stage.groups),
+                    sum(compute.get(g, 0.0) for g in stage.groups)):
+                continue
+            c.variant = backend.default_variant
+            for g in stage.groups:
+                if g in sped_up[uid]:
+                    cost = program.costs[g]
+                    c.predicted_ms += cost.ms[uid] * (1 / factors[uid] - 1)
+                    cost.ms[uid] /= factors[uid]
+            changed = True
+    if changed:
+        repredict(program)
+
+
+def repredict(program: Program) -> None:
+    """The plan's prediction again after its stage times or costs changed. A plan of slices keeps its step
+    prediction (its stage times adjusted: a stated approximation)."""
+    from edgec.passes.partition.local_partition import board_prediction
+    from edgec.passes.partition.placed import predict_placed
+
+    if any(s.parallel == "slice" for s in program.stages):
+        return
+    if any(s.replicas or s.weight is not None for s in program.stages):
+        program.prediction = predict_placed(program)
+    else:
+        program.prediction = board_prediction(program)
 
 
 def stage_models(program: Program, model: onnx.ModelProto) -> list[onnx.ModelProto]:
@@ -407,8 +466,6 @@ def apply_safe_rule(program: Program) -> Program:
     model's), and a stage with more than SAFE_CHECK_MAX_BYTES of weights keeps its default unchecked, as the
     manifest records. The plan is re-predicted only where a variant changed."""
     from edgec.manifest import TensorSpec
-    from edgec.passes.partition.local_partition import board_prediction
-    from edgec.passes.partition.placed import predict_placed
     from edgec.runtime.frames import random_frames
     from edgec.weights import inline
 
@@ -445,15 +502,12 @@ def apply_safe_rule(program: Program) -> Program:
                 uid = f"{c.device}.{c.unit}"
                 slower[uid] = backend.variant_speed[was] / backend.variant_speed[c.variant]
                 c.predicted_ms += sum(program.group_ms(g, uid) for g in stage.groups if g in compute) * (slower[uid] - 1)
-    # a plan of slices keeps its step prediction (stage times adjusted above: a stated approximation)
-    if slower and not any(s.parallel == "slice" for s in program.stages):
+    if slower:
         if any(s.replicas or s.weight is not None for s in program.stages):
             for group in compute:  # the placed prediction reads the costs: charge the slower variant there
                 cost = program.costs[group]
                 cost.ms = {u: ms * slower.get(u, 1.0) for u, ms in cost.ms.items()}
-            program.prediction = predict_placed(program)
-        else:
-            program.prediction = board_prediction(program)
+        repredict(program)
     program.variant_choice = {"metric": None, "floor": None, "calibration": None, "rule": SAFE_RULE,
                               "source": None, "unchecked": unchecked}
     return program

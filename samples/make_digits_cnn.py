@@ -9,7 +9,7 @@ on the train split; the validation split is the calibration data a compile
 chooses variants on (`--calib digits_val.npz`), the test split is scored on
 and on nothing else. Architecture, width w in {1, 0.5, 0.25}:
 
-    image[1,1,8,8] -> Conv3x3(16w) Relu -> Conv3x3(32w) Relu -> MaxPool2 -> Conv3x3(64w) Relu
+    image[1,1,8,8] -> Conv3x3(32w) Relu -> Conv3x3(64w) Relu -> MaxPool2 -> Conv3x3(128w) Relu
                   -> GlobalAveragePool -> Flatten -> Gemm(10) = logits[1,10]
 
 Writes digits_cnn.onnx (w=1), digits_cnn_w50.onnx, digits_cnn_w25.onnx,
@@ -81,7 +81,7 @@ def _conv_back(dy, cols, x_shape, w):
 
 
 def init_params(width: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    c1, c2, c3 = (max(1, int(round(c * width))) for c in (16, 32, 64))
+    c1, c2, c3 = (max(1, int(round(c * width))) for c in (32, 64, 128))
     he = lambda co, ci: (rng.standard_normal((co, ci, 3, 3)) * np.sqrt(2.0 / (ci * 9))).astype(np.float32)
     return {"w1": he(c1, 1), "b1": np.zeros(c1, np.float32), "w2": he(c2, c1), "b2": np.zeros(c2, np.float32),
             "w3": he(c3, c2), "b3": np.zeros(c3, np.float32),

@@ -73,6 +73,7 @@ def test_manifest_accuracy_matches_a_direct_measurement_of_out(tmp_path, one_pi)
     out = tmp_path / "out"
     m = edgec.compile(CNN, one_pi, out, accuracy=AccuracyOptions(calibration=TEST, accuracy_floor=0.95)).manifest
     assert [s.variant for s in m.stages] == ["int8"]  # as accurate as fp32 here, and faster
+    assert m.stages[0].session["disabled_optimizers"] == ["QDQPropagationTransformer"]  # edgec.backends.int8
     sub = onnx.load(out / m.stages[0].model)
     assert any(n.op_type == "QuantizeLinear" for n in sub.graph.node)
     assert abs(m.predicted["accuracy"] - direct_top1(out, TEST)) <= 0.005
@@ -80,6 +81,16 @@ def test_manifest_accuracy_matches_a_direct_measurement_of_out(tmp_path, one_pi)
     report = edgec.verify(out)
     assert report.passed and report.accuracy is not None and report.accuracy.accuracy == m.predicted["accuracy"]
     assert [c.variant for c in report.stages] == ["int8"] and report.stages[0].value >= 20
+
+
+def test_a_stage_with_too_little_dense_work_for_int8_runs_fp32(tmp_path, one_pi) -> None:
+    """The quarter-width digits network is under edgec.backends.int8.MIN_INT8_MACS: its int8 candidate is the fp32
+    plan, predicted as fp32, so no int8 plan is on the front."""
+    m = edgec.compile(WIDTHS["w25"], one_pi, tmp_path / "out", accuracy=AccuracyOptions(calibration=VAL)).manifest
+    assert [s.variant for s in m.stages] == ["fp32"]
+    assert len(m.accuracy["front"]) == 1 and m.accuracy["front"][0]["plan"].endswith(":fp32")
+    fp32 = edgec.compile(WIDTHS["w25"], one_pi, tmp_path / "plain").manifest
+    assert m.predicted["throughput_fps"] == pytest.approx(fp32.predicted["throughput_fps"])
 
 
 def test_the_floor_trades_accuracy_for_speed(tmp_path, one_pi) -> None:
@@ -92,10 +103,10 @@ def test_the_floor_trades_accuracy_for_speed(tmp_path, one_pi) -> None:
         results.append((m.predicted["accuracy"], m.predicted["throughput_fps"], m.accuracy))
     assert results[0][1] >= results[1][1] >= results[2][1]
     assert results[0][1] > results[2][1]  # a narrower network is taken at the lowest floor
-    assert results[0][2]["source"]["name"] in WIDTHS and results[2][2]["source"] is None
-    front = results[0][2]["front"]
-    feasible = [p for p in front if p["accuracy"] >= 0.90]
-    assert results[0][1] == pytest.approx(max(p["throughput_fps"] for p in feasible), rel=1e-3)
+    assert results[0][2]["source"]["name"] == "w25" and results[2][2]["source"]["name"] != "w25"
+    for floor, (_, fps, accuracy) in zip((0.90, 0.95, 0.99), results):  # each the fastest plan reaching its floor
+        feasible = [p for p in accuracy["front"] if p["accuracy"] >= floor]
+        assert fps == pytest.approx(max(p["throughput_fps"] for p in feasible), rel=1e-3)
     assert edgec.verify(tmp_path / "out0.9").passed  # a user variant's plan checks against its own source
 
 

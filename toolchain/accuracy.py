@@ -144,10 +144,13 @@ def classes_of(model: onnx.ModelProto) -> int | None:
 
 def variant_session(model: onnx.ModelProto, variant: str) -> ort.InferenceSession:
     """A CPU session running `model` (already in `variant`) the way the board's runtime would."""
+    from edgec.backends.int8 import INT8_SESSION
     from edgec.runtime.session import inference_session
 
     # fp32 as verify runs it (no rewrite, so fp32 stages reproduce the original); others as the board does
-    settings = {"graph_optimization_level": "disable_all" if variant == "fp32" else "all"}
+    settings: dict = {"graph_optimization_level": "disable_all" if variant == "fp32" else "all"}
+    if variant == "int8":
+        settings.update(INT8_SESSION)
     return inference_session(model.SerializeToString(), settings, 1)
 
 

@@ -10,6 +10,9 @@ everywhere. Settings are a dict, as a stage's `session` in the manifest holds th
     config: {"session.intra_op_thread_affinities": "1;2", ...}   session config entries
     "session.xxx": "..."                            a config entry given at top level
     providers                                       list of execution provider names
+    disabled_optimizers                             list of ONNX Runtime graph transformers not to run
+                                                    (an int8 stage: ["QDQPropagationTransformer"], see
+                                                    edgec.backends.int8)
     any other SessionOptions attribute              set as given (enable_mem_pattern, ...)
 
 Without intra_op_num_threads, `threads` (one per core the process is pinned to)
@@ -38,6 +41,7 @@ _OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 _CONFIG_KEYS = ("config", "config_entries", "session_config_entries")
+DISABLED_OPTIMIZERS = "disabled_optimizers"  # an InferenceSession argument, not a SessionOptions attribute
 _DESCRIPTIVE = {"provider", "cores", "main_thread_core",  # neon: how the launcher pins the process
                 "engine", "build", "precision", "workspace_mib", "bindings_dtype", "tensorrt",
                 "ort_tensorrt_ep"}  # tensorrt: the engine and its build; see providers_for
@@ -56,6 +60,11 @@ def inference_session(model: Union[bytes, str], settings: Optional[Mapping[str, 
     settings = settings or {}
     so = options if options is not None else session_options(settings, threads, where)
     chosen = list(providers) if providers is not None else providers_for(settings)
+    disabled = settings.get(DISABLED_OPTIMIZERS)
+    if disabled:
+        if not isinstance(disabled, (list, tuple)) or not all(isinstance(d, str) for d in disabled):
+            raise EdgecError("{}: expected a list of transformer names".format(DISABLED_OPTIMIZERS), where=where)
+        return ort.InferenceSession(model, so, providers=chosen, disabled_optimizers=list(disabled))
     return ort.InferenceSession(model, so, providers=chosen)
 
 
@@ -67,7 +76,7 @@ def session_options(settings: Mapping[str, Any], threads: Optional[int] = None,
     if threads and "intra_op_num_threads" not in settings:
         so.intra_op_num_threads = int(threads)
     for key, value in settings.items():
-        if key == "providers" or key in _DESCRIPTIVE:
+        if key in ("providers", DISABLED_OPTIMIZERS) or key in _DESCRIPTIVE:
             continue
         if key == "execution_mode":
             so.execution_mode = _enum(_EXECUTION_MODES, value, key, where)

@@ -31,7 +31,7 @@ DIGEST_FILE = "manifest.sha256"
 SESSION_KEYS = frozenset([
     "intra_op_num_threads", "inter_op_num_threads", "execution_mode", "graph_optimization_level",
     "enable_mem_pattern", "enable_mem_reuse", "enable_cpu_mem_arena", "log_severity_level", "providers",
-    "config", "config_entries", "session_config_entries",
+    "config", "config_entries", "session_config_entries", "disabled_optimizers",
     # descriptive: how the launcher pins the process, what the TensorRT stage was built for
     "provider", "cores", "main_thread_core", "engine", "build", "precision", "workspace_mib", "bindings_dtype",
     "tensorrt", "ort_tensorrt_ep",
@@ -41,6 +41,8 @@ CONFIG_KEYS = frozenset([
     "session.disable_prepacking", "session.set_denormal_as_zero", "session.use_env_allocators",
     "session.disable_cpu_ep_fallback", "session.dynamic_block_base",
 ])
+# graph transformers a stage may turn off: an int8 stage keeps its fp32 stem's pooling in fp32 (edgec.backends.int8)
+DISABLED_OPTIMIZERS = frozenset(["QDQPropagationTransformer"])
 PROVIDERS = frozenset(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
 TRT_KEYS = frozenset([
     "device_id", "trt_fp16_enable", "trt_int8_enable", "trt_max_workspace_size", "trt_engine_cache_enable",
@@ -125,6 +127,11 @@ def check_session(settings: Mapping[str, Any], out_dir: str, where: str) -> None
                 if name not in CONFIG_KEYS:
                     raise EdgecError("{}: config entry '{}' is not one the runtime allows (allowed: {})".format(
                         key, name, ", ".join(sorted(CONFIG_KEYS))), where=where)
+    disabled = settings.get("disabled_optimizers")
+    if disabled is not None and (not isinstance(disabled, list)
+                                 or not all(isinstance(d, str) and d in DISABLED_OPTIMIZERS for d in disabled)):
+        raise EdgecError("disabled_optimizers {!r}: the runtime allows a list of {} only".format(
+            disabled, ", ".join(sorted(DISABLED_OPTIMIZERS))), where=where)
     providers: List[Any] = list(settings.get("providers") or [])
     trt = settings.get("ort_tensorrt_ep")
     if isinstance(trt, Mapping):
