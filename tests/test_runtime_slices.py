@@ -97,3 +97,34 @@ def test_several_steps_of_slices_in_a_row(random_zoo, tmp_path):
     assert result.ok, result.summary()
     for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
         assert_close(exp, got)
+
+
+def test_slices_between_the_units_of_one_board_pass_in_process(random_zoo, tmp_path):
+    """One device with two one-core units: the slices are two worker threads of one process, and every hop
+    between them goes over an in-process socket (no TCP, no copy); the run reproduces the original."""
+    import zmq
+
+    from edgec.runtime.device import DeviceWorker
+
+    spec = host_cluster([0])
+    spec["devices"][0]["units"]["cpu1"] = {"kind": "cpu", "gflops": 20.0, "backend": "neon", "cores": [1]}
+    cluster = tmp_path / "board.json"
+    cluster.write_text(json.dumps(spec))
+    model = random_zoo("squeezenet")
+    out = edgec.compile(model, cluster, tmp_path / "out", strategy="spatial", objective="latency").out_dir
+    plan = read_pipeline(str(out))
+    sliced = [s for s in plan.steps if s.parallel == "slice"]
+    assert sliced and {seg.unit for seg in sliced[0].segments} == {"cpu", "cpu1"}
+    worker = DeviceWorker(str(out), "d0")
+    try:
+        worker.bind()
+        inputs = {sw.segment.index: sw.input.getsockopt(zmq.LAST_ENDPOINT).decode() for sw in worker.segments}
+        assert all(addr == f"inproc://segment-{k}" for k, addr in inputs.items())
+    finally:
+        worker.close()
+    frames = random_frames(plan.inputs, 3, seed=7)
+    with LocalCluster(str(out)) as local:
+        result = Driver(str(out), local.deployment, watch=local.problems).run(lambda k: frames[k], 3)
+    assert result.ok, result.summary()
+    for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
+        assert_close(exp, got)

@@ -159,6 +159,9 @@ class DeviceWorker:
             sw.input = self._socket(zmq.PULL)
             sw.input.setsockopt(zmq.MAXMSGSIZE, limits.part_bytes(sw.expect))  # larger: dropped unread
             _bind(sw.input, dep.segment_input(plan, sw.segment, bind=True))
+            if self.keys is None:
+                _bind(sw.input, _inproc(sw.segment))
+        for sw in self.segments:
             nxt = plan.next_step(sw.segment)
             if nxt is None:
                 results = self._socket(zmq.PUSH)
@@ -168,7 +171,8 @@ class DeviceWorker:
                 targets = []
                 for seg in nxt.segments:
                     sock = self._socket(zmq.PUSH, server=seg.device)
-                    sock.connect(dep.segment_input(plan, seg))
+                    here = seg.device == self.device and self.keys is None
+                    sock.connect(_inproc(seg) if here else dep.segment_input(plan, seg))
                     targets.append((seg.names, seg.weight, sock))
                 sw.output = Dealer(nxt.fan_out, targets)
         self._status = self._socket(zmq.PUB)
@@ -407,6 +411,13 @@ def _unit_cores(segment: Segment, process_cores: Optional[List[int]]) -> Optiona
     if not wanted:
         return None
     return sorted({c if c in process_cores else process_cores[c % len(process_cores)] for c in wanted})
+
+
+def _inproc(segment: Segment) -> str:
+    """The in-process address of a segment's input: a hop between two units of this device passes the
+    tensors' buffers to the next worker thread without a copy or a socket (not with CURVE keys: those
+    hops go over the deployment's TCP address, as from other devices)."""
+    return "inproc://segment-{}".format(segment.index)
 
 
 def _bind(sock: zmq.Socket, addr: str) -> None:
