@@ -37,7 +37,10 @@ from edgec.passes.partition.build import GroupGraph, build_problem
 from edgec.passes.partition.problem import PartitionProblem
 
 INTRA_BOARD_BPS = 2.0e9
-STAGE_CALL_MS = 0.05  # one more session run per frame: ONNX Runtime's fixed cost of a call, order of 50 us on ARM
+# a stage's fixed cost per frame: ONNX Runtime's call (order of 50 us on ARM) plus the runtime's hand-off into the
+# stage (decode, wake the stage's worker, encode): 0.2-0.5 ms each way, traced in `edgec run --local` on this
+# project's x86 host (a slice step of ResNet-50 spent 1.5-2 ms on its two hand-offs); the boards' cores are slower
+STAGE_CALL_MS = 0.5
 
 
 @dataclass(frozen=True)
