@@ -86,3 +86,73 @@ def test_tensorrt_fuses_pointwise_chains_into_the_conv():
         assert fused_nodes(graph.nodes, "tensorrt") == {n.name for n in graph.nodes if n.op != "Conv"}, pattern
     with pytest.raises(ValueError, match="unknown runtime 'ncnn'"):
         fused_nodes([], "ncnn")
+
+
+def _blocked_kernels(model: onnx.ModelProto, tmp_path) -> list[str]:
+    """Op types ONNX Runtime runs with its NCHWc transformer, layout reorders left out."""
+    ran = ort_compute_nodes(model, tmp_path, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    return [op for op in ran if not op.startswith("Reorder")]
+
+
+def _charged(model: onnx.ModelProto, residual: bool) -> list[str]:
+    graph = gs.import_onnx(model)
+    return [n.op for n in graph.nodes if n.name not in fused_nodes(graph.nodes, "onnxruntime", residual=residual)]
+
+
+needs_nchwc = pytest.mark.skipif(nchwc_block_size() == 0, reason="this ONNX Runtime build has no NCHWc kernels")
+
+
+@needs_nchwc
+def test_a_decomposed_hardswish_joins_the_conv_on_the_blocked_path(tmp_path):
+    """Mul(c, HardSigmoid(c)) after a blocked Conv and before another: one Conv kernel with a HardSwish
+    activation. Where the Mul writes the graph's output ONNX Runtime runs it apart, and so it is charged."""
+    model = model_of("hardswish-decomposed")
+    assert _charged(model, residual=True) == _blocked_kernels(model, tmp_path) == ["Conv", "HardSigmoid", "Mul"]
+    model.graph.node[-1].output[0] = "h"
+    model.graph.node.append(helper.make_node("Conv", ["h", "w", "b"], ["y"], name="conv2", pads=[1, 1, 1, 1]))
+    assert _charged(model, residual=True) == _blocked_kernels(model, tmp_path) == ["Conv", "Conv"]
+
+
+@needs_nchwc
+def test_a_hardsigmoid_with_other_constants_stays_apart_on_the_blocked_path(tmp_path):
+    """alpha 0.2 (ONNX's default) is no HardSwish: ONNX Runtime runs the Mul apart (the HardSigmoid cannot join a
+    conv output with two readers)."""
+    model = model_of("hardswish-decomposed")
+    model.graph.node[1].attribute[0].f = 0.2
+    model.graph.node[-1].output[0] = "h"
+    model.graph.node.append(helper.make_node("Conv", ["h", "w", "b"], ["y"], name="conv2", pads=[1, 1, 1, 1]))
+    assert _charged(model, residual=True) == _blocked_kernels(model, tmp_path) == ["Conv", "HardSigmoid", "Mul", "Conv"]
+
+
+@needs_nchwc
+def test_a_grouped_conv_run_plain_keeps_its_hardswish_apart(tmp_path):
+    """8 channels per group are no whole NCHWc block of 16: the conv runs plain, HardSigmoid and Mul apart."""
+    if nchwc_block_size() != 16:
+        pytest.skip("needs 16-channel blocks")
+    model = model_of("hardswish-decomposed")
+    model.graph.node[0].attribute.append(helper.make_attribute("group", 2))
+    w = numpy_helper.to_array(model.graph.initializer[0])
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w[:, :8]), "w"))
+    model.graph.initializer.append(numpy_helper.from_array(w, "w2"))
+    model.graph.node[-1].output[0] = "h"
+    model.graph.node.append(helper.make_node("Conv", ["h", "w2", "b"], ["y"], name="conv2", pads=[1, 1, 1, 1]))
+    assert _charged(model, residual=True) == ["Conv", "HardSigmoid", "Mul", "Conv"]
+    assert _blocked_kernels(model, tmp_path) in (["Conv", "HardSigmoid", "Mul", "Conv"],
+                                                 ["FusedConv", "HardSigmoid", "Mul", "Conv"])
+
+
+@needs_nchwc
+def test_a_residual_add_after_a_matmul_runs_apart_on_the_blocked_path(tmp_path):
+    """A transformer's x + Linear(x): the bias Add joins the MatMul (a Gemm), the residual Add does not."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+             helper.make_node("Add", ["m", "b"], ["l"], name="bias"),
+             helper.make_node("Add", ["l", "x"], ["y"], name="residual")]
+    inits = [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b")]
+    f = onnx.TensorProto.FLOAT
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [32, 64])],
+                              [helper.make_tensor_value_info("y", f, [32, 64])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert _charged(model, residual=True) == ["MatMul", "Add"]
+    assert len(_blocked_kernels(model, tmp_path)) == 2
