@@ -10,9 +10,13 @@ What a user does to calibrate a board, done here for this machine:
 3. each stage's sub-model from out/ runs under ONNX Runtime with the stage's own
    session settings from the manifest, in a process pinned to the stage's cores
    as the device's launcher pins it, next to the manifest's ``predicted_ms``.
-   A model's stages and its whole are timed in turn, --rounds times over (the
-   median of --runs after warm-up each time), and each gets the fastest of its
-   rounds, as each micro-benchmark of the profile does. A one-core stage is timed by its thread's CPU time, which time
+   Every model's stages and wholes are timed in turn, --rounds times over all
+   models (the median of --runs after warm-up each time), and each gets the
+   fastest of its rounds, as each micro-benchmark of the profile does: a
+   round over all models takes a minute, so a slow spell of the machine (its
+   one-core CPU time jumps 1.5x for seconds at a time, from load outside this
+   virtual machine) misses at least one round of every stage, as it misses one
+   of the profile's --passes. A one-core stage is timed by its thread's CPU time, which time
    slices given to other processes do not inflate (on a shared machine its
    wall time varies 1-3x from run to run); the profile's micro-benchmarks are
    timed the same way. Stages of several cores are timed by the wall clock,
@@ -159,16 +163,17 @@ def architecture(name: str, folder: Path) -> Path:
     return path
 
 
-def measure(name: str, model: Path, work: Path, pair: Path, single: Path, args) -> tuple[list[float], float]:
-    """Compile `model` for the two-device and the one-device cluster, time every stage and the whole, print
-    the rows; (|error %| per stage of the pair, |error %| of the whole)."""
-    outs = {}
+def compiled(name: str, model: Path, work: Path, pair: Path, single: Path) -> list[Path]:
+    """`model` compiled for the two-device and the one-device cluster: [pair out/, whole out/]."""
+    outs = []
     for tag, cluster in (("pair", pair), ("whole", single)):
-        outs[tag] = work / f"{name}-{tag}"
-        edgec.compile(model, cluster, outs[tag], strategy="pipeline")  # per-stage figures of a chain
-    if not args.cpu_time:
-        wait_until_idle(30.0)
-    pair_rows, whole_rows = stage_rows([outs["pair"], outs["whole"]], args.runs, args.rounds)
+        outs.append(work / f"{name}-{tag}")
+        edgec.compile(model, cluster, outs[-1], strategy="pipeline")  # per-stage figures of a chain
+    return outs
+
+
+def report(name: str, pair_rows, whole_rows, outs: list[Path], args) -> tuple[list[float], float]:
+    """Print a model's rows; (|error %| per stage of the pair, |error %| of the whole)."""
     errors = []
     for stage, pred, meas in pair_rows:
         err = (pred - meas) / meas * 100
@@ -178,7 +183,7 @@ def measure(name: str, model: Path, work: Path, pair: Path, single: Path, args) 
     err = (pred - meas) / meas * 100
     print(f"{name:20s} {'all':>5s} {pred:13.2f} {meas:12.2f} {err:+8.1f}")
     if not args.keep:
-        for folder in outs.values():
+        for folder in outs:
             shutil.rmtree(folder, ignore_errors=True)
     return errors, abs(err)
 
@@ -242,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", default="0;1", help="each device's cores: '0;1' (default) is two devices "
                         "of one core each; '0,1' one device of two cores")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all of a model's stages")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all models' stages")
+    parser.add_argument("--passes", type=int, default=5, help="passes over the profile's micro-benchmarks")
     parser.add_argument("--models", nargs="*", help="zoo model names (default: all)")
     parser.add_argument("--architectures", nargs="*", default=list(OUT_OF_SAMPLE),
                         help=f"out-of-sample architectures from samples/architectures.py (default: "
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_path = work / "host.json"
         if any(len(c) > 1 for c in cores):
             wait_until_idle(30.0)
-        write_profile(profile_path, {"cpu": (len(cores[0]), cores[0])})
+        write_profile(profile_path, {"cpu": (len(cores[0]), cores[0])}, passes=args.passes)
         print(f"profile measured in {time.perf_counter() - t0:.0f} s ({profile_path})")
     profile = load_profile(str(profile_path)).units["cpu"]
     print(f"profile: peak {profile.peak_gflops:.0f} GFLOP/s, DRAM {profile.bandwidth_gbs:.1f} GB/s, "
@@ -282,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         paths = [p for p in paths if any(m in p.stem for m in args.models)]
     samples = {"in sample (zoo)": [(p.stem.removeprefix("light_"), prepared(p)) for p in paths],
                "out of sample (architectures)": [(a, architecture(a, work)) for a in args.architectures]}
+    outs = {name: compiled(name, model, work, pair, single) for models in samples.values() for name, model in models}
+    if not args.cpu_time:
+        wait_until_idle(30.0)
+    rows = stage_rows([o for pair_whole in outs.values() for o in pair_whole], args.runs, args.rounds)
+    rows_of = {name: (rows[2 * k], rows[2 * k + 1]) for k, name in enumerate(outs)}
     summary = []
     for label, models in samples.items():
         if not models:
@@ -289,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{label}\n{'model':20s} {'stage':>5s} {'predicted ms':>13s} {'measured ms':>12s} {'error %':>8s}")
         stage_errors, model_errors = [], []
         for name, model in models:
-            errors, whole = measure(name, model, work, pair, single, args)
+            errors, whole = report(name, *rows_of[name], outs[name], args)
             if args.ops:
                 op_breakdown(name, model, profile, cores[0], args.runs)
             stage_errors += errors

@@ -224,9 +224,10 @@ def host_description() -> dict:
 
 
 def write_profile(path: str | Path, units: dict[str, tuple[int, list[int] | None]] | None = None,
-                  on_bench: OnBench | None = None) -> dict:
+                  on_bench: OnBench | None = None, passes: int = 3) -> dict:
     """Measure the given units (name -> (threads, cores)) and write a profile file; returns its JSON.
-    `on_bench(unit, bench, done, total)` is told after each micro-benchmark.
+    `on_bench(unit, bench, done, total)` is told after each micro-benchmark; every bench is timed `passes`
+    times over, spread across the measurement (its fastest kept).
 
     Without `units`, one unit ``cpu`` with every core of this machine.
     """
@@ -235,7 +236,7 @@ def write_profile(path: str | Path, units: dict[str, tuple[int, list[int] | None
     if units is None:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
         units = {"cpu": (len(cpus), None)}
-    measured = {name: measure_host_profile(threads, cores, name=name, on_bench=on_bench)
+    measured = {name: measure_host_profile(threads, cores, name=name, on_bench=on_bench, passes=passes)
                 for name, (threads, cores) in units.items()}
     doc = profile_file_json(measured, host_description())
     Path(path).write_text(json.dumps(doc, indent=1) + "\n")
