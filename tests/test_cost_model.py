@@ -370,3 +370,15 @@ def test_one_thread_timing_counts_cpu_time_not_time_given_to_others():
 
     assert time_session(Waiting(), {}, runs=3, warmup=0, cpu_time=True) < 5.0
     assert time_session(Waiting(), {}, runs=3, warmup=0, budget_s=0.1, max_others=1.0) >= 20.0
+
+
+def test_streaming_elementwise_benches_set_the_bandwidth_not_the_elementwise_efficiency():
+    """Add and Relu (1 FLOP per 8-12 bytes) fix the activation bandwidth; the slower of the two, a little under
+    the median, must not count as arithmetic: the element-wise efficiency is Sigmoid's."""
+    add = BenchResult("add", "elementwise", 0.080, NodeWork(2e5, 0, 1_600_000, 800_000, "elementwise"))
+    relu = BenchResult("relu", "elementwise", 0.160, NodeWork(8e5, 0, 3_200_000, 3_200_000, "elementwise"))
+    sigmoid = BenchResult("sigmoid", "elementwise", 0.080, NodeWork(8e5, 0, 800_000, 800_000, "elementwise"))
+    profile = fit_profile([_result("conv", "conv", 1e8, 1.0), add, relu, sigmoid], 0.0, 1, None)
+    assert profile.act_bandwidth_gbs == pytest.approx((2.4e6 / 0.080 + 6.4e6 / 0.160) / 2 / 1e6)
+    assert profile.efficiency["elementwise"] == pytest.approx(8e5 / (100e9 * 0.080e-3))
+    assert profile.node_ms(sigmoid.work) == pytest.approx(0.080, rel=0.01)

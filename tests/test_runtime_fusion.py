@@ -156,3 +156,31 @@ def test_a_residual_add_after_a_matmul_runs_apart_on_the_blocked_path(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     assert _charged(model, residual=True) == ["MatMul", "Add"]
     assert len(_blocked_kernels(model, tmp_path)) == 2
+
+
+def test_an_erf_gelu_is_one_gelu_kernel_and_costs_a_gelus_work(tmp_path):
+    """ONNX Runtime runs x * 0.5 * (1 + Erf(x / sqrt 2)) as one Gelu kernel: one node charged, the Erf, at the
+    FLOPs of a Gelu of its shape (twice a Sigmoid's, as the Gelu kernel takes here)."""
+    from edgec.costmodel.predict import predict_ms
+    from edgec.costmodel.profile import UnitProfile
+    from edgec.costmodel.work import OP_CLASSES
+
+    f = onnx.TensorProto.FLOAT
+    consts = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in (("r2", 2 ** 0.5), ("one", 1.0),
+                                                                                ("half", 0.5))]
+    nodes = [helper.make_node("Div", ["x", "r2"], ["d"], name="div"), helper.make_node("Erf", ["d"], ["e"], name="erf"),
+             helper.make_node("Add", ["e", "one"], ["a"], name="add"), helper.make_node("Mul", ["x", "a"], ["m"], name="mul"),
+             helper.make_node("Mul", ["m", "half"], ["y"], name="half")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [64, 256])],
+                                                [helper.make_tensor_value_info("y", f, [64, 256])], consts),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    assert ort_compute_nodes(model, tmp_path) == ["Gelu"]
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    assert _charged(model, residual=False) == ["Erf"]
+    gelu = helper.make_model(helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], name="gelu", domain="com.microsoft")],
+                                               "g", [helper.make_tensor_value_info("x", f, [64, 256])],
+                                               [helper.make_tensor_value_info("y", f, [64, 256])]),
+                             opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    profile = UnitProfile("p", 100.0, 10.0, {c: 0.05 for c in OP_CLASSES}, 0.0, activation_bandwidth_gbs=1e3)
+    assert predict_ms(graph.nodes, profile) == pytest.approx(predict_ms(gs.import_onnx(gelu).nodes, profile))
+    assert predict_ms(graph.nodes, profile) == pytest.approx(2 * 64 * 256 * 4 / (100e9 * 0.05) * 1e3)

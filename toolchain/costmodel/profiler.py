@@ -64,7 +64,7 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     peak = rates[best]
     sources["peak_gflops"] = f"measured: best dense throughput, {best}"
     weights = [r for r in results if _streams_weights(r)]
-    streaming = [r for r in results if r.op_class == "elementwise" and r.work.flops <= r.work.bytes_moved / 4]
+    streaming = [r for r in results if _streams_activations(r)]
     streaming = streaming or [r for r in results if r.op_class == "memory"]
     act_bws = [r.work.activation_bytes / (max(r.ms - overhead_ms, 1e-6) * 1e6) for r in streaming]
     act_bandwidth = statistics.median(act_bws) if act_bws else 10.0
@@ -121,6 +121,14 @@ def fit_im2col_bandwidth(results: Sequence[BenchResult], fitted: UnitProfile) ->
     return math.exp(sum(logs) / len(logs)) if logs else None
 
 
+def _streams_activations(r: BenchResult) -> bool:
+    """An element-wise op of at most one FLOP per 4 bytes it moves (Add, Relu): its time is its activations
+    streamed, so the activation bandwidth is fitted to it, and it says nothing about arithmetic. (Counted as
+    arithmetic, the slower of two such benches, a little under the median bandwidth, would set the
+    element-wise efficiency far below what Sigmoid or Erf reach.)"""
+    return r.op_class == "elementwise" and r.work.flops <= r.work.bytes_moved / 4
+
+
 def _streams_weights(r: BenchResult) -> bool:
     """A GEMM at batch 1 or 2 (a GEMV): each fp32 weight in at most two multiply-adds, so its time is the
     weights streamed from DRAM; the bandwidth is fitted to it, which leaves its arithmetic efficiency open."""
@@ -164,7 +172,8 @@ def _class_efficiencies(results: Sequence[BenchResult], probe: UnitProfile) -> d
     for cls in OP_CLASSES:
         logs = []
         for r in results:
-            if r.op_class != cls or r.work.flops <= 0 or not _compute_bound(r, probe) or _streams_weights(r):
+            if (r.op_class != cls or r.work.flops <= 0 or not _compute_bound(r, probe) or _streams_weights(r)
+                    or _streams_activations(r)):
                 continue  # memory-bound (or lost in the node overhead): says nothing about arithmetic efficiency
             kernel = r.ms - probe.overhead_ms
             flops = r.work.flops * probe.grouped_shape_factor(r.work)

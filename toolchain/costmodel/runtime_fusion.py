@@ -19,7 +19,8 @@ ARM CPU unit and what `edgec profile` measures), as its optimised graph shows
   the Mul writes a graph output), both nodes free; elsewhere it runs as
   HardSigmoid and Mul, two passes.
 - GELU in its Erf form, ``x * 0.5 * (1 + Erf(x / sqrt 2))``, becomes one Gelu
-  pass: the Erf is charged, the Div, Add and Muls around it are not. (The Tanh
+  pass: the Erf is charged as that Gelu (:func:`is_gelu_erf`; twice a
+  Sigmoid's time per element here), the Div, Add and Muls around it are not. (The Tanh
   form is left apart: ONNX Runtime's optimiser does not fuse it on the CPU.)
 - LayerNorm as exporters write it, ``(x - mean) / sqrt(mean((x - mean)^2) +
   eps) * gamma + beta`` with a Pow, becomes one LayerNormalization pass: the
@@ -184,6 +185,11 @@ def _swaps_last_two(transpose: gs.Node) -> bool:
     perm = list(transpose.attrs.get("perm", []))
     n = len(perm)
     return n >= 2 and perm == list(range(n - 2)) + [n - 1, n - 2]
+
+
+def is_gelu_erf(node: gs.Node, runtime: str = "onnxruntime") -> bool:
+    """An Erf that `runtime` runs as a whole GELU (ONNX Runtime's Gelu kernel), so it costs a Gelu's work."""
+    return runtime == "onnxruntime" and node.op == "Erf" and bool(_gelu_around(node))
 
 
 def _gelu_around(erf: gs.Node) -> list[gs.Node]:

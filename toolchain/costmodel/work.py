@@ -133,6 +133,11 @@ def _conv_gemm_shape(node: gs.Node) -> dict[str, int | bool]:
             "column_bytes": 0 if group == 1 or direct else reduction * pixels * group * _itemsize(node.inputs[0])}
 
 
+def unary_flops(op: str) -> int:
+    """FLOPs per output element the cost model counts for a unary op (1 where none is listed)."""
+    return _UNARY_FLOPS.get(op, 1)
+
+
 def total_flops(nodes: Iterable[gs.Node]) -> float:
     """Sum of :func:`node_flops` over nodes."""
     return float(sum(node_flops(n) for n in nodes))
