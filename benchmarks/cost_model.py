@@ -22,8 +22,13 @@ What a user does to calibrate a board, done here for this machine:
    timed the same way. Stages of several cores are timed by the wall clock,
    runs disturbed by other processes timed again.
 
-The two devices are this machine's first two CPUs, one core each (``--cores``
-changes that). A device of one core is what this benchmark can measure
+The two devices are one core each, both this machine's first CPU, the one the
+profile is measured on (``--cores`` changes that; stages are timed in turn, never
+at once). On a shared machine the other CPU is where the scheduler moves other
+processes while this one is pinned: a stage timed there shares its core and caches
+with them, and its one-core CPU time reads 10-30% high against the same stage on
+the profile's core (``--cores '0;1'``: every second stage of every model, in
+sample and out). A device of one core is what this benchmark can measure
 reliably here: the two vCPUs of these virtual machines do not always deliver
 two cores of throughput together (a two-thread session of DenseNet-121 takes
 35 ms at one time and 57 ms at another, single-thread 60 +- 2 ms), and a
@@ -123,7 +128,73 @@ def pinned(cores: list[int] | None):
         os.sched_setaffinity(0, saved)
 
 
-def stage_rows(outs: list[Path], runs: int, rounds: int) -> list[list[tuple[str, float, float]]]:
+class BenchRounds:
+    """The profile's micro-benchmarks (what ``edgec profile`` times), timed `passes` times before compiling and
+    once more after every round of the stages; :meth:`profile` fits the fastest time of each chain over all
+    passes. A slow spell of the machine then weighs on the profile as it weighs on the stages: a profile measured
+    minutes before the stages, in another state of the machine, predicts them 5-10% off in either direction."""
+
+    def __init__(self, cores: list[int], passes: int, runs: int = 15) -> None:
+        from edgec.costmodel.microbench import nchwc_block_size
+        from edgec.costmodel.profiler import unit_benches
+
+        self.cores, self.runs, self.passes = cores, runs, 0
+        with pinned(cores):
+            self.block = nchwc_block_size()
+        self.benches = unit_benches(self.block)
+        self.best = [[float("inf"), float("inf")] for _ in self.benches]
+        for _ in range(passes):
+            self.time_pass()
+
+    def time_pass(self) -> None:
+        from edgec.costmodel.microbench import bench_pass
+
+        with pinned(self.cores):
+            bench_pass(self.benches, self.best, len(self.cores), self.cores, self.runs)
+        self.passes += 1
+
+    def profile(self):
+        from edgec.costmodel.profiler import fit_bench_times
+
+        return fit_bench_times(self.benches, self.best, len(self.cores), self.cores, self.block, "cpu")
+
+    def write(self, path: Path) -> None:
+        from edgec.costmodel.profile import profile_file_json
+        from edgec.costmodel.profiler import host_description
+
+        path.write_text(json.dumps(profile_file_json({"cpu": self.profile()}, host_description()), indent=1) + "\n")
+
+
+def stage_nodes(out: Path, stage: str) -> list:
+    """The nodes of a compiled stage's sub-model, as the cost pass sees them (loaded, shapes inferred, fused)."""
+    from edgec.ir import Program
+    from edgec.passes.fusion import Fusion
+    from edgec.passes.load import Load
+    from edgec.passes.shape_inference import ShapeInference
+    from edgec.pipeline import PassManager
+
+    spec = next(s for s in read_pipeline(str(out)).stages if s.name == stage)
+    model = str(out / spec.model)
+    return list(PassManager([Load(model), ShapeInference(), Fusion()]).run(Program.empty()).graph.nodes)
+
+
+def refitted(rows: list[list[tuple[str, float, float]]], outs: list[Path], before, after) -> list[list[tuple]]:
+    """`rows` with each stage's prediction scaled by what the profile re-fitted over the run (`after`) predicts
+    for its sub-model against the profile it was compiled with (`before`)."""
+    from edgec.costmodel.predict import predict_ms
+
+    out_rows = []
+    for out, stages in zip(outs, rows):
+        scaled = []
+        for name, pred, meas in stages:
+            nodes = stage_nodes(out, name)
+            scaled.append((name, pred * predict_ms(nodes, after) / predict_ms(nodes, before), meas))
+        out_rows.append(scaled)
+    return out_rows
+
+
+def stage_rows(outs: list[Path], runs: int, rounds: int,
+               between_rounds=None) -> list[list[tuple[str, float, float]]]:
     """Per compiled out/ folder, (stage, predicted ms, measured ms) for each of its stages.
 
     All stages of all folders are timed in turn, `rounds` times over, and each
@@ -148,6 +219,8 @@ def stage_rows(outs: list[Path], runs: int, rounds: int) -> list[list[tuple[str,
             with pinned(cores):
                 times.append(time_session(sess, feeds, runs=runs, warmup=3 if k == 0 else 1, budget_s=20.0,
                                           cpu_time=len(cores or [1]) == 1))
+        if between_rounds is not None:
+            between_rounds()
     return [[(name, pred, min(times)) for o, name, pred, _, _, _, times in sessions if o == out]
             for out in outs]
 
@@ -241,11 +314,19 @@ def op_breakdown(name: str, model: Path, profile, cores: list[int], runs: int) -
     print(f"    {'total':28s} {sum(predicted.values()):9.2f} {sum(measured.values()):9.2f}")
 
 
+def print_profile(label: str, profile) -> None:
+    print(f"{label}: peak {profile.peak_gflops:.0f} GFLOP/s, DRAM {profile.bandwidth_gbs:.1f} GB/s, "
+          f"activations {profile.act_bandwidth_gbs:.0f} GB/s, overhead {profile.overhead_ms * 1e3:.1f} us, "
+          f"threads {profile.threads}, layout block {profile.layout_block} at {profile.layout_efficiency:.2f} "
+          f"of the activation bandwidth")
+    print("  efficiency: " + ", ".join(f"{c} {e:.2f}" for c, e in profile.efficiency.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", help="profile file with a unit 'cpu' (default: measure this machine now)")
-    parser.add_argument("--cores", default="0;1", help="each device's cores: '0;1' (default) is two devices "
-                        "of one core each; '0,1' one device of two cores")
+    parser.add_argument("--cores", default="0;0", help="each device's cores: '0;0' (default) is two devices "
+                        "of one core each on CPU 0, '0;1' on CPUs 0 and 1; '0,1' one device of two cores")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all models' stages")
     parser.add_argument("--passes", type=int, default=5, help="passes over the profile's micro-benchmarks")
@@ -266,20 +347,22 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
+    bench_rounds = None
     if args.profile:
         profile_path = Path(args.profile)
-    else:
+    elif any(len(c) > 1 for c in cores):
         profile_path = work / "host.json"
-        if any(len(c) > 1 for c in cores):
-            wait_until_idle(30.0)
+        wait_until_idle(30.0)
         write_profile(profile_path, {"cpu": (len(cores[0]), cores[0])}, passes=args.passes)
         print(f"profile measured in {time.perf_counter() - t0:.0f} s ({profile_path})")
+    else:
+        profile_path = work / "host.json"
+        bench_rounds = BenchRounds(cores[0], args.passes)
+        bench_rounds.write(profile_path)
+        print(f"profile measured in {time.perf_counter() - t0:.0f} s ({profile_path}); its micro-benchmarks are "
+              f"timed again after every round of the stages, and the stages' predictions re-fitted to all passes")
     profile = load_profile(str(profile_path)).units["cpu"]
-    print(f"profile: peak {profile.peak_gflops:.0f} GFLOP/s, DRAM {profile.bandwidth_gbs:.1f} GB/s, "
-          f"activations {profile.act_bandwidth_gbs:.0f} GB/s, overhead {profile.overhead_ms * 1e3:.1f} us, "
-          f"threads {profile.threads}, layout block {profile.layout_block} at {profile.layout_efficiency:.2f} "
-          f"of the activation bandwidth")
-    print("  efficiency: " + ", ".join(f"{c} {e:.2f}" for c, e in profile.efficiency.items()))
+    print_profile("profile", profile)
     pair = write_cluster(work, profile_path, cores[:2] if len(cores) > 1 else cores * 2)
     single = write_cluster(work, profile_path, cores[:1])
 
@@ -291,7 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     outs = {name: compiled(name, model, work, pair, single) for models in samples.values() for name, model in models}
     if not args.cpu_time:
         wait_until_idle(30.0)
-    rows = stage_rows([o for pair_whole in outs.values() for o in pair_whole], args.runs, args.rounds)
+    folders = [o for pair_whole in outs.values() for o in pair_whole]
+    rows = stage_rows(folders, args.runs, args.rounds, bench_rounds.time_pass if bench_rounds else None)
+    if bench_rounds is not None:
+        refit = bench_rounds.profile()
+        print_profile(f"re-fitted over {bench_rounds.passes} passes", refit)
+        rows = refitted(rows, folders, profile, refit)
+        profile = refit
     rows_of = {name: (rows[2 * k], rows[2 * k + 1]) for k, name in enumerate(outs)}
     summary = []
     for label, models in samples.items():

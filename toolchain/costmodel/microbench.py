@@ -414,12 +414,21 @@ def run_benches(benches: Sequence[Bench], threads: int, cores: Sequence[int] | N
     """
     best: list[list[float]] = [[math.inf, math.inf] for _ in benches]
     for p in range(passes):
-        for k, bench in enumerate(benches):
-            times = time_bench(bench, threads, cores, runs)
-            best[k] = [min(a, b) for a, b in zip(best[k], times)]
-            if on_bench is not None:  # (bench name, benches timed so far, of how many)
-                on_bench(bench.name, p * len(benches) + k + 1, passes * len(benches))
+        report = None if on_bench is None else (
+            lambda name, k, p=p: on_bench(name, p * len(benches) + k, passes * len(benches)))
+        bench_pass(benches, best, threads, cores, runs, report)
     return [bench_result(bench, (t[0], t[1])) for bench, t in zip(benches, best)]
+
+
+def bench_pass(benches: Sequence[Bench], best: list[list[float]], threads: int, cores: Sequence[int] | None = None,
+               runs: int = 15, on_bench: Callable[[str, int], None] | None = None) -> None:
+    """Time every bench once more, keeping in `best` (per bench, [short, long]) each chain length's fastest median;
+    `on_bench(bench name, benches timed in this pass)` is told after each."""
+    for k, bench in enumerate(benches):
+        times = time_bench(bench, threads, cores, runs)
+        best[k] = [min(a, b) for a, b in zip(best[k], times)]
+        if on_bench is not None:
+            on_bench(bench.name, k + 1)
 
 
 def _column_bytes(model: onnx.ModelProto, op_class: str) -> int:

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from edgec.costmodel.work import OP_CLASSES
-from edgec.costmodel.microbench import (Bench, BenchResult, default_benches, layout_benches, nchwc_block_size, overhead_bench,
-                              plain_benches, run_benches)
+from edgec.costmodel.microbench import (Bench, BenchResult, bench_result, default_benches, layout_benches,
+                                        nchwc_block_size, overhead_bench, plain_benches, run_benches)
 from edgec.costmodel.profile import UnitProfile, default_grouped_efficiency, profile_file_json
 
 # told after each micro-benchmark: (unit, bench, benches timed so far, of how many)
@@ -213,14 +213,27 @@ def measure_host_profile(threads: int, cores: list[int] | None = None, *,
         if saved is not None:
             os.sched_setaffinity(0, set(cores or []))
         block = nchwc_block_size()
-        benches = [overhead_bench()] + list(benches or default_benches()) + (
-            layout_benches() + plain_benches(block) if block else [])
+        benches = unit_benches(block, benches)
         report = None if on_bench is None else (lambda bench, done, total: on_bench(name, bench, done, total))
         overhead_result, *results = run_benches(benches, threads, cores, runs=runs, passes=passes, on_bench=report)
     finally:
         if saved is not None:
             os.sched_setaffinity(0, saved)
     return fit_profile(results, overhead_result.ms, threads, cores, name, block).to_json()
+
+
+def unit_benches(block: int, benches: Sequence[Bench] | None = None) -> list[Bench]:
+    """What measuring a unit times: the overhead bench first, then `benches` (default: the default benches), and
+    where ONNX Runtime has a blocked layout of `block` channels, its conversions and plain-layout pools."""
+    return [overhead_bench()] + list(benches or default_benches()) + (
+        layout_benches() + plain_benches(block) if block else [])
+
+
+def fit_bench_times(benches: Sequence[Bench], times: Sequence[Sequence[float]], threads: int,
+                    cores: Sequence[int] | None, block: int, name: str = "host.cpu") -> UnitProfile:
+    """The profile fitted to :func:`unit_benches`' chain times (per bench, its short and long chain's ms)."""
+    overhead_result, *results = [bench_result(b, (t[0], t[1])) for b, t in zip(benches, times)]
+    return fit_profile(results, overhead_result.ms, threads, cores, name, block)
 
 
 def host_description() -> dict:
