@@ -382,3 +382,44 @@ def test_streaming_elementwise_benches_set_the_bandwidth_not_the_elementwise_eff
     assert profile.act_bandwidth_gbs == pytest.approx((2.4e6 / 0.080 + 6.4e6 / 0.160) / 2 / 1e6)
     assert profile.efficiency["elementwise"] == pytest.approx(8e5 / (100e9 * 0.080e-3))
     assert profile.node_ms(sigmoid.work) == pytest.approx(0.080, rel=0.01)
+
+
+def test_passes_timed_apart_refit_the_profile_to_each_chains_fastest_time(monkeypatch):
+    """A pass taken later (between other measurements) lowers a chain's time only where it ran faster, and the
+    profile fitted to the kept times is the one run_benches' passes give."""
+    import edgec.costmodel.microbench as mb
+    from edgec.costmodel.profiler import fit_bench_times
+
+    benches = [mb.overhead_bench(), next(b for b in default_benches() if b.name.startswith("conv3x3 64ch")),
+               next(b for b in default_benches() if b.name.startswith("relu"))]
+    passes = [[(0.01, 0.02), (2.0, 9.0), (0.1, 0.5)], [(0.01, 0.02), (1.8, 8.6), (0.2, 0.7)]]
+    timed = iter(t for p in passes for t in p)
+    monkeypatch.setattr(mb, "time_bench", lambda *args, **kwargs: next(timed))
+    best = [[math.inf, math.inf] for _ in benches]
+    mb.bench_pass(benches, best, 1)
+    mb.bench_pass(benches, best, 1)
+    assert best == [[0.01, 0.02], [1.8, 8.6], [0.1, 0.5]]
+    timed = iter(t for p in passes for t in p)
+    overhead, *results = mb.run_benches(benches, 1, passes=2)
+    assert fit_bench_times(benches, best, 1, None, 0, "cpu") == fit_profile(results, overhead.ms, 1, None, "cpu", 0)
+
+
+def test_fit_takes_the_overlap_from_benches_whose_weights_stream_as_long_as_they_compute():
+    """Two convs at 100 GFLOP/s; a weight-heavy one takes its arithmetic plus half its 1 ms weight stream: the
+    runtime hides half of the shorter time, and the profile predicts that bench as measured."""
+    conv = _result("conv", "conv", 1e8, 1.0)
+    heavy = BenchResult("heavy", "conv", 2.5, NodeWork(2e8, 10_000_000, 0, 0, "conv"), overlap=True)
+    gemv = BenchResult("fc", "gemm", 1.0, NodeWork(1e7, 10_000_000, 0, 0, "gemm"))  # 10 GB/s
+    profile = fit_profile([conv, heavy, gemv], 0.0, 1, None)
+    assert profile.bandwidth_gbs == pytest.approx(10.0, rel=0.01)
+    assert profile.overlap == pytest.approx(0.5, abs=0.02)
+    assert profile.node_ms(heavy.work) == pytest.approx(2.5, rel=0.02)
+    assert profile.efficiency["conv"] == pytest.approx(1.0, rel=0.02)  # the heavy bench sets no efficiency
+    roofline = fit_profile([conv, replace(heavy, ms=2.0), gemv], 0.0, 1, None)
+    assert roofline.overlap == pytest.approx(1.0)
+    assert fit_profile([conv, gemv], 0.0, 1, None).overlap == 1.0  # no such bench: the roofline
+
+
+def test_default_benches_carry_weight_heavy_convs_for_the_overlap():
+    heavy = [b for b in default_benches() if b.overlap]
+    assert heavy and all(b.op_class in ("conv", "pointwise") for b in heavy)

@@ -46,6 +46,8 @@ class Bench:
     # a grouped 3x3 conv bench: channels per group (a blocked-layout runtime runs it blocked, without im2col,
     # only when they are whole blocks); None for every other bench
     channels_per_group: int | None = None
+    # weights about as heavy as the arithmetic: the profile's ``overlap`` is fitted to it, no efficiency
+    overlap: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class BenchResult:
     converted_bytes: int = 0
     plain: bool = False
     channels_per_group: int | None = None
+    overlap: bool = False
 
 
 # -- model builders --------------------------------------------------------------------------
@@ -224,6 +227,10 @@ def default_benches() -> list[Bench]:
         # buffer's bandwidth from them (profiler.fit_im2col_bandwidth)
         Bench("gconv3x3 g32 128ch 56x56", "grouped", _conv_chain(128, 56, 3, group=32), channels_per_group=4),
         Bench("gconv3x3 g32 256ch 28x28", "grouped", _conv_chain(256, 28, 3, group=32), channels_per_group=8),
+        # ResNet-50's last stage: weights (9 and 4 MB a conv) streamed about as long as the arithmetic takes;
+        # how much of the shorter the runtime hides behind the longer is the profile's overlap (fit_overlap)
+        Bench("conv3x3 512ch 7x7 (weights)", "conv", _conv_chain(512, 7, 3), overlap=True),
+        Bench("conv1x1 1024ch 7x7 (weights)", "pointwise", _conv_chain(1024, 7, 1), overlap=True),
         Bench("matmul 256x512x512", "gemm", _matmul_chain(256, 512)),
         # a transformer encoder's projections (BERT-base, 128 tokens): activations times weights, as MatMul
         Bench("matmul 128x768x768", "gemm", _matmul_chain(128, 768)),
@@ -400,7 +407,7 @@ def bench_result(bench: Bench, times: tuple[float, float]) -> BenchResult:
     if bench.channels_per_group is not None:
         work = replace(work, column_bytes=_column_bytes(models[1], bench.op_class))
     return BenchResult(bench.name, bench.op_class, ms, work, bench.conversions,
-                       bench.converted_bytes, bench.plain, bench.channels_per_group)
+                       bench.converted_bytes, bench.plain, bench.channels_per_group, bench.overlap)
 
 
 def run_benches(benches: Sequence[Bench], threads: int, cores: Sequence[int] | None = None, runs: int = 15,

@@ -22,6 +22,10 @@ machine then misses at least one pass); this module fits the profile to them:
 - ``im2col_bandwidth_gbs``: from grouped 3x3 convs the runtime does not run
   blocked (:func:`fit_im2col_bandwidth`): what they take beyond their GEMMs is
   the column buffer written and read back;
+- ``overlap``: how much of the shorter of a node's compute and memory time the
+  runtime hides behind the longer, from convs whose weights take about as long
+  to stream as their arithmetic (ResNet-50's last stage; :func:`fit_overlap`),
+  fitted in turn with the efficiencies;
 - ``plain_efficiency``: as ``efficiency``, from the pools ONNX Runtime runs
   in plain layout (channels no multiple of the block;
   :func:`edgec.costmodel.microbench.plain_benches`, run only where it has the layout);
@@ -58,6 +62,8 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
                 cores: Sequence[int] | None, name: str = "host.cpu", layout_block: int = 0) -> UnitProfile:
     """Fit peak, bandwidth and per-class efficiencies to benchmark results (see the module docstring)."""
     sources: dict[str, str] = {"overhead_ms": f"measured: chain of tiny Relus, {overhead_ms * 1e3:.1f} us per node"}
+    balanced = [r for r in results if r.overlap]
+    results = [r for r in results if not r.overlap]
     dense = [r for r in results if r.op_class in ("conv", "pointwise", "gemm") and r.work.flops > 0]
     rates = {r.name: r.work.flops / (max(r.ms - overhead_ms, 1e-6) * 1e6) for r in dense}
     best = max(rates, key=rates.get)  # type: ignore[arg-type]
@@ -80,6 +86,12 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     grouped_shape = fit_grouped_shape([r for r in gemm_only if r.op_class == "grouped" and not r.plain], probe)
     probe = replace(probe, grouped_shape=grouped_shape)
     eff = _class_efficiencies([r for r in gemm_only if not r.plain], probe)
+    overlap = 1.0
+    if balanced:  # the efficiencies and the overlap from each other, twice over
+        for _ in range(2):
+            overlap = fit_overlap(balanced, replace(probe, efficiency={**probe.efficiency, **eff}))
+            eff = _class_efficiencies([r for r in gemm_only if not r.plain], replace(probe, overlap=overlap))
+        sources["overlap"] = "measured: " + ", ".join(f"{r.name} {r.ms:.3f} ms" for r in balanced)
     plain = _class_efficiencies([r for r in results if r.plain], probe) if layout_block > 0 else {}
     layout = [r for r in results if r.op_class == "memory" and r.work.activation_bytes > 0]
     if layout:  # copies with strides: the fraction of the activation bandwidth they reach
@@ -96,7 +108,7 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     layout_eff = fit_layout_efficiency(results, overhead_ms, act_bandwidth) if layout_block > 0 else 1.0
     unblocked = [r for r in im2col if layout_block <= 0 or r.channels_per_group % layout_block]
     fitted = UnitProfile(name, peak, bandwidth, eff, overhead_ms, threads, activation_bandwidth_gbs=act_bandwidth,
-                         grouped_shape=grouped_shape)
+                         grouped_shape=grouped_shape, overlap=overlap)
     im2col_bandwidth = fit_im2col_bandwidth(unblocked, fitted)
     if im2col_bandwidth:
         sources["im2col_bandwidth_gbs"] = "measured: " + ", ".join(r.name for r in unblocked)
@@ -106,7 +118,26 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
         sources["grouped_shape"] = "measured: fitted to the grouped benches' GEMM shapes"
     return UnitProfile(name, peak, bandwidth, eff, overhead_ms, threads,
                        tuple(cores) if cores is not None else None, sources, act_bandwidth,
-                       layout_block, layout_eff, plain, grouped_shape, im2col_bandwidth_gbs=im2col_bandwidth)
+                       layout_block, layout_eff, plain, grouped_shape, im2col_bandwidth_gbs=im2col_bandwidth,
+                       overlap=overlap)
+
+
+def fit_overlap(results: Sequence[BenchResult], fitted: UnitProfile) -> float:
+    """The share of the shorter of compute and memory time the runtime hides behind the longer (the profile's
+    ``overlap``): the mean over benches whose weights stream about as long as their arithmetic takes of
+    1 - (measured - overhead - the longer) / the shorter, each within 0 and 1; 1.0 (the roofline) without them.
+
+    A chain of such convs streams each conv's weights (megabytes, past the core's cache) while it computes with
+    them; a runtime that fetched them all in flight would reach the roofline, one that waited for each line
+    the sum of the two."""
+    shares = []
+    for r in results:
+        compute = fitted.compute_ms(r.work.flops, r.op_class)
+        memory = fitted.memory_ms(r.work.param_bytes, r.work.activation_bytes)
+        if min(compute, memory) > 0:
+            hidden = 1 - (r.ms - fitted.overhead_ms - max(compute, memory)) / min(compute, memory)
+            shares.append(min(max(hidden, 0.0), 1.0))
+    return sum(shares) / len(shares) if shares else 1.0
 
 
 def fit_im2col_bandwidth(results: Sequence[BenchResult], fitted: UnitProfile) -> float | None:
@@ -175,7 +206,9 @@ def _class_efficiencies(results: Sequence[BenchResult], probe: UnitProfile) -> d
             if (r.op_class != cls or r.work.flops <= 0 or not _compute_bound(r, probe) or _streams_weights(r)
                     or _streams_activations(r)):
                 continue  # memory-bound (or lost in the node overhead): says nothing about arithmetic efficiency
-            kernel = r.ms - probe.overhead_ms
+            # the part of the memory time the runtime does not hide behind the arithmetic (overlap < 1) is no arithmetic
+            kernel = r.ms - probe.overhead_ms - (1 - probe.overlap) * probe.memory_ms(r.work.param_bytes,
+                                                                                      r.work.activation_bytes)
             flops = r.work.flops * probe.grouped_shape_factor(r.work)
             logs.append(math.log(min(flops / (probe.peak_gflops * 1e6 * kernel), 4.0)))
         if logs:
