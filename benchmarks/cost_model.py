@@ -11,16 +11,19 @@ What a user does to calibrate a board, done here for this machine:
    session settings from the manifest, in a process pinned to the stage's cores
    as the device's launcher pins it, next to the manifest's ``predicted_ms``.
    Every model's stages and wholes are timed in turn, --rounds times over all
-   models (the median of --runs after warm-up each time), and each gets the
-   fastest of its rounds, as each micro-benchmark of the profile does: a
-   round over all models takes a minute, so a slow spell of the machine (its
-   one-core CPU time jumps 1.5x for seconds at a time, from load outside this
-   virtual machine) misses at least one round of every stage, as it misses one
-   of the profile's --passes. A one-core stage is timed by its thread's CPU time, which time
-   slices given to other processes do not inflate (on a shared machine its
-   wall time varies 1-3x from run to run); the profile's micro-benchmarks are
-   timed the same way. Stages of several cores are timed by the wall clock,
-   runs disturbed by other processes timed again.
+   models (--runs after warm-up each time), and each gets the fastest of its
+   rounds, as each micro-benchmark of the profile does: a round over all
+   models takes a minute, so a slow spell of the machine misses at least one
+   round of every stage, as it misses one of the profile's --passes. A
+   one-core stage is timed by its thread's CPU time, which time slices given
+   to other processes do not inflate (on a shared machine its wall time varies
+   1-3x from run to run), and by its fastest run: the host's load outside this
+   virtual machine still slows its CPU time 1.2-1.5x for seconds to minutes,
+   a large model more than a micro-benchmark's short chain that stays in
+   cache, and the fastest run is what both sides share. The profile's
+   micro-benchmarks are timed the same way. Stages of several cores are timed
+   by the wall clock (the median), runs disturbed by other processes timed
+   again.
 
 The two devices are one core each, both this machine's first CPU, the one the
 profile is measured on (``--cores`` changes that; stages are timed in turn, never
@@ -318,8 +321,8 @@ def print_profile(label: str, profile) -> None:
     print(f"{label}: peak {profile.peak_gflops:.0f} GFLOP/s, DRAM {profile.bandwidth_gbs:.1f} GB/s, "
           f"activations {profile.act_bandwidth_gbs:.0f} GB/s, overhead {profile.overhead_ms * 1e3:.1f} us, "
           f"threads {profile.threads}, layout block {profile.layout_block} at {profile.layout_efficiency:.2f} "
-          f"of the activation bandwidth")
-    print("  efficiency: " + ", ".join(f"{c} {e:.2f}" for c, e in profile.efficiency.items()))
+          f"of the activation bandwidth, overlap {profile.overlap:.2f}")
+    print("  efficiency: " + ", ".join(f"{c} {profile.efficiency[c]:.2f}" for c in sorted(profile.efficiency)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -335,7 +335,8 @@ def session(model: onnx.ModelProto | str | Path, threads: int, cores: Sequence[i
 
 def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int = 3,
                  budget_s: float = 10.0, max_others: float = 0.1, cpu_time: bool = False) -> float:
-    """Median ms of `runs` runs after `warmup`, counting only runs while other processes were idle.
+    """Median ms of `runs` runs after `warmup`, counting only runs while other processes were idle (one thread:
+    the fastest run's CPU time, see `cpu_time`).
 
     Runs go in rounds of at least 50 ms; a round in which others took more than
     `max_others` of the CPUs is timed again, until `budget_s` is spent (then the
@@ -343,8 +344,11 @@ def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int
 
     `cpu_time`: a one-thread session (intra_op_num_threads 1 runs every kernel on the calling thread) is
     timed by the calling thread's CPU time instead, which time slices given to other processes do not
-    inflate: on a shared machine a one-core run's wall time is 1-3x its CPU time, from one run to the next,
-    while its CPU time varies by a few percent. Every run then counts.
+    inflate: on a shared machine a one-core run's wall time is 1-3x its CPU time, from one run to the next.
+    Its CPU time still grows while the host's other load competes for caches and memory (spells of seconds
+    to minutes, 1.2-1.5x, that this machine does not see), and more for a large model than for a short chain
+    that stays in cache, so the fastest run is taken, not the median: the estimate of an undisturbed run
+    for every size of work alike.
     """
     for _ in range(warmup):
         sess.run(None, feeds)
@@ -354,7 +358,7 @@ def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int
             t = time.thread_time()
             sess.run(None, feeds)
             times.append((time.thread_time() - t) * 1e3)
-        return statistics.median(times)
+        return min(times)
     rounds: list[tuple[float, list[float]]] = []
     clean: list[float] = []
     start = time.perf_counter()
@@ -385,7 +389,8 @@ def random_feeds(sess) -> dict[str, np.ndarray]:
 
 
 def time_bench(bench: Bench, threads: int, cores: Sequence[int] | None = None, runs: int = 15) -> tuple[float, float]:
-    """Median ms of the bench's chain at its short and its long length (one thread: its CPU time)."""
+    """ms of the bench's chain at its short and its long length (time_session: the median; one thread: the
+    fastest run's CPU time)."""
     times = []
     if threads > 1:
         wait_until_idle(20.0)
