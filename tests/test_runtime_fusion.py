@@ -184,3 +184,13 @@ def test_an_erf_gelu_is_one_gelu_kernel_and_costs_a_gelus_work(tmp_path):
     profile = UnitProfile("p", 100.0, 10.0, {c: 0.05 for c in OP_CLASSES}, 0.0, activation_bandwidth_gbs=1e3)
     assert predict_ms(graph.nodes, profile) == pytest.approx(predict_ms(gs.import_onnx(gelu).nodes, profile))
     assert predict_ms(graph.nodes, profile) == pytest.approx(2 * 64 * 256 * 4 / (100e9 * 0.05) * 1e3)
+
+
+@needs_nchwc
+def test_a_residual_add_after_a_fused_hardswish_runs_apart(tmp_path):
+    """The conv already has its HardSwish activation: the Add after it stays a node of its own."""
+    model = model_of("hardswish-decomposed")
+    model.graph.node[-1].output[0] = "h"
+    model.graph.node.append(helper.make_node("Add", ["h", "x"], ["s"], name="residual"))
+    model.graph.node.append(helper.make_node("Conv", ["s", "w", "b"], ["y"], name="conv2", pads=[1, 1, 1, 1]))
+    assert _charged(model, residual=True) == _blocked_kernels(model, tmp_path) == ["Conv", "Add", "Conv"]

@@ -98,7 +98,7 @@ def _onnxruntime(nodes: list[gs.Node], residual: bool) -> set[str]:
             if (producer is not None and id(producer) in members and absorbing.get(id(producer))
                     and id(hardswish) in members):
                 fused |= {node.name, hardswish.name}
-                absorbing[id(hardswish)] = True
+                absorbing[id(hardswish)] = False  # the conv has its activation: no residual Add joins it after
                 continue
         if _is_silu_mul(node):
             fused.add(node.name)  # one QuickGelu pass: the Sigmoid is charged, the Mul is not
