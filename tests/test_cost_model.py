@@ -256,7 +256,7 @@ def test_bench_work_leaves_out_views():
 
 
 RUNTIME_FIELDS = {"copy_bandwidth_gbs": 3.0, "im2col_bandwidth_gbs": 5.0, "winograd_gain": 2.25, "overlap": 0.0,
-                  "float_bytes": 2}
+                  "float_bytes": 2, "group_overhead_ms": 0.002}
 
 
 def test_runtime_fields_round_trip_and_are_optional():
@@ -265,13 +265,14 @@ def test_runtime_fields_round_trip_and_are_optional():
     assert parse_unit_profile(profile.to_json(), "cpu") == profile
     plain = parse_unit_profile(unit_spec(), "cpu")  # a file written before the fields existed
     assert (plain.copy_bandwidth_gbs, plain.im2col_bandwidth_gbs, plain.winograd_gain, plain.overlap,
-            plain.float_bytes) == (None, None, 1.0, 1.0, 4)
+            plain.float_bytes, plain.group_overhead_ms) == (None, None, 1.0, 1.0, 4, None)
     assert not set(RUNTIME_FIELDS) & set(plain.to_json())  # defaults are not written
     for name, profile in BUILTIN_PROFILES.items():
         assert parse_unit_profile(profile.to_json(), name) == profile, name
 
 
 @pytest.mark.parametrize("field,bad", [("copy_bandwidth_gbs", 0), ("im2col_bandwidth_gbs", "fast"),
+                                       ("group_overhead_ms", -0.001), ("group_overhead_ms", "slow"),
                                        ("winograd_gain", -1), ("overlap", 1.5), ("float_bytes", 3),
                                        ("float_bytes", True)])
 def test_bad_runtime_field_is_rejected_naming_it(field, bad):
@@ -423,3 +424,37 @@ def test_fit_takes_the_overlap_from_benches_whose_weights_stream_as_long_as_they
 def test_default_benches_carry_weight_heavy_convs_for_the_overlap():
     heavy = [b for b in default_benches() if b.overlap]
     assert heavy and all(b.op_class in ("conv", "pointwise") for b in heavy)
+
+
+def test_fit_takes_a_per_group_cost_from_grouped_benches_of_few_pixels_per_group():
+    """Three im2col benches: two large buffers over 32 groups, one small over 32 groups: what they take beyond their
+    GEMMs splits into the buffer at 7.5 GB/s and 3 us per group, and each is predicted as measured."""
+    true = (9.5, 15.5)
+    shaped = [_shaped(f"g{k}x{n}", k, n, 0.9, true) for k, n in ((6, 3136), (34, 784), (68, 196), (136, 49))]
+
+    def grouped(name: str, cpg: int, gemm: BenchResult, column_bytes: int) -> BenchResult:
+        r = _im2col(name, cpg, gemm, column_bytes, 7.5)
+        return replace(r, ms=r.ms + 32 * 0.003, work=replace(r.work, groups=32))
+
+    im2col = [grouped("g3x3 4", 4, _shaped("a", 36, 3136, 0.9, true), 3_000_000),
+              grouped("g3x3 8", 8, _shaped("b", 72, 784, 0.9, true), 2_000_000),
+              grouped("g3x3 8 7x7", 8, _shaped("c", 72, 49, 0.9, true), 125_000)]
+    profile = fit_profile([_result("conv", "conv", 1e8, 1.0)] + shaped + im2col, 0.0, 1, None)
+    assert profile.im2col_bandwidth_gbs == pytest.approx(7.5, rel=1e-3)
+    assert profile.group_overhead_ms == pytest.approx(0.003, rel=1e-3)
+    for r in im2col:
+        assert profile.node_ms(r.work, overhead=False) == pytest.approx(r.ms, rel=1e-3)
+        assert profile.node_ms(r.work, overhead=False, blocked=True) < r.ms - 32 * 0.003  # blocked: neither cost
+    depthwise = replace(im2col[0].work, op_class="depthwise")  # one channel per group: no GEMM per group
+    assert profile.node_ms(depthwise) == pytest.approx(replace(profile, group_overhead_ms=None).node_ms(depthwise))
+    # benches of one bytes-per-group ratio cannot tell the terms apart: the bandwidth alone, as before
+    alike = fit_profile([_result("conv", "conv", 1e8, 1.0)] + shaped + im2col[:1], 0.0, 1, None)
+    assert alike.group_overhead_ms is None and alike.im2col_bandwidth_gbs is not None
+
+
+def test_grouped_3x3_benches_carry_their_group_count():
+    from edgec.costmodel.microbench import bench_result
+
+    small = next(b for b in default_benches() if b.name == "gconv3x3 g32 256ch 7x7")
+    work = bench_result(small, (1.0, 2.0)).work
+    assert (work.groups, work.pixels, work.column_bytes) == (32, 49, 72 * 49 * 32 * 4)

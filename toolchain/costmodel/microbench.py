@@ -227,6 +227,9 @@ def default_benches() -> list[Bench]:
         # buffer's bandwidth from them (profiler.fit_im2col_bandwidth)
         Bench("gconv3x3 g32 128ch 56x56", "grouped", _conv_chain(128, 56, 3, group=32), channels_per_group=4),
         Bench("gconv3x3 g32 256ch 28x28", "grouped", _conv_chain(256, 28, 3, group=32), channels_per_group=8),
+        # the same 32 groups of 8 at the last stage's 7x7: few pixels per group, so what each group costs beside
+        # its bytes and arithmetic shows (profiler.fit_im2col: the profile's group_overhead_ms)
+        Bench("gconv3x3 g32 256ch 7x7", "grouped", _conv_chain(256, 7, 3, group=32), channels_per_group=8),
         # ResNet-50's last stage: weights (9 and 4 MB a conv) streamed about as long as the arithmetic takes;
         # how much of the shorter the runtime hides behind the longer is the profile's overlap (fit_overlap)
         Bench("conv3x3 512ch 7x7 (weights)", "conv", _conv_chain(512, 7, 3), overlap=True),
@@ -410,7 +413,8 @@ def bench_result(bench: Bench, times: tuple[float, float]) -> BenchResult:
     work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class,
                     *_conv_shape(models[1], bench.op_class))
     if bench.channels_per_group is not None:
-        work = replace(work, column_bytes=_column_bytes(models[1], bench.op_class))
+        last = _last_work(models[1], bench.op_class)
+        work = replace(work, column_bytes=last.column_bytes, groups=last.groups)
     return BenchResult(bench.name, bench.op_class, ms, work, bench.conversions,
                        bench.converted_bytes, bench.plain, bench.channels_per_group, bench.overlap)
 
@@ -443,10 +447,10 @@ def bench_pass(benches: Sequence[Bench], best: list[list[float]], threads: int, 
             on_bench(bench.name, k + 1)
 
 
-def _column_bytes(model: onnx.ModelProto, op_class: str) -> int:
-    """The im2col buffer of the last node of the bench's class in the chain (work.py's column_bytes)."""
-    works = [w for w in map(node_work, gs.import_onnx(model).nodes) if w.op_class == op_class]
-    return works[-1].column_bytes if works else 0
+def _last_work(model: onnx.ModelProto, op_class: str) -> NodeWork:
+    """The work of the last node of the bench's class in the chain: the op the bench times (its im2col buffer
+    and group count)."""
+    return [w for w in map(node_work, gs.import_onnx(model).nodes) if w.op_class == op_class][-1]
 
 
 def _conv_shape(model: onnx.ModelProto, op_class: str) -> tuple[int, int]:

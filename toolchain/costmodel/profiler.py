@@ -19,9 +19,10 @@ machine then misses at least one pass); this module fits the profile to them:
   per group and few output positions, fitted to grouped benches of four shapes
   (:func:`fit_grouped_shape`); ``efficiency.grouped`` is then the efficiency
   of a large GEMM;
-- ``im2col_bandwidth_gbs``: from grouped 3x3 convs the runtime does not run
-  blocked (:func:`fit_im2col_bandwidth`): what they take beyond their GEMMs is
-  the column buffer written and read back;
+- ``im2col_bandwidth_gbs`` and ``group_overhead_ms``: from grouped 3x3 convs
+  the runtime does not run blocked (:func:`fit_im2col`): what they take beyond
+  their GEMMs is the column buffer written and read back, and a fixed cost per
+  group;
 - ``overlap``: how much of the shorter of a node's compute and memory time the
   runtime hides behind the longer, from convs whose weights take about as long
   to stream as their arithmetic (ResNet-50's last stage; :func:`fit_overlap`),
@@ -109,9 +110,11 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     unblocked = [r for r in im2col if layout_block <= 0 or r.channels_per_group % layout_block]
     fitted = UnitProfile(name, peak, bandwidth, eff, overhead_ms, threads, activation_bandwidth_gbs=act_bandwidth,
                          grouped_shape=grouped_shape, overlap=overlap)
-    im2col_bandwidth = fit_im2col_bandwidth(unblocked, fitted)
+    im2col_bandwidth, group_ms = fit_im2col(unblocked, fitted)
     if im2col_bandwidth:
         sources["im2col_bandwidth_gbs"] = "measured: " + ", ".join(r.name for r in unblocked)
+    if group_ms:
+        sources["group_overhead_ms"] = "measured: with the im2col bandwidth, " + ", ".join(r.name for r in unblocked)
     sources["layout_block"] = (f"measured: ONNX Runtime blocks {layout_block} channels (NCHWc)" if layout_block
                                else "measured: ONNX Runtime converts no layouts here")
     if any(grouped_shape):
@@ -119,7 +122,7 @@ def fit_profile(results: Sequence[BenchResult], overhead_ms: float, threads: int
     return UnitProfile(name, peak, bandwidth, eff, overhead_ms, threads,
                        tuple(cores) if cores is not None else None, sources, act_bandwidth,
                        layout_block, layout_eff, plain, grouped_shape, im2col_bandwidth_gbs=im2col_bandwidth,
-                       overlap=overlap)
+                       overlap=overlap, group_overhead_ms=group_ms)
 
 
 def fit_overlap(results: Sequence[BenchResult], fitted: UnitProfile) -> float:
@@ -150,6 +153,25 @@ def fit_im2col_bandwidth(results: Sequence[BenchResult], fitted: UnitProfile) ->
         if r.work.column_bytes > 0 and rest > 0:
             logs.append(math.log(2 * r.work.column_bytes / (rest * 1e6)))
     return math.exp(sum(logs) / len(logs)) if logs else None
+
+
+def fit_im2col(results: Sequence[BenchResult], fitted: UnitProfile) -> tuple[float | None, float | None]:
+    """(im2col bandwidth, per-group ms) of grouped convs run as im2col + one GEMM per group: what the benches take
+    beyond their GEMMs, `rest` = 2 x column bytes / bandwidth + groups x per-group ms, by least squares over
+    benches of different bytes per group (a large buffer over few groups, a small one over as many); with
+    fewer than two such benches, or a fit with either term not positive, the bandwidth alone
+    (:func:`fit_im2col_bandwidth`) and no per-group term."""
+    rows = [(2 * r.work.column_bytes / 1e6, float(r.work.groups), r.ms - fitted.node_ms(r.work))
+            for r in results if r.work.column_bytes > 0 and r.work.groups > 1]
+    if len({round(x / g, 6) for x, g, _ in rows}) >= 2:
+        sxx, sxg, sgg = (sum(x * x for x, _, _ in rows), sum(x * g for x, g, _ in rows),
+                         sum(g * g for _, g, _ in rows))
+        sxr, sgr = sum(x * t for x, _, t in rows), sum(g * t for _, g, t in rows)
+        det = sxx * sgg - sxg * sxg
+        per_byte, per_group = (sgg * sxr - sxg * sgr) / det, (sxx * sgr - sxg * sxr) / det
+        if per_byte > 0 and per_group > 0:
+            return 1 / per_byte, per_group
+    return fit_im2col_bandwidth(results, fitted), None
 
 
 def _streams_activations(r: BenchResult) -> bool:
