@@ -37,7 +37,7 @@ two cores of throughput together (a two-thread session of DenseNet-121 takes
 35 ms at one time and 57 ms at another, single-thread 60 +- 2 ms), and a
 profile measured in one state predicts the other badly.
 
-    python benchmarks/cost_model.py                      # measures the profile first (~90 s)
+    python benchmarks/cost_model.py                      # measures the profile first (~60 s); ~4 min in all
     python benchmarks/cost_model.py --profile host.json  # a profile file from `edgec profile`
 
 4. the same for architectures the micro-benchmarks were not derived from
