@@ -416,6 +416,13 @@ def test_fit_takes_the_overlap_from_benches_whose_weights_stream_as_long_as_they
     assert profile.overlap == pytest.approx(0.5, abs=0.02)
     assert profile.node_ms(heavy.work) == pytest.approx(2.5, rel=0.02)
     assert profile.efficiency["conv"] == pytest.approx(1.0, rel=0.02)  # the heavy bench sets no efficiency
+    # with weights in the dense benches, the peak is the arithmetic's rate: no efficiency above 1, same predictions
+    matmul = BenchResult("matmul", "gemm", 2.05, NodeWork(2e8, 2_000_000, 0, 0, "gemm"))  # 1.95 ms arithmetic
+    weighted = fit_profile([conv, matmul, heavy, gemv], 0.0, 1, None)
+    assert max(weighted.efficiency[c] for c in ("conv", "gemm")) == pytest.approx(1.0)
+    assert weighted.peak_gflops > 100.0
+    for r in (conv, matmul, heavy):
+        assert weighted.node_ms(r.work, overhead=False) == pytest.approx(r.ms, rel=0.03), r.name
     roofline = fit_profile([conv, replace(heavy, ms=2.0), gemv], 0.0, 1, None)
     assert roofline.overlap == pytest.approx(1.0)
     assert fit_profile([conv, gemv], 0.0, 1, None).overlap == 1.0  # no such bench: the roofline
