@@ -256,7 +256,7 @@ def test_bench_work_leaves_out_views():
 
 
 RUNTIME_FIELDS = {"copy_bandwidth_gbs": 3.0, "im2col_bandwidth_gbs": 5.0, "winograd_gain": 2.25, "overlap": 0.0,
-                  "float_bytes": 2}
+                  "float_bytes": 2, "group_overhead_ms": 0.002}
 
 
 def test_runtime_fields_round_trip_and_are_optional():
@@ -265,13 +265,14 @@ def test_runtime_fields_round_trip_and_are_optional():
     assert parse_unit_profile(profile.to_json(), "cpu") == profile
     plain = parse_unit_profile(unit_spec(), "cpu")  # a file written before the fields existed
     assert (plain.copy_bandwidth_gbs, plain.im2col_bandwidth_gbs, plain.winograd_gain, plain.overlap,
-            plain.float_bytes) == (None, None, 1.0, 1.0, 4)
+            plain.float_bytes, plain.group_overhead_ms) == (None, None, 1.0, 1.0, 4, None)
     assert not set(RUNTIME_FIELDS) & set(plain.to_json())  # defaults are not written
     for name, profile in BUILTIN_PROFILES.items():
         assert parse_unit_profile(profile.to_json(), name) == profile, name
 
 
 @pytest.mark.parametrize("field,bad", [("copy_bandwidth_gbs", 0), ("im2col_bandwidth_gbs", "fast"),
+                                       ("group_overhead_ms", -0.001), ("group_overhead_ms", "slow"),
                                        ("winograd_gain", -1), ("overlap", 1.5), ("float_bytes", 3),
                                        ("float_bytes", True)])
 def test_bad_runtime_field_is_rejected_naming_it(field, bad):
@@ -370,3 +371,97 @@ def test_one_thread_timing_counts_cpu_time_not_time_given_to_others():
 
     assert time_session(Waiting(), {}, runs=3, warmup=0, cpu_time=True) < 5.0
     assert time_session(Waiting(), {}, runs=3, warmup=0, budget_s=0.1, max_others=1.0) >= 20.0
+
+
+def test_streaming_elementwise_benches_set_the_bandwidth_not_the_elementwise_efficiency():
+    """Add and Relu (1 FLOP per 8-12 bytes) fix the activation bandwidth; the slower of the two, a little under
+    the median, must not count as arithmetic: the element-wise efficiency is Sigmoid's."""
+    add = BenchResult("add", "elementwise", 0.080, NodeWork(2e5, 0, 1_600_000, 800_000, "elementwise"))
+    relu = BenchResult("relu", "elementwise", 0.160, NodeWork(8e5, 0, 3_200_000, 3_200_000, "elementwise"))
+    sigmoid = BenchResult("sigmoid", "elementwise", 0.080, NodeWork(8e5, 0, 800_000, 800_000, "elementwise"))
+    profile = fit_profile([_result("conv", "conv", 1e8, 1.0), add, relu, sigmoid], 0.0, 1, None)
+    assert profile.act_bandwidth_gbs == pytest.approx((2.4e6 / 0.080 + 6.4e6 / 0.160) / 2 / 1e6)
+    assert profile.efficiency["elementwise"] == pytest.approx(8e5 / (100e9 * 0.080e-3))
+    assert profile.node_ms(sigmoid.work) == pytest.approx(0.080, rel=0.01)
+
+
+def test_passes_timed_apart_refit_the_profile_to_each_chains_fastest_time(monkeypatch):
+    """A pass taken later (between other measurements) lowers a chain's time only where it ran faster, and the
+    profile fitted to the kept times is the one run_benches' passes give."""
+    import edgec.costmodel.microbench as mb
+    from edgec.costmodel.profiler import fit_bench_times
+
+    benches = [mb.overhead_bench(), next(b for b in default_benches() if b.name.startswith("conv3x3 64ch")),
+               next(b for b in default_benches() if b.name.startswith("relu"))]
+    passes = [[(0.01, 0.02), (2.0, 9.0), (0.1, 0.5)], [(0.01, 0.02), (1.8, 8.6), (0.2, 0.7)]]
+    timed = iter(t for p in passes for t in p)
+    monkeypatch.setattr(mb, "time_bench", lambda *args, **kwargs: next(timed))
+    best = [[math.inf, math.inf] for _ in benches]
+    mb.bench_pass(benches, best, 1)
+    mb.bench_pass(benches, best, 1)
+    assert best == [[0.01, 0.02], [1.8, 8.6], [0.1, 0.5]]
+    timed = iter(t for p in passes for t in p)
+    overhead, *results = mb.run_benches(benches, 1, passes=2)
+    assert fit_bench_times(benches, best, 1, None, 0, "cpu") == fit_profile(results, overhead.ms, 1, None, "cpu", 0)
+
+
+def test_fit_takes_the_overlap_from_benches_whose_weights_stream_as_long_as_they_compute():
+    """Two convs at 100 GFLOP/s; a weight-heavy one takes its arithmetic plus half its 1 ms weight stream: the
+    runtime hides half of the shorter time, and the profile predicts that bench as measured."""
+    conv = _result("conv", "conv", 1e8, 1.0)
+    heavy = BenchResult("heavy", "conv", 2.5, NodeWork(2e8, 10_000_000, 0, 0, "conv"), overlap=True)
+    gemv = BenchResult("fc", "gemm", 1.0, NodeWork(1e7, 10_000_000, 0, 0, "gemm"))  # 10 GB/s
+    profile = fit_profile([conv, heavy, gemv], 0.0, 1, None)
+    assert profile.bandwidth_gbs == pytest.approx(10.0, rel=0.01)
+    assert profile.overlap == pytest.approx(0.5, abs=0.02)
+    assert profile.node_ms(heavy.work) == pytest.approx(2.5, rel=0.02)
+    assert profile.efficiency["conv"] == pytest.approx(1.0, rel=0.02)  # the heavy bench sets no efficiency
+    # with weights in the dense benches, the peak is the arithmetic's rate: no efficiency above 1, same predictions
+    matmul = BenchResult("matmul", "gemm", 2.05, NodeWork(2e8, 2_000_000, 0, 0, "gemm"))  # 1.95 ms arithmetic
+    weighted = fit_profile([conv, matmul, heavy, gemv], 0.0, 1, None)
+    assert max(weighted.efficiency[c] for c in ("conv", "gemm")) == pytest.approx(1.0)
+    assert weighted.peak_gflops > 100.0
+    for r in (conv, matmul, heavy):
+        assert weighted.node_ms(r.work, overhead=False) == pytest.approx(r.ms, rel=0.03), r.name
+    roofline = fit_profile([conv, replace(heavy, ms=2.0), gemv], 0.0, 1, None)
+    assert roofline.overlap == pytest.approx(1.0)
+    assert fit_profile([conv, gemv], 0.0, 1, None).overlap == 1.0  # no such bench: the roofline
+
+
+def test_default_benches_carry_weight_heavy_convs_for_the_overlap():
+    heavy = [b for b in default_benches() if b.overlap]
+    assert heavy and all(b.op_class in ("conv", "pointwise") for b in heavy)
+
+
+def test_fit_takes_a_per_group_cost_from_grouped_benches_of_few_pixels_per_group():
+    """Three im2col benches: two large buffers over 32 groups, one small over 32 groups: what they take beyond their
+    GEMMs splits into the buffer at 7.5 GB/s and 3 us per group, and each is predicted as measured."""
+    true = (9.5, 15.5)
+    shaped = [_shaped(f"g{k}x{n}", k, n, 0.9, true) for k, n in ((6, 3136), (34, 784), (68, 196), (136, 49))]
+
+    def grouped(name: str, cpg: int, gemm: BenchResult, column_bytes: int) -> BenchResult:
+        r = _im2col(name, cpg, gemm, column_bytes, 7.5)
+        return replace(r, ms=r.ms + 32 * 0.003, work=replace(r.work, groups=32))
+
+    im2col = [grouped("g3x3 4", 4, _shaped("a", 36, 3136, 0.9, true), 3_000_000),
+              grouped("g3x3 8", 8, _shaped("b", 72, 784, 0.9, true), 2_000_000),
+              grouped("g3x3 8 7x7", 8, _shaped("c", 72, 49, 0.9, true), 125_000)]
+    profile = fit_profile([_result("conv", "conv", 1e8, 1.0)] + shaped + im2col, 0.0, 1, None)
+    assert profile.im2col_bandwidth_gbs == pytest.approx(7.5, rel=1e-3)
+    assert profile.group_overhead_ms == pytest.approx(0.003, rel=1e-3)
+    for r in im2col:
+        assert profile.node_ms(r.work, overhead=False) == pytest.approx(r.ms, rel=1e-3)
+        assert profile.node_ms(r.work, overhead=False, blocked=True) < r.ms - 32 * 0.003  # blocked: neither cost
+    depthwise = replace(im2col[0].work, op_class="depthwise")  # one channel per group: no GEMM per group
+    assert profile.node_ms(depthwise) == pytest.approx(replace(profile, group_overhead_ms=None).node_ms(depthwise))
+    # benches of one bytes-per-group ratio cannot tell the terms apart: the bandwidth alone, as before
+    alike = fit_profile([_result("conv", "conv", 1e8, 1.0)] + shaped + im2col[:1], 0.0, 1, None)
+    assert alike.group_overhead_ms is None and alike.im2col_bandwidth_gbs is not None
+
+
+def test_grouped_3x3_benches_carry_their_group_count():
+    from edgec.costmodel.microbench import bench_result
+
+    small = next(b for b in default_benches() if b.name == "gconv3x3 g32 256ch 7x7")
+    work = bench_result(small, (1.0, 2.0)).work
+    assert (work.groups, work.pixels, work.column_bytes) == (32, 49, 72 * 49 * 32 * 4)

@@ -46,6 +46,8 @@ class Bench:
     # a grouped 3x3 conv bench: channels per group (a blocked-layout runtime runs it blocked, without im2col,
     # only when they are whole blocks); None for every other bench
     channels_per_group: int | None = None
+    # weights about as heavy as the arithmetic: the profile's ``overlap`` is fitted to it, no efficiency
+    overlap: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class BenchResult:
     converted_bytes: int = 0
     plain: bool = False
     channels_per_group: int | None = None
+    overlap: bool = False
 
 
 # -- model builders --------------------------------------------------------------------------
@@ -224,6 +227,13 @@ def default_benches() -> list[Bench]:
         # buffer's bandwidth from them (profiler.fit_im2col_bandwidth)
         Bench("gconv3x3 g32 128ch 56x56", "grouped", _conv_chain(128, 56, 3, group=32), channels_per_group=4),
         Bench("gconv3x3 g32 256ch 28x28", "grouped", _conv_chain(256, 28, 3, group=32), channels_per_group=8),
+        # the same 32 groups of 8 at the last stage's 7x7: few pixels per group, so what each group costs beside
+        # its bytes and arithmetic shows (profiler.fit_im2col: the profile's group_overhead_ms)
+        Bench("gconv3x3 g32 256ch 7x7", "grouped", _conv_chain(256, 7, 3, group=32), channels_per_group=8),
+        # ResNet-50's last stage: weights (9 and 4 MB a conv) streamed about as long as the arithmetic takes;
+        # how much of the shorter the runtime hides behind the longer is the profile's overlap (fit_overlap)
+        Bench("conv3x3 512ch 7x7 (weights)", "conv", _conv_chain(512, 7, 3), overlap=True),
+        Bench("conv1x1 1024ch 7x7 (weights)", "pointwise", _conv_chain(1024, 7, 1), overlap=True),
         Bench("matmul 256x512x512", "gemm", _matmul_chain(256, 512)),
         # a transformer encoder's projections (BERT-base, 128 tokens): activations times weights, as MatMul
         Bench("matmul 128x768x768", "gemm", _matmul_chain(128, 768)),
@@ -328,7 +338,8 @@ def session(model: onnx.ModelProto | str | Path, threads: int, cores: Sequence[i
 
 def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int = 3,
                  budget_s: float = 10.0, max_others: float = 0.1, cpu_time: bool = False) -> float:
-    """Median ms of `runs` runs after `warmup`, counting only runs while other processes were idle.
+    """Median ms of `runs` runs after `warmup`, counting only runs while other processes were idle (one thread:
+    the fastest run's CPU time, see `cpu_time`).
 
     Runs go in rounds of at least 50 ms; a round in which others took more than
     `max_others` of the CPUs is timed again, until `budget_s` is spent (then the
@@ -336,8 +347,11 @@ def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int
 
     `cpu_time`: a one-thread session (intra_op_num_threads 1 runs every kernel on the calling thread) is
     timed by the calling thread's CPU time instead, which time slices given to other processes do not
-    inflate: on a shared machine a one-core run's wall time is 1-3x its CPU time, from one run to the next,
-    while its CPU time varies by a few percent. Every run then counts.
+    inflate: on a shared machine a one-core run's wall time is 1-3x its CPU time, from one run to the next.
+    Its CPU time still grows while the host's other load competes for caches and memory (spells of seconds
+    to minutes, 1.2-1.5x, that this machine does not see), and more for a large model than for a short chain
+    that stays in cache, so the fastest run is taken, not the median: the estimate of an undisturbed run
+    for every size of work alike.
     """
     for _ in range(warmup):
         sess.run(None, feeds)
@@ -347,7 +361,7 @@ def time_session(sess, feeds: dict[str, np.ndarray], runs: int = 10, warmup: int
             t = time.thread_time()
             sess.run(None, feeds)
             times.append((time.thread_time() - t) * 1e3)
-        return statistics.median(times)
+        return min(times)
     rounds: list[tuple[float, list[float]]] = []
     clean: list[float] = []
     start = time.perf_counter()
@@ -378,7 +392,8 @@ def random_feeds(sess) -> dict[str, np.ndarray]:
 
 
 def time_bench(bench: Bench, threads: int, cores: Sequence[int] | None = None, runs: int = 15) -> tuple[float, float]:
-    """Median ms of the bench's chain at its short and its long length (one thread: its CPU time)."""
+    """ms of the bench's chain at its short and its long length (time_session: the median; one thread: the
+    fastest run's CPU time)."""
     times = []
     if threads > 1:
         wait_until_idle(20.0)
@@ -398,9 +413,10 @@ def bench_result(bench: Bench, times: tuple[float, float]) -> BenchResult:
     work = NodeWork(step[0], int(step[1]), int(step[2]), int(step[3]), bench.op_class,
                     *_conv_shape(models[1], bench.op_class))
     if bench.channels_per_group is not None:
-        work = replace(work, column_bytes=_column_bytes(models[1], bench.op_class))
+        last = _last_work(models[1], bench.op_class)
+        work = replace(work, column_bytes=last.column_bytes, groups=last.groups)
     return BenchResult(bench.name, bench.op_class, ms, work, bench.conversions,
-                       bench.converted_bytes, bench.plain, bench.channels_per_group)
+                       bench.converted_bytes, bench.plain, bench.channels_per_group, bench.overlap)
 
 
 def run_benches(benches: Sequence[Bench], threads: int, cores: Sequence[int] | None = None, runs: int = 15,
@@ -414,18 +430,27 @@ def run_benches(benches: Sequence[Bench], threads: int, cores: Sequence[int] | N
     """
     best: list[list[float]] = [[math.inf, math.inf] for _ in benches]
     for p in range(passes):
-        for k, bench in enumerate(benches):
-            times = time_bench(bench, threads, cores, runs)
-            best[k] = [min(a, b) for a, b in zip(best[k], times)]
-            if on_bench is not None:  # (bench name, benches timed so far, of how many)
-                on_bench(bench.name, p * len(benches) + k + 1, passes * len(benches))
+        report = None if on_bench is None else (
+            lambda name, k, p=p: on_bench(name, p * len(benches) + k, passes * len(benches)))
+        bench_pass(benches, best, threads, cores, runs, report)
     return [bench_result(bench, (t[0], t[1])) for bench, t in zip(benches, best)]
 
 
-def _column_bytes(model: onnx.ModelProto, op_class: str) -> int:
-    """The im2col buffer of the last node of the bench's class in the chain (work.py's column_bytes)."""
-    works = [w for w in map(node_work, gs.import_onnx(model).nodes) if w.op_class == op_class]
-    return works[-1].column_bytes if works else 0
+def bench_pass(benches: Sequence[Bench], best: list[list[float]], threads: int, cores: Sequence[int] | None = None,
+               runs: int = 15, on_bench: Callable[[str, int], None] | None = None) -> None:
+    """Time every bench once more, keeping in `best` (per bench, [short, long]) each chain length's fastest median;
+    `on_bench(bench name, benches timed in this pass)` is told after each."""
+    for k, bench in enumerate(benches):
+        times = time_bench(bench, threads, cores, runs)
+        best[k] = [min(a, b) for a, b in zip(best[k], times)]
+        if on_bench is not None:
+            on_bench(bench.name, k + 1)
+
+
+def _last_work(model: onnx.ModelProto, op_class: str) -> NodeWork:
+    """The work of the last node of the bench's class in the chain: the op the bench times (its im2col buffer
+    and group count)."""
+    return [w for w in map(node_work, gs.import_onnx(model).nodes) if w.op_class == op_class][-1]
 
 
 def _conv_shape(model: onnx.ModelProto, op_class: str) -> tuple[int, int]:

@@ -9,7 +9,8 @@ the figures match what runs:
   kernel costs 0 ms (:mod:`edgec.costmodel.runtime_fusion`: activations,
   BatchNormalization and residual Adds on a conv; TensorRT's pointwise chains);
 - Dropout and Identity are removed; views (Reshape, Flatten, Squeeze, Unsqueeze)
-  cost only the per-node overhead;
+  cost only the per-node overhead; an Erf that ONNX Runtime runs as a whole GELU
+  costs a Gelu's FLOPs;
 - a conv the runtime runs in its blocked layout computes whole channel blocks
   (:func:`edgec.costmodel.layout.channel_padding`) and, a grouped one, not as one
   GEMM per group; a pool it runs in plain layout reaches the profile's
@@ -30,8 +31,8 @@ import onnx_graphsurgeon as gs
 
 from edgec.costmodel.layout import BLOCKED_POOLS, blocked_nodes, channel_padding, conversions
 from edgec.costmodel.profile import UnitProfile
-from edgec.costmodel.runtime_fusion import fused_nodes
-from edgec.costmodel.work import VIEW_OPS, NodeWork, node_work
+from edgec.costmodel.runtime_fusion import fused_nodes, is_gelu_erf
+from edgec.costmodel.work import VIEW_OPS, NodeWork, node_work, unary_flops
 
 REMOVED_OPS = frozenset({"Dropout", "Identity"})
 
@@ -71,6 +72,8 @@ def node_ms(node: gs.Node, work: NodeWork, profile: UnitProfile, *, fused: bool 
         return 0.0
     if node.op in VIEW_OPS:
         return profile.overhead_ms
+    if is_gelu_erf(node, profile.runtime):
+        work = replace(work, flops=work.flops * unary_flops("Gelu") / unary_flops("Erf"))
     if blocked:
         padding = channel_padding(node, profile.layout_block)
         return profile.node_ms(replace(work, flops=work.flops * padding) if padding != 1.0 else work, blocked=True)

@@ -66,6 +66,11 @@ predicts as before):
   (:attr:`NodeWork.column_bytes`) is written and read back at this bandwidth,
   on top of the GEMM. A depthwise conv is then mostly this expansion. Absent:
   no expansion (TensorRT's implicit-GEMM and Winograd kernels);
+- ``group_overhead_ms``: with ``im2col_bandwidth_gbs``, what each group of a
+  grouped conv (several channels per group) run as im2col + GEMM costs beside
+  its bytes and arithmetic: one expansion and one small GEMM call per group
+  (ONNX Runtime's MLAS), so a conv of many groups over few pixels (55 groups
+  at 7x7) takes about twice its roofline. Absent: none;
 - ``winograd_gain`` (default 1): a dense 3x3 stride-1 conv
   (:attr:`NodeWork.winograd`) reaches its efficiency times this, for the
   multiplies a Winograd kernel saves (TensorRT/cuDNN; MLAS has none);
@@ -94,7 +99,8 @@ PROFILE_VERSION = 1
 GROUPED_SHAPE_KEYS = ("reduction", "pixels")
 MAX_GROUPED_SHAPE = 1e4  # far beyond any measured value (about 10 and 16); keeps predictions finite
 # optional fields of what the runtime does to some ops, and their defaults (the behaviour of files without them)
-OPTIONAL_FIELDS: dict[str, Any] = {"copy_bandwidth_gbs": None, "im2col_bandwidth_gbs": None, "winograd_gain": 1.0,
+OPTIONAL_FIELDS: dict[str, Any] = {"copy_bandwidth_gbs": None, "im2col_bandwidth_gbs": None,
+                                   "group_overhead_ms": None, "winograd_gain": 1.0,
                                    "overlap": 1.0, "float_bytes": 4}
 
 
@@ -121,6 +127,7 @@ class UnitProfile:
     winograd_gain: float = 1.0         # efficiency factor of dense 3x3 stride-1 convs (Winograd kernels)
     overlap: float = 1.0               # share of min(compute, memory) hidden behind the other
     float_bytes: int = 4               # bytes per float in the runtime's buffers (2: an fp16 engine)
+    group_overhead_ms: float | None = None  # per group of a grouped conv run as im2col + GEMM per group
 
     @property
     def act_bandwidth_gbs(self) -> float:
@@ -164,6 +171,8 @@ class UnitProfile:
         t = max(compute, memory) + (1.0 - self.overlap) * min(compute, memory)
         if self.im2col_bandwidth_gbs and work.column_bytes and not blocked:
             t += 2 * work.column_bytes * scale / self.im2col_bandwidth_gbs / 1e6
+            if self.group_overhead_ms and work.op_class == "grouped":
+                t += work.groups * self.group_overhead_ms
         return t + extra
 
     def grouped_shape_factor(self, work: NodeWork) -> float:
@@ -318,7 +327,7 @@ def parse_unit_profile(spec: Any, name: str, where: str = "$", path: str = "<pro
 def _runtime_fields(spec: dict[str, Any], where: str, path: str) -> dict[str, Any]:
     """The optional fields of :data:`OPTIONAL_FIELDS`, validated; absent ones keep their defaults."""
     out: dict[str, Any] = {}
-    for key in ("copy_bandwidth_gbs", "im2col_bandwidth_gbs", "winograd_gain"):
+    for key in ("copy_bandwidth_gbs", "im2col_bandwidth_gbs", "group_overhead_ms", "winograd_gain"):
         if spec.get(key) is not None:
             value = spec[key]
             _require(_is_number(value) and value > 0, f"{where}.{key}",

@@ -7,15 +7,20 @@ ARM CPU unit and what `edgec profile` measures), as its optimised graph shows
 - Conv/Gemm/MatMul take one activation into their kernel: the MLAS activation
   kinds Relu, Clip (ReLU6), LeakyRelu, Tanh, Sigmoid and HardSigmoid; a
   BatchNormalization and constant Mul/Add/Sub/Div fold into their weights. A
-  residual Add/Sum joins the conv only on the blocked-layout (NCHWc) path
-  (`residual=True`, for a profile with a ``layout_block``; not grouped convs):
-  without it ONNX Runtime runs the Add, and the activation after it, apart.
-  An activation fuses only when the producer's output has no other reader.
+  residual Add/Sum joins a Conv only on the blocked-layout (NCHWc) path
+  (`residual=True`, for a profile with a ``layout_block``; not grouped convs,
+  never a Gemm or MatMul): elsewhere ONNX Runtime runs the Add, and the
+  activation after it, apart. An activation fuses only when the producer's
+  output has no other reader.
 - SiLU, ``Mul(x, Sigmoid(x))``, becomes one elementwise pass (QuickGelu): the
-  Mul is free, the Sigmoid costs one pass. HardSwish is not fused: it runs as
+  Mul is free, the Sigmoid costs one pass. HardSwish as exporters write it,
+  ``Mul(x, HardSigmoid(x))``, joins a Conv's kernel on the blocked-layout
+  path (the NCHWc Conv's HardSwish activation; not grouped convs, not when
+  the Mul writes a graph output), both nodes free; elsewhere it runs as
   HardSigmoid and Mul, two passes.
 - GELU in its Erf form, ``x * 0.5 * (1 + Erf(x / sqrt 2))``, becomes one Gelu
-  pass: the Erf is charged, the Div, Add and Muls around it are not. (The Tanh
+  pass: the Erf is charged as that Gelu (:func:`is_gelu_erf`; twice a
+  Sigmoid's time per element here), the Div, Add and Muls around it are not. (The Tanh
   form is left apart: ONNX Runtime's optimiser does not fuse it on the CPU.)
 - LayerNorm as exporters write it, ``(x - mean) / sqrt(mean((x - mean)^2) +
   eps) * gamma + beta`` with a Pow, becomes one LayerNormalization pass: the
@@ -47,6 +52,7 @@ RUNTIMES = ("onnxruntime", "tensorrt")
 PRODUCERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv"})
 _ORT_EPILOGUES = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh",
                             "BatchNormalization", "Add", "Sum", "Mul", "Sub", "Div"})
+_NCHWC_CONVS = frozenset({"Conv", "FusedConv"})  # what ONNX Runtime's NCHWc path runs blocked, with a residual
 _CONST_ONLY = frozenset({"Mul", "Sub", "Div"})  # ONNX Runtime folds these only with a constant operand
 _POINTWISE = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
                         "Softplus", "Softsign", "Mish", "Gelu", "Erf", "PRelu", "BatchNormalization", "Add", "Sum",
@@ -70,8 +76,10 @@ def _onnxruntime(nodes: list[gs.Node], residual: bool) -> set[str]:
     fused: set[str] = set()
     absorbing: dict[int, bool] = {}  # id of a node whose output an epilogue may join -> may a residual join
     for node in nodes:  # topological order
+        if node.name in fused:  # taken in with an earlier node (a HardSwish's Mul)
+            continue
         if node.op in PRODUCERS:
-            absorbing[id(node)] = residual and op_class(node) != "grouped"
+            absorbing[id(node)] = residual and node.op in _NCHWC_CONVS and op_class(node) != "grouped"
             if node.op == "MatMul":
                 fused |= {p.name for p in _matmul_operands(node) if id(p) in members}
             continue
@@ -82,6 +90,15 @@ def _onnxruntime(nodes: list[gs.Node], residual: bool) -> set[str]:
             layernorm = _layernorm_around(node)
             if layernorm:
                 fused |= {n.name for n in layernorm if id(n) in members}
+                continue
+        hardswish = _hardswish_mul(node) if node.op == "HardSigmoid" else None
+        if hardswish is not None:
+            x = node.inputs[0]
+            producer = _producer(x)
+            if (producer is not None and id(producer) in members and absorbing.get(id(producer))
+                    and id(hardswish) in members):
+                fused |= {node.name, hardswish.name}
+                absorbing[id(hardswish)] = False  # the conv has its activation: no residual Add joins it after
                 continue
         if _is_silu_mul(node):
             fused.add(node.name)  # one QuickGelu pass: the Sigmoid is charged, the Mul is not
@@ -170,6 +187,11 @@ def _swaps_last_two(transpose: gs.Node) -> bool:
     return n >= 2 and perm == list(range(n - 2)) + [n - 1, n - 2]
 
 
+def is_gelu_erf(node: gs.Node, runtime: str = "onnxruntime") -> bool:
+    """An Erf that `runtime` runs as a whole GELU (ONNX Runtime's Gelu kernel), so it costs a Gelu's work."""
+    return runtime == "onnxruntime" and node.op == "Erf" and bool(_gelu_around(node))
+
+
 def _gelu_around(erf: gs.Node) -> list[gs.Node]:
     """The Div (or Mul), Add and Muls of ``x * 0.5 * (1 + Erf(x / sqrt 2))`` around `erf`; [] if not that."""
     pre = _producer(erf.inputs[0])
@@ -231,6 +253,18 @@ def _layernorm_around(sub: gs.Node) -> list[gs.Node]:
         chain.append(nxt)
         node = nxt
     return chain
+
+
+def _hardswish_mul(hardsigmoid: gs.Node) -> gs.Node | None:
+    """The Mul of ``Mul(x, HardSigmoid(x))`` (alpha 1/6, beta 0.5) when x has no other reader and a node reads
+    the Mul (ONNX Runtime leaves a HardSwish that writes a graph output apart); else None."""
+    if abs(float(hardsigmoid.attrs.get("alpha", 0.2)) - 1 / 6) > 1e-6 or float(hardsigmoid.attrs.get("beta", 0.5)) != 0.5:
+        return None
+    x, h = hardsigmoid.inputs[0], hardsigmoid.outputs[0]
+    mul = _sole_consumer(h)
+    if mul is None or mul.op != "Mul" or len(mul.inputs) != 2 or {id(t) for t in mul.inputs} != {id(x), id(h)}:
+        return None
+    return mul if len(x.outputs) == 2 and mul.outputs[0].outputs else None
 
 
 def _is_silu_mul(node: gs.Node) -> bool:

@@ -79,6 +79,7 @@ class NodeWork:
     pixels: int = 0       # a conv's output positions per image (the GEMM's other free dimension)
     winograd: bool = False  # a dense 3x3 conv, stride 1, dilation 1: what Winograd F(m,3) kernels take
     column_bytes: int = 0   # a grouped/depthwise conv's whole im2col buffer: reduction x pixels x groups
+    groups: int = 0         # a conv's group count (an im2col runtime runs one expansion and GEMM per group)
 
     @property
     def activation_bytes(self) -> int:
@@ -105,7 +106,7 @@ def node_work(node: gs.Node) -> NodeWork:
 
 
 def _conv_gemm_shape(node: gs.Node) -> dict[str, int | bool]:
-    """`reduction`, `pixels`, `winograd` and `column_bytes` of a Conv with known shapes; {} otherwise.
+    """`reduction`, `pixels`, `winograd`, `column_bytes` and `groups` of a Conv with known shapes; {} otherwise.
 
     The column buffer is what an im2col-based runtime (ONNX Runtime's MLAS) writes whole and reads back, one
     group at a time, before each group's GEMM: grouped and depthwise convs (MlasConvPrepare sizes their working
@@ -130,7 +131,13 @@ def _conv_gemm_shape(node: gs.Node) -> dict[str, int | bool]:
     direct = kernel == ones and strides == ones and not any(pads)
     return {"reduction": reduction, "pixels": pixels,
             "winograd": group == 1 and kernel == [3, 3] and strides == ones and dilations == ones,
-            "column_bytes": 0 if group == 1 or direct else reduction * pixels * group * _itemsize(node.inputs[0])}
+            "column_bytes": 0 if group == 1 or direct else reduction * pixels * group * _itemsize(node.inputs[0]),
+            "groups": group}
+
+
+def unary_flops(op: str) -> int:
+    """FLOPs per output element the cost model counts for a unary op (1 where none is listed)."""
+    return _UNARY_FLOPS.get(op, 1)
 
 
 def total_flops(nodes: Iterable[gs.Node]) -> float:
