@@ -157,6 +157,18 @@ def manifest_vs_direct(tmp: Path, variants: dict[str, str]) -> None:
               f"{'yes' if diff <= 0.5 else 'NO'} |")
 
 
+def median_run_ms(sess, feeds: list[dict], repeat: int, warmup: int = 5) -> float:
+    """Median ms of `repeat` runs of `sess`, cycling through `feeds`, after `warmup` runs."""
+    for _ in range(warmup):
+        sess.run(None, feeds[0])
+    samples = []
+    for k in range(repeat):
+        t = time.perf_counter()
+        sess.run(None, feeds[k % len(feeds)])
+        samples.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(samples)
+
+
 def int8_speed(repeat: int) -> None:
     """Each int8 CPU stage of each model's most-int8 plan against its fp32 form, on the stage's own inputs."""
     print(f"\n## int8 CPU stages vs their fp32 form on this machine: one thread, graph optimizations on, "
@@ -173,17 +185,9 @@ def int8_speed(repeat: int) -> None:
             names = [i.name for i in run.model.graph.input]
             acts = measurer.activations(names)
             feeds = [{n: acts[n][i] for n in names} for i in range(len(acts[names[0]]))]
-            times = {}
-            for label, model in (("fp32", run.model), ("int8", measurer.variant_model(run))):
-                sess = variant_session(model, "int8")  # graph optimizations on for both, as on the boards
-                for _ in range(5):
-                    sess.run(None, feeds[0])
-                samples = []
-                for k in range(repeat):
-                    t = time.perf_counter()
-                    sess.run(None, feeds[k % len(feeds)])
-                    samples.append((time.perf_counter() - t) * 1e3)
-                times[label] = statistics.median(samples)
+            # graph optimizations on for both, as on the boards
+            times = {label: median_run_ms(variant_session(model, "int8"), feeds, repeat)
+                     for label, model in (("fp32", run.model), ("int8", measurer.variant_model(run)))}
             ratios.append(times["fp32"] / times["int8"])
             print(f"| {name} | {run.key} | {times['fp32']:.3f} | {times['int8']:.3f} | {ratios[-1]:.2f}x |")
     if ratios:
@@ -207,17 +211,9 @@ def int8_whole_models(names: list[str], repeat: int, tmp: Path) -> None:
         if not worth_quantizing(dense_macs(model), dense_macs(model, quantized_only=False)):
             print(f"| {name} | {macs:.0f} | stays fp32 (rule) | | | |")
             continue
-        times = {}
-        for label, m, settings in (("fp32", model, {}), ("int8", int8_model(model, feeds), INT8_SESSION)):
-            sess = inference_session(m.SerializeToString(), {"graph_optimization_level": "all", **settings}, 1)
-            for _ in range(3):
-                sess.run(None, feeds[0])
-            samples = []
-            for k in range(repeat):
-                t = time.perf_counter()
-                sess.run(None, feeds[k % len(feeds)])
-                samples.append((time.perf_counter() - t) * 1e3)
-            times[label] = statistics.median(samples)
+        times = {label: median_run_ms(inference_session(m.SerializeToString(), {
+            "graph_optimization_level": "all", **settings}, 1), feeds, repeat)
+            for label, m, settings in (("fp32", model, {}), ("int8", int8_model(model, feeds), INT8_SESSION))}
         print(f"| {name} | {macs:.0f} | quantized | {times['fp32']:.2f} | {times['int8']:.2f} | "
               f"{times['fp32'] / times['int8']:.2f}x |")
 

@@ -19,6 +19,16 @@ from edgec.runtime.pipeline import read_pipeline
 from test_runtime_local import assert_close, expected_outputs, host_cluster
 
 
+def _run_matches_original(model, out, plan, frames):
+    """Run every frame through out/ on local devices; the outputs are the original model's, in order."""
+    with LocalCluster(str(out)) as local:
+        result = Driver(str(out), local.deployment, watch=local.problems).run(lambda k: frames[k], len(frames))
+    assert result.ok, result.summary()
+    for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
+        assert_close(exp, got)
+    return result
+
+
 def _spatial_plan(model, tmp_path, cores, name="out"):
     cluster = tmp_path / f"{name}.json"
     cluster.write_text(json.dumps(host_cluster(cores)))
@@ -40,12 +50,7 @@ def test_slices_run_across_devices_and_match_the_original_in_order(random_zoo, t
         name = seg.stages[0].name
         if seg.device != join.device:
             assert moved[(name, join.stages[0].name)] == list(seg.sends)
-    frames = random_frames(plan.inputs, 6, seed=3)
-    with LocalCluster(str(out)) as cluster:
-        result = Driver(str(out), cluster.deployment, watch=cluster.problems).run(lambda k: frames[k], 6)
-    assert result.ok, result.summary()
-    for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
-        assert_close(exp, got)
+    result = _run_matches_original(model, out, plan, random_frames(plan.inputs, 6, seed=3))
     # every slice segment computed every frame, and the joining segment each frame once
     done = {tuple(s["stages"]): s["frames"] for s in result.stats}
     for seg in sliced[0].segments:
@@ -91,12 +96,7 @@ def test_several_steps_of_slices_in_a_row(random_zoo, tmp_path):
     sliced = [s for s in plan.steps if s.parallel == "slice"]
     assert len(sliced) >= 2
     assert edgec.verify(out).passed
-    frames = random_frames(plan.inputs, 2, seed=5)
-    with LocalCluster(str(out)) as cluster:
-        result = Driver(str(out), cluster.deployment, watch=cluster.problems).run(lambda k: frames[k], 2)
-    assert result.ok, result.summary()
-    for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
-        assert_close(exp, got)
+    _run_matches_original(model, out, plan, random_frames(plan.inputs, 2, seed=5))
 
 
 def test_slices_between_the_units_of_one_board_pass_in_process(random_zoo, tmp_path):
@@ -122,9 +122,4 @@ def test_slices_between_the_units_of_one_board_pass_in_process(random_zoo, tmp_p
         assert all(addr == f"inproc://segment-{k}" for k, addr in inputs.items())
     finally:
         worker.close()
-    frames = random_frames(plan.inputs, 3, seed=7)
-    with LocalCluster(str(out)) as local:
-        result = Driver(str(out), local.deployment, watch=local.problems).run(lambda k: frames[k], 3)
-    assert result.ok, result.summary()
-    for exp, got in zip(expected_outputs(model, plan, frames), result.outputs):
-        assert_close(exp, got)
+    _run_matches_original(model, out, plan, random_frames(plan.inputs, 3, seed=7))

@@ -12,7 +12,9 @@ everywhere. Settings are a dict, as a stage's `session` in the manifest holds th
     providers                                       list of execution provider names
     disabled_optimizers                             list of ONNX Runtime graph transformers not to run
                                                     (an int8 stage: ["QDQPropagationTransformer"], see
-                                                    edgec.backends.int8)
+                                                    edgec.backends.int8); InferenceSession's keyword since
+                                                    ONNX Runtime 1.8 (microsoft/onnxruntime #7126), which
+                                                    every board's release has
     any other SessionOptions attribute              set as given (enable_mem_pattern, ...)
 
 Without intra_op_num_threads, `threads` (one per core the process is pinned to)
