@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import onnx
 import onnx.version_converter
+import onnx_graphsurgeon as gs
 
 MAX_QUANT_FRAMES = 128  # calibration frames the MinMax ranges are taken from
 QDQ_OPSET = 13
@@ -83,28 +84,23 @@ def int8_excluded(model: onnx.ModelProto) -> list[str]:
     return excluded
 
 
+def runs_int8(node: gs.Node) -> bool:
+    """Whether an int8 sub-model runs `node` in int8 (a graph node with shapes): Gemm and MatMul, and a Conv
+    that `conv_quantized` (int8_excluded leaves the others fp32)."""
+    if node.op == "Conv":
+        shape = getattr(node.inputs[1], "shape", None) if len(node.inputs) > 1 else None
+        return bool(shape) and conv_quantized(int(node.attrs.get("group", 1)), int(shape[1]))
+    return node.op in DENSE_OPS
+
+
 def dense_macs(model: onnx.ModelProto, quantized_only: bool = True) -> float:
     """Multiply-adds of the Conv, Gemm and MatMul nodes `model` runs int8 (shapes inferred): the work int8 speeds up;
     with `quantized_only` False, of all its Conv, Gemm and MatMul nodes."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
-              for i in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
-    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
-    total = 0.0
-    for n in model.graph.node:
-        if n.op_type not in DENSE_OPS or len(n.input) < 2:
-            continue
-        out, w = shapes.get(n.output[0]), shapes.get(n.input[1])
-        if not out or not w or not all(out) or not all(w):
-            continue
-        if quantized_only and n.op_type == "Conv" and not conv_quantized(_attr(n, "group", 1), w[1]):
-            continue
-        if n.op_type == "Conv":  # every output element takes Cin * kernel area multiply-adds
-            total += float(np.prod(out)) * float(np.prod(w[1:]))
-        else:  # one multiply-add per output element per reduced element
-            reduced = w[1] if n.op_type == "Gemm" and _attr(n, "transB", 0) else w[0]
-            total += float(np.prod(out)) * reduced
-    return total
+    from edgec.costmodel.work import node_flops
+
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    counted = runs_int8 if quantized_only else (lambda node: node.op in DENSE_OPS)
+    return sum(node_flops(n) / 2 for n in graph.nodes if counted(n))
 
 
 def worth_quantizing(quantized_macs: float, compute_macs: float) -> bool:

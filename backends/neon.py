@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 
 from edgec.backends.base import Backend, taskset_list
 from edgec.backends.decompose import has_body, needs_body
-from edgec.backends.int8 import DENSE_OPS, INT8_SESSION, conv_quantized, int8_model, worth_quantizing
+from edgec.backends.int8 import INT8_SESSION, int8_model, runs_int8, worth_quantizing
 from edgec.backends.opset import convert_for_device, elem_type, lowered_op_types, model_opset, node_convertible
 from edgec.backends.registry import register
 from edgec.backends.versions import target_versions
@@ -268,12 +268,7 @@ class NeonBackend(Backend):
         return supports(node, opset, self.device)
 
     def sped_up(self, variant: str, node: gs.Node) -> bool:
-        if variant != "int8":
-            return super().sped_up(variant, node)
-        if node.op == "Conv":  # the nodes edgec.backends.int8 quantizes
-            shape = getattr(node.inputs[1], "shape", None) if len(node.inputs) > 1 else None
-            return bool(shape) and conv_quantized(int(node.attrs.get("group", 1)), int(shape[1]))
-        return node.op in DENSE_OPS
+        return runs_int8(node) if variant == "int8" else super().sped_up(variant, node)
 
     def worth(self, variant: str, sped_up_macs: float, compute_macs: float) -> bool:
         return variant != "int8" or worth_quantizing(sped_up_macs, compute_macs)

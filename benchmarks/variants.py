@@ -29,7 +29,6 @@ Throughput is the cost model's prediction for the boards; only table 4 is timed.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,6 @@ import onnx
 import edgec
 from edgec.accuracy import model_inputs, variant_session
 from edgec.api import AccuracyOptions
-from edgec.backends.fp16 import to_fp16
 from edgec.ir import Program
 from edgec.passes.partition.capability import Capability
 from edgec.passes.partition.global_partition import GlobalPartition
@@ -103,21 +101,12 @@ def comparison(name: str, v: Variants, configs: list[Config]) -> None:
 
 
 def direct_top1(out: Path, frames: Path) -> float:
-    """top-1 of the sub-models in out/, chained as the manifest says, each computed as its board does."""
-    manifest = json.loads((out / "manifest.json").read_text())
-    sessions = []
-    for s in manifest["stages"]:
-        model = onnx.load(out / s["model"])
-        sessions.append((variant_session(to_fp16(model) if s["variant"] == "fp16" else model, s["variant"]), s))
-    data = np.load(frames)
-    hits = 0
-    for image, label in zip(data["image"], data["labels"]):
-        env = {"image": image}
-        for sess, s in sessions:
-            outs = [o["name"] for o in s["outputs"]]
-            env.update(zip(outs, sess.run(outs, {i["name"]: env[i["name"]] for i in s["inputs"]})))
-        hits += int(env["logits"].argmax() == label)
-    return hits / len(data["labels"])
+    """top-1 of the sub-models in out/ on `frames`, chained as the manifest says, each computed as its board does
+    (verify's own accuracy check, edgec.variant_checks.check_accuracy)."""
+    from edgec.manifest import read_manifest
+    from edgec.variant_checks import check_accuracy
+
+    return check_accuracy(out, read_manifest(str(out)), str(frames)).accuracy
 
 
 def digits_floors(tmp: Path, variants: dict[str, str]) -> None:

@@ -327,12 +327,15 @@ def replan(program: Program, assignment: dict[str, str], objective: str, strateg
     assert program.cluster is not None
     planned = copy.copy(program)
     planned.costs = copy.deepcopy(program.costs)
-    factors, sped_up = {}, {}
+    factors, sped_up, by_kind = {}, {}, {}
     for device, unit in program.cluster.units():
         uid = f"{device.name}.{unit.name}"
         backend = backend_for(device, unit.name)
         factors[uid] = backend.variant_speed[backend.default_variant] / backend.variant_speed[assignment[uid]]
-        sped_up[uid] = group_macs(program, lambda node, b=backend, v=assignment[uid]: b.sped_up(v, node))
+        kind = (backend.name, assignment[uid])  # units of one backend in one variant speed up the same groups
+        if kind not in by_kind:
+            by_kind[kind] = group_macs(program, lambda node, b=backend, v=assignment[uid]: b.sped_up(v, node))
+        sped_up[uid] = by_kind[kind]
     for group, cost in planned.costs.items():
         cost.ms = {u: ms * factors[u] if group in sped_up[u] else ms for u, ms in cost.ms.items()}
     planned.segments, planned.stages, planned.prediction = [], [], None
