@@ -58,6 +58,31 @@ def test_a_skipped_replica_gets_nothing_and_a_step_with_none_left_says_so():
     assert Dealer("slice", [("a", 0.5, _Sock()), ("b", 0.5, _Sock())]).pick() == [0, 1]
 
 
+class _FullSock(_Sock):
+    """A PUSH socket whose queue never drains (its replica died)."""
+
+    def poll(self, timeout, flags):
+        return False
+
+
+def test_a_replica_whose_queue_stays_full_hands_the_frame_to_a_live_one():
+    stuck, live = _FullSock(), _Sock()
+    dealer = Dealer("replica", [("a", 0.5, stuck), ("b", 0.5, live)])
+    first = dealer.pick()
+    assert first == [0]
+    moved = dealer.wait_writable(first, [], lambda: True, redeal_after_s=0.0)
+    assert moved == [1]
+    dealer.send(moved, [b"x"], lambda: True)
+    assert live.sent == [[b"x"]] and stuck.sent == []
+    picks = []
+    for _ in range(3):
+        picks += dealer.pick()
+        dealer.taken()
+    assert sorted(picks) == [0, 0, 1]  # b was charged for the frame it took: 2 and 2 over the four frames
+    # a step of one segment (or slices) only waits: there is nowhere else to send
+    assert Dealer("one", [("a", 1.0, _FullSock())]).wait_writable([0], [], lambda: False) is None
+
+
 def test_an_end_marker_goes_on_once_every_live_replica_has_sent_one():
     gather = EndGather(["a", "b"])
     assert gather.add("run", "a", [], [{"s": 1}]) is None

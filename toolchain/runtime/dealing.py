@@ -10,6 +10,10 @@ it, the driver or the segment before it:
   0.25: A A B A, A A B A, ...);
 - "slice": every segment gets every frame (a runtime that joins slices uses it).
 
+A replica whose queue stays full past REDEAL_AFTER_S loses the frame to a
+live replica that can take it (`Dealer.wait_writable`): that is how a device
+gets past a replica that died before the driver's `skip` reached it.
+
 Every message may name replicas to `skip`: the driver puts there the replicas
 it has found dead, so dealers everywhere deal around them; frames that a dead
 replica held are sent again by the driver (edgec.runtime.driver) and duplicate
@@ -20,9 +24,12 @@ a step of several waits for the marker from each live one (`EndGather`)
 before passing it on, so the sink sees it after every frame. Python 3.6 syntax.
 """
 
+import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import zmq
+
+REDEAL_AFTER_S = 0.5  # how long a replica's full queue holds a frame before another replica may take it
 
 
 class Dealer:
@@ -63,6 +70,31 @@ class Dealer:
 
     def taken(self) -> None:
         self._pending = None
+
+    def wait_writable(self, targets: List[int], skip: Iterable[str], ready: Any,
+                      redeal_after_s: float = REDEAL_AFTER_S) -> Optional[List[int]]:
+        """Wait until the first of `targets` can take a message, while `ready()` says go on (None if stopped).
+
+        In a replica step, a replica whose queue stays full for `redeal_after_s` hands the frame to another
+        live replica that can take it: a dead replica's queue never drains, and a device learns that the
+        driver gave up on it only from the frames that come after, so without this a dealer would wait on
+        it forever with the frame that tells it so queued behind. A frame handed on is sent once, so
+        nothing is duplicated; the dealing's fairness is kept by charging the replica that took it."""
+        first = targets[0]
+        start = time.monotonic()
+        while not self.sockets[first].poll(100, zmq.POLLOUT):
+            if not ready():
+                return None
+            if self.fan_out != "replica" or time.monotonic() - start < redeal_after_s:
+                continue
+            for other in self.live(skip):
+                if other != first and self.sockets[other].poll(0, zmq.POLLOUT):
+                    total = sum(self.weights[i] for i in self.live(skip))
+                    self._current[first] += total
+                    self._current[other] -= total
+                    self._pending = other
+                    return [other]
+        return targets
 
     def send(self, targets: Sequence[int], frames: List[Any], ready: Any) -> bool:
         """Send `frames` to each target, waiting out back-pressure while `ready()` says go on; False if stopped."""

@@ -339,8 +339,9 @@ class DeviceWorker:
         if not targets:
             return
         t0 = time.perf_counter()
-        while not dealer.sockets[targets[0]].poll(100, zmq.POLLOUT):
-            if self._stop.is_set():
+        if not broadcast:
+            targets = dealer.wait_writable(targets, skip or [], lambda: not self._stop.is_set())
+            if targets is None:
                 return
         t1, u1 = time.perf_counter(), time.thread_time()
         if not dealer.send(targets, frames, lambda: not self._stop.is_set()):
