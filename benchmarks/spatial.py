@@ -29,18 +29,35 @@ so the plan trades halo work and transfers against this machine's speeds. Each s
 one frame in flight at a time, median of `--frames` frames after a warm-up.
 Beside it, in the same run, ONNX Runtime's own speed-up from one to two intra-op
 threads on the whole model (a bare session, no transport).
+
+Ceiling (`--ceiling`, this machine): what row slicing itself can give, whatever
+the runtime. The model's longest spatially local run is cut into k steps at
+evenly spaced cuts (k = 1, 2, 4, ...), each step sliced into two bands by the
+compiler's own rewrite (edgec.passes.partition.slicing); each band's sub-model
+gets the step's whole input, as at run time. The two bands of every step run at
+once, on two threads pinned to cores 0 and 1 (one ONNX Runtime thread each), a
+barrier between steps, no transport; what precedes and follows the run runs on
+core 0. Beside it: the unsplit step's time against its two bands' (how much
+work the halos and the smaller tensors add), ONNX Runtime's 1 -> 2 thread
+speed-up, and the two cores' capacity: two whole-model frames run at once, one
+per core, against one frame alone (2.00x if the cores do not slow each other;
+no split of one frame can beat it), all in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx_graphsurgeon as gs
 from rich.console import Console
 from rich.table import Table
 
@@ -50,6 +67,10 @@ from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.profiler import write_profile
 from edgec.costmodel.transfer import transfer_ms
 from edgec.ir import tensor_nbytes
+from edgec.passes.partition.halo import split_rows
+from edgec.passes.partition.slicing import find_run, slice_run
+from edgec.passes.partition.spatial import copy_graph
+from edgec.passes.partition.spatial_search import SearchSpace
 from edgec.runtime.driver import Driver
 from edgec.runtime.frames import random_frames
 from edgec.runtime.local import LocalCluster
@@ -260,10 +281,125 @@ def measured(model: Path | None, n: int, warmup: int, profile: Path, console: Co
                   highlight=False)
 
 
+def _session_of(program, nodes: list, inputs: list, outputs: list):
+    """A one-thread ONNX Runtime session of `nodes` of the program's graph, cut at `inputs` and `outputs`."""
+    graph = gs.Graph(nodes=list(nodes), inputs=list(inputs), outputs=list(outputs), opset=program.graph.opset)
+    model = replace(program, graph=graph).to_onnx()
+    sess = inference_session(model.SerializeToString(), {"intra_op_num_threads": 1})
+    rng = np.random.default_rng(0)
+    feeds = {i.name: rng.standard_normal([int(d) for d in i.shape]).astype(np.float32) for i in sess.get_inputs()}
+    return sess, feeds
+
+
+def _median_ms(sess, feeds, n: int, warmup: int) -> float:
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _at_once_ms(parts: list[tuple], steps: list[list[tuple]], tail: list[tuple], n: int, warmup: int) -> float:
+    """Median ms per frame: `parts` on core 0, then each step's two bands at once (cores 0 and 1, a barrier
+    between steps), then `tail` on core 0."""
+    barrier = threading.Barrier(2)
+    frames: list[float] = []
+
+    def work(core: int) -> None:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {core})
+        for k in range(warmup + n):
+            barrier.wait()
+            t0 = time.perf_counter()
+            for sess, feeds in parts if core == 0 else []:
+                sess.run(None, feeds)
+            for bands in steps:
+                barrier.wait()
+                sess, feeds = bands[core]
+                sess.run(None, feeds)
+            barrier.wait()
+            for sess, feeds in tail if core == 0 else []:
+                sess.run(None, feeds)
+            if core == 0 and k >= warmup:
+                frames.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return 1e3 * statistics.median(frames)
+
+
+def ceiling(model: Path | None, n: int, warmup: int, profile: Path, console: Console, min_rows: int = 4) -> None:
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model = model or write_random_zoo_model("resnet50", folder / "resnet50.onnx")
+        spec = folder / "two.json"
+        spec.write_text(json.dumps(_hosts([0, 1], profile)))
+        program = analyze(model, spec)
+        space = SearchSpace(program)
+        a0 = min(a for a, _ in space.runs)
+        cuts = sorted({b for a, b in space.runs if a == a0 and space.exit_height(b) >= min_rows} | {a0})
+        b0 = cuts[-1]
+        tensors = program.graph.tensors()
+        live = lambda p: tensors[space.lives[p][0]]  # noqa: E731
+        head = _session_of(program, space.run_nodes(0, a0), list(program.graph.inputs), [live(a0)]) if a0 else None
+        tail = _session_of(program, space.run_nodes(b0, len(space.order)), [live(b0)], list(program.graph.outputs))
+        parts, tails = ([head] if head else []), [tail]
+        whole = inference_session(str(model), {"intra_op_num_threads": 1})
+        feeds = {i.name: np.random.default_rng(0).standard_normal([int(d) for d in i.shape]).astype(np.float32)
+                 for i in whole.get_inputs()}
+        one = _median_ms(whole, feeds, n, warmup)
+        two = _median_ms(inference_session(str(model), {"intra_op_num_threads": 2}), feeds, n, warmup)
+        other = inference_session(str(model), {"intra_op_num_threads": 1})
+        apart = _at_once_ms([], [[(whole, feeds), (other, feeds)]], [], n, warmup)
+        rows = []
+        for k in (1, 2, 4, 8, 16, 32):
+            if k > len(cuts) - 1:
+                break
+            picks = sorted({cuts[round(i * (len(cuts) - 1) / k)] for i in range(k + 1)})
+            steps, unsplit, banded = [], 0.0, 0.0
+            for a, b in zip(picks[:-1], picks[1:]):
+                whole_step = _session_of(program, space.run_nodes(a, b), [live(a)], [live(b)])
+                unsplit += _median_ms(*whole_step, n, warmup)
+                graph = copy_graph(program.graph)
+                by_name = {nd.name: nd for nd in graph.nodes}
+                run = find_run(graph, [by_name[nd.name] for nd in space.run_nodes(a, b)])
+                rewrite = slice_run(graph, run, split_rows(run.height, [1, 1]), program.opset)
+                trial = replace(program, graph=graph)
+                bands = [_session_of(trial, nodes, [run.entry], [rewrite.merge.inputs[j]])
+                         for j, nodes in enumerate(rewrite.branches)]
+                banded += sum(_median_ms(*band, n, warmup) for band in bands)
+                steps.append(bands)
+            at_once = _at_once_ms(parts, steps, tails, n, warmup)
+            rows.append((len(steps), at_once, banded / unsplit))
+            console.print(f"  {len(steps)} steps: {at_once:.1f} ms", highlight=False)
+    table = Table("steps of two bands", "ms / frame, bands at once", "speed-up vs 1 thread",
+                  "two bands' time / unsplit step", title=f"{model.name}: the ceiling of row slicing on two cores "
+                  f"(no transport; median of {n} frames)")
+    for k, ms, ratio in rows:
+        table.add_row(str(k), f"{ms:.1f}", f"{one / ms:.2f}x", f"{ratio:.2f}")
+    table.add_row("ONNX Runtime whole model, 1 -> 2 intra-op threads", f"{one:.1f} -> {two:.1f}", f"{one / two:.2f}x",
+                  "")
+    table.add_row("two cores' capacity: two whole-model frames at once (one per core)", f"{apart:.1f} for 2",
+                  f"{2 * one / apart:.2f}x", "")
+    console.print(table)
+    best = min(rows, key=lambda r: r[1])
+    console.print(f"row slicing at best: {one / best[1]:.2f}x with {best[0]} steps (target >= 1.5x); ONNX Runtime "
+                  f"1 -> 2 threads: {one / two:.2f}x; two frames at once on the two cores: {2 * one / apart:.2f}x the "
+                  f"frames of one core", highlight=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--predicted", action="store_true", help="only the predicted table")
     ap.add_argument("--measured", action="store_true", help="only the measured two-core check")
+    ap.add_argument("--ceiling", action="store_true", help="only the ceiling of row slicing on two cores")
     ap.add_argument("--models", default=",".join(ZOO), help="zoo models for the predicted table")
     ap.add_argument("--model", type=Path, help="the measured check's model (default: ResNet-50, random weights)")
     ap.add_argument("--frames", type=int, default=20)
@@ -273,12 +409,14 @@ def main() -> None:
                     "once on core 0 and kept in --work)")
     args = ap.parse_args()
     console = Console(width=240)
-    both = not args.predicted and not args.measured
+    both = not args.predicted and not args.measured and not args.ceiling
     if args.predicted or both:
         predicted([m for m in args.models.split(",") if m], console)
     if args.measured or both:
         profile = args.profile or one_core_profile(args.work, console)
         measured(args.model, args.frames, args.warmup, profile, console)
+    if args.ceiling or both:
+        ceiling(args.model, args.frames, args.warmup, args.profile or one_core_profile(args.work, console), console)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ class SpatialPartition:
         ranked = space.ranked(objective, self.max_latency_ms)
         trials = []
         for c in ranked[:TRIALS]:  # each costed by the cost pass's own model
-            trial = replace(program, graph=_copy_graph(program.graph))
+            trial = replace(program, graph=copy_graph(program.graph))
             materialise(trial, space, c)
             trials.append(trial)
         return min(trials, key=lambda t: rank(t.prediction, objective, self.max_latency_ms), default=None)
@@ -113,7 +113,7 @@ def _chain(program: Program, space: SearchSpace) -> Program | None:
     found = best_chain(space)
     if found is None:
         return None
-    trial = replace(program, graph=_copy_graph(program.graph))
+    trial = replace(program, graph=copy_graph(program.graph))
     here = space
     for k, step in enumerate(found[1]):
         if k > 0:
@@ -125,7 +125,7 @@ def _chain(program: Program, space: SearchSpace) -> Program | None:
     return trial
 
 
-def _copy_graph(graph: gs.Graph) -> gs.Graph:
+def copy_graph(graph: gs.Graph) -> gs.Graph:
     """A copy of the graph's nodes and tensors sharing the weights' values (graphsurgeon's copy, with each
     constant's export dtype as it was: the copy would pin it, and codegen tells large weights by it)."""
     copy = graph.copy()
