@@ -83,6 +83,43 @@ def test_manifest_accuracy_matches_a_direct_measurement_of_out(tmp_path, one_pi)
     assert [c.variant for c in report.stages] == ["int8"] and report.stages[0].value >= 20
 
 
+def test_verify_scores_replicas_by_the_share_of_frames_each_is_dealt(tmp_path, one_pi) -> None:
+    """Two replicas that compute differently (the full network and its quarter width): the plan's accuracy is
+    the dealing-weighted mean of what each computes, not whichever replica runs last."""
+    import hashlib
+    import shutil
+
+    from edgec.manifest import read_manifest
+    from edgec.runtime.trust import seal
+    from edgec.variant_checks import check_accuracy
+
+    out = tmp_path / "out"
+    edgec.compile(CNN, one_pi, out, accuracy=AccuracyOptions(calibration=TEST))
+    manifest = json.loads((out / "manifest.json").read_text())
+    (only,) = manifest["stages"]
+    only.update(variant="fp32", session={k: v for k, v in only["session"].items() if k != "disabled_optimizers"})
+    shutil.copy(CNN, out / only["model"])
+    narrow = json.loads(json.dumps(only))
+    narrow.update(name="s0r1", model="rpi4/s0r1.onnx")
+    shutil.copy(WIDTHS["w25"], out / narrow["model"])
+    for stage, weight in ((only, 0.75), (narrow, 0.25)):
+        stage.update(step=0, parallel="replica", weight=weight,
+                     sha256=hashlib.sha256((out / stage["model"]).read_bytes()).hexdigest())
+    manifest["stages"] = [only, narrow]
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    seal(str(out))
+    full, quarter = _top1(CNN, TEST), _top1(Path(WIDTHS["w25"]), TEST)
+    assert full - quarter > 0.02  # the two replicas differ, so which is counted matters
+    got = check_accuracy(out, read_manifest(str(out)), str(TEST)).accuracy
+    assert got == pytest.approx(0.75 * full + 0.25 * quarter, abs=1e-9)
+
+
+def _top1(model: Path, frames: Path) -> float:
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    data = np.load(frames)
+    return float(np.mean([sess.run(None, {"image": x})[0].argmax() == y for x, y in zip(data["image"], data["labels"])]))
+
+
 def test_a_stage_with_too_little_dense_work_for_int8_runs_fp32(tmp_path, one_pi) -> None:
     """The quarter-width digits network is under edgec.backends.int8.MIN_INT8_MACS: its int8 candidate is the fp32
     plan, predicted as fp32, so no int8 plan is on the front."""

@@ -16,11 +16,15 @@ outputs are held to its variant's tolerance against the original's values:
 
 The plan as a whole is run on the calibration frames (each fp16 stage
 emulated) and its accuracy, top-1 against the labels or agreement of top-1
-with the original, must reach the floor the manifest records.
+with the original, must reach the floor the manifest records. With replicas,
+each way a frame can be dealt through the plan is run, and the accuracy is
+their mean weighted by the share of frames each takes, as the manifest
+predicts it.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -159,24 +163,40 @@ def check_accuracy(out: Path, manifest: Manifest, calibration: str | None) -> Ac
                          where=str(path or out))
     inputs = [_spec(t) for t in manifest.inputs]
     cal = load_calibration(path, inputs, manifest.outputs[0].shape[-1] if manifest.outputs[0].shape else None)
-    sessions = [(_run_variant(_stage_model(out, s), s.variant), s) for s in manifest.stages]
+    sessions = {s.name: _run_variant(_stage_model(out, s), s.variant) for s in manifest.stages}
     name = manifest.outputs[0].name
-    got, reference = [], []
-    ref_model = Path((record.get("reference_model") or {}).get("path") or manifest.source_model["path"])
-    ref_sess = variant_session(onnx.load(str(ref_model)), "fp32") if cal.labels is None else None
-    for i in range(cal.count):
-        env = cal.frame(i)
-        if ref_sess is not None:
-            reference.append(ref_sess.run([name], cal.frame(i))[0])
-        for sess, stage in sessions:
-            env.update(zip((o.name for o in stage.outputs),
-                           sess.run([o.name for o in stage.outputs], {t.name: env[t.name] for t in stage.inputs})))
-        got.append(env[name])
-    got_arr = np.stack(got)
-    result = score(np.stack(reference) if reference else got_arr, got_arr, cal.labels)
+    reference = None
+    if cal.labels is None:
+        ref_model = Path((record.get("reference_model") or {}).get("path") or manifest.source_model["path"])
+        ref_sess = variant_session(onnx.load(str(ref_model)), "fp32")
+        reference = np.stack([ref_sess.run([name], cal.frame(i))[0] for i in range(cal.count)])
+    accuracy = 0.0
+    for weight, stages in dealt_paths(manifest):  # a stream's accuracy: the dealing-weighted mean of its paths'
+        got = []
+        for i in range(cal.count):
+            env = cal.frame(i)
+            for stage in stages:
+                outs = [o.name for o in stage.outputs]
+                env.update(zip(outs, sessions[stage.name].run(outs, {t.name: env[t.name] for t in stage.inputs})))
+            got.append(env[name])
+        got_arr = np.stack(got)
+        accuracy += weight * score(got_arr if reference is None else reference, got_arr, cal.labels).accuracy
     floor = record.get("floor")
-    return AccuracyCheck(cal.metric, result.accuracy, floor if floor is not None else 0.0,
+    return AccuracyCheck(cal.metric, accuracy, floor if floor is not None else 0.0,
                          manifest.predicted.get("accuracy"), cal.count)
+
+
+def dealt_paths(manifest: Manifest) -> list[tuple[float, list[StageSpec]]]:
+    """Every way a frame can go through the plan, with the share of frames that go that way: a step of
+    replicas deals each frame to one of them by its weight, independently of the other steps (as the
+    variants pass predicts, edgec.passes.variants.replica_paths); every slice of a step of slices runs."""
+    steps: dict[int, list[StageSpec]] = {}
+    for k, stage in enumerate(manifest.stages):
+        steps.setdefault(stage.step if stage.step is not None else k, []).append(stage)
+    choices = [[(float(st.weight), [st]) for st in steps[i]] if steps[i][0].parallel == "replica"
+               else [(1.0, steps[i])] for i in sorted(steps)]
+    return [(float(np.prod([w for w, _ in combo])), [st for _, group in combo for st in group])
+            for combo in itertools.product(*choices)]
 
 
 def _spec(t) -> InputSpec:
