@@ -27,7 +27,8 @@ transport can beat. Both clusters name a profile of one core of
 this machine measured by `edgec profile`'s micro-benchmarks (~90 s the first
 time, then kept in the work folder, `--work`; `--profile FILE` names another),
 so the plan trades halo work and transfers against this machine's speeds. Each stage runs ONNX Runtime with one thread,
-one frame in flight at a time, median of `--frames` frames after a warm-up.
+one frame in flight at a time, median of `--frames` frames after a warm-up; the setups take one frame each in
+turn, so that the machine's slow spells (it is a shared VM) hit all of them alike.
 Beside it, in the same run, ONNX Runtime's own speed-up from one to two intra-op
 threads on the whole model (a bare session, no transport).
 
@@ -48,6 +49,7 @@ no split of one frame can beat it), all in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -208,27 +210,33 @@ def _transfer_free_ms(out: Path, n: int, warmup: int) -> float:
     return 1e3 * sum(steps.values())
 
 
-def _latencies(out: Path, frames: list, n: int, warmup: int) -> tuple[list[float], list]:
-    with LocalCluster(str(out)) as cluster:
-        driver = Driver(str(out), cluster.deployment, watch=cluster.problems, max_in_flight=1)
-        warm = driver.run(lambda k: frames[k % len(frames)], warmup)
-        assert warm.ok, warm.summary()
-        result = driver.run(lambda k: frames[k % len(frames)], n)
-    assert result.ok, result.summary()
-    return result.latencies_s, result.outputs
-
-
-def _ort_threads(model: Path, frames: list, n: int, warmup: int, threads: int) -> float:
-    sess = inference_session(str(model), {"intra_op_num_threads": threads})
-    name = sess.get_inputs()[0].name
-    for k in range(warmup):
-        sess.run(None, {name: frames[k % len(frames)][name]})
-    times = []
-    for k in range(n):
-        t0 = time.perf_counter()
-        sess.run(None, {name: frames[k % len(frames)][name]})
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _interleaved(outs: dict[str, Path], model: Path, frames: list, n: int, warmup: int
+                 ) -> tuple[dict[str, list[float]], dict[str, list]]:
+    """Per-frame latency (s) of every plan in `outs` run by `edgec run --local`'s machinery, and of the whole
+    model in bare ONNX Runtime sessions of 1 and 2 intra-op threads ("ort1", "ort2"); one frame of each in
+    turn, so that the machine's slow spells hit all of them alike. Also each plan's outputs."""
+    with contextlib.ExitStack() as stack:
+        drivers = {}
+        for tag, out in outs.items():
+            cluster = stack.enter_context(LocalCluster(str(out)))
+            drivers[tag] = Driver(str(out), cluster.deployment, watch=cluster.problems, max_in_flight=1)
+        sessions = {f"ort{t}": inference_session(str(model), {"intra_op_num_threads": t}) for t in (1, 2)}
+        lat: dict[str, list[float]] = {tag: [] for tag in [*outs, *sessions]}
+        got: dict[str, list] = {tag: [] for tag in outs}
+        for k in range(warmup + n):
+            frame = frames[k % len(frames)]
+            for tag, driver in drivers.items():
+                result = driver.run(lambda _: frame, 1)
+                assert result.ok, result.summary()
+                if k >= warmup:
+                    lat[tag].append(result.latencies_s[0])
+                    got[tag].append(result.outputs[0])
+            for tag, sess in sessions.items():
+                t0 = time.perf_counter()
+                sess.run(None, frame)
+                if k >= warmup:
+                    lat[tag].append(time.perf_counter() - t0)
+    return lat, got
 
 
 def measured(model: Path | None, n: int, warmup: int, profile: Path, console: Console) -> None:
@@ -248,12 +256,9 @@ def measured(model: Path | None, n: int, warmup: int, profile: Path, console: Co
             outs[tag], pred[tag] = result.out_dir, result.manifest.predicted["latency_ms"]
         plan = read_pipeline(str(outs["two"]))
         frames = random_frames(plan.inputs, 4, seed=0)
-        lat, got = {}, {}
-        for tag in setups:
-            lat[tag], got[tag] = _latencies(outs[tag], frames, n, warmup)
+        lat, got = _interleaved(outs, model, frames, n, warmup)
         bound = {tag: _transfer_free_ms(outs[tag], n, warmup) for tag in ("two", "board")}
-        ort1 = _ort_threads(model, frames, n, warmup, 1)
-        ort2 = _ort_threads(model, frames, n, warmup, 2)
+        ort1, ort2 = statistics.median(lat.pop("ort1")), statistics.median(lat.pop("ort2"))
         for tag in ("one1", "two", "board"):  # the sliced plans compute what the one-unit plan does
             for a, b in zip(got["one"], got[tag]):
                 for k, exp in a.items():
@@ -294,47 +299,35 @@ def _session_of(program, nodes: list, inputs: list, outputs: list):
     return sess, feeds
 
 
-def _median_ms(sess, feeds, n: int, warmup: int) -> float:
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
-def _at_once_ms(parts: list[tuple], steps: list[list[tuple]], tail: list[tuple], n: int, warmup: int) -> float:
-    """Median ms per frame: `parts` on core 0, then each step's two bands at once (cores 0 and 1, a barrier
+def _at_once_s(parts: list[tuple], steps: list[list[tuple]], tail: list[tuple]) -> float:
+    """Seconds for one frame: `parts` on core 0, then each step's two bands at once (cores 0 and 1, a barrier
     between steps), then `tail` on core 0."""
     barrier = threading.Barrier(2)
-    frames: list[float] = []
+    took: list[float] = []
 
     def work(core: int) -> None:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {core})
-        for k in range(warmup + n):
+        barrier.wait()
+        t0 = time.perf_counter()
+        for sess, feeds in parts if core == 0 else []:
+            sess.run(None, feeds)
+        for bands in steps:
             barrier.wait()
-            t0 = time.perf_counter()
-            for sess, feeds in parts if core == 0 else []:
-                sess.run(None, feeds)
-            for bands in steps:
-                barrier.wait()
-                sess, feeds = bands[core]
-                sess.run(None, feeds)
-            barrier.wait()
-            for sess, feeds in tail if core == 0 else []:
-                sess.run(None, feeds)
-            if core == 0 and k >= warmup:
-                frames.append(time.perf_counter() - t0)
+            sess, feeds = bands[core]
+            sess.run(None, feeds)
+        barrier.wait()
+        for sess, feeds in tail if core == 0 else []:
+            sess.run(None, feeds)
+        if core == 0:
+            took.append(time.perf_counter() - t0)
 
     threads = [threading.Thread(target=work, args=(c,)) for c in (0, 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return 1e3 * statistics.median(frames)
+    return took[0]
 
 
 def ceiling(model: Path | None, n: int, warmup: int, profile: Path, console: Console, min_rows: int = 4) -> None:
@@ -357,45 +350,62 @@ def ceiling(model: Path | None, n: int, warmup: int, profile: Path, console: Con
         whole = inference_session(str(model), {"intra_op_num_threads": 1})
         feeds = {i.name: np.random.default_rng(0).standard_normal([int(d) for d in i.shape]).astype(np.float32)
                  for i in whole.get_inputs()}
-        one = _median_ms(whole, feeds, n, warmup)
-        two = _median_ms(inference_session(str(model), {"intra_op_num_threads": 2}), feeds, n, warmup)
+        pair = inference_session(str(model), {"intra_op_num_threads": 2})
         other = inference_session(str(model), {"intra_op_num_threads": 1})
-        apart = _at_once_ms([], [[(whole, feeds), (other, feeds)]], [], n, warmup)
-        rows = []
+
+        def serial(runs: list[tuple]):
+            def go() -> float:
+                t0 = time.perf_counter()
+                for sess, f in runs:
+                    sess.run(None, f)
+                return time.perf_counter() - t0
+            return go
+
+        timers = {"ort1": serial([(whole, feeds)]), "ort2": serial([(pair, feeds)]),
+                  "apart": lambda: _at_once_s([], [[(whole, feeds), (other, feeds)]], [])}
+        counts = []
         for k in (1, 2, 4, 8, 16, 32):
             if k > len(cuts) - 1:
                 break
             picks = sorted({cuts[round(i * (len(cuts) - 1) / k)] for i in range(k + 1)})
-            steps, unsplit, banded = [], 0.0, 0.0
+            steps, unsplit = [], []
             for a, b in zip(picks[:-1], picks[1:]):
-                whole_step = _session_of(program, space.run_nodes(a, b), [live(a)], [live(b)])
-                unsplit += _median_ms(*whole_step, n, warmup)
+                unsplit.append(_session_of(program, space.run_nodes(a, b), [live(a)], [live(b)]))
                 graph = copy_graph(program.graph)
                 by_name = {nd.name: nd for nd in graph.nodes}
                 run = find_run(graph, [by_name[nd.name] for nd in space.run_nodes(a, b)])
                 rewrite = slice_run(graph, run, split_rows(run.height, [1, 1]), program.opset)
                 trial = replace(program, graph=graph)
-                bands = [_session_of(trial, nodes, [run.entry], [rewrite.merge.inputs[j]])
-                         for j, nodes in enumerate(rewrite.branches)]
-                banded += sum(_median_ms(*band, n, warmup) for band in bands)
-                steps.append(bands)
-            at_once = _at_once_ms(parts, steps, tails, n, warmup)
-            rows.append((len(steps), at_once, banded / unsplit))
-            console.print(f"  {len(steps)} steps: {at_once:.1f} ms", highlight=False)
+                steps.append([_session_of(trial, nodes, [run.entry], [rewrite.merge.inputs[j]])
+                              for j, nodes in enumerate(rewrite.branches)])
+            k = len(steps)
+            counts.append(k)
+            timers[f"at once {k}"] = lambda st=steps: _at_once_s(parts, st, tails)
+            timers[f"unsplit {k}"] = serial(unsplit)
+            timers[f"bands {k}"] = serial([band for bands in steps for band in bands])
+        took: dict[str, list[float]] = {name: [] for name in timers}
+        for r in range(warmup + n):  # one frame of each in turn: the machine's slow spells hit all alike
+            for name, timer in timers.items():
+                dt = timer()
+                if r >= warmup:
+                    took[name].append(dt)
+        ms = {name: 1e3 * statistics.median(v) for name, v in took.items()}
+    one, two, apart = ms["ort1"], ms["ort2"], ms["apart"]
     table = Table("steps of two bands", "ms / frame, bands at once", "speed-up vs 1 thread",
                   "two bands' time / unsplit step", title=f"{model.name}: the ceiling of row slicing on two cores "
-                  f"(no transport; median of {n} frames)")
-    for k, ms, ratio in rows:
-        table.add_row(str(k), f"{ms:.1f}", f"{one / ms:.2f}x", f"{ratio:.2f}")
+                  f"(no transport; median of {n} frames, each setup in turn)")
+    for k in counts:
+        table.add_row(str(k), f"{ms[f'at once {k}']:.1f}", f"{one / ms[f'at once {k}']:.2f}x",
+                      f"{ms[f'bands {k}'] / ms[f'unsplit {k}']:.2f}")
     table.add_row("ONNX Runtime whole model, 1 -> 2 intra-op threads", f"{one:.1f} -> {two:.1f}", f"{one / two:.2f}x",
                   "")
     table.add_row("two cores' capacity: two whole-model frames at once (one per core)", f"{apart:.1f} for 2",
                   f"{2 * one / apart:.2f}x", "")
     console.print(table)
-    best = min(rows, key=lambda r: r[1])
-    console.print(f"row slicing at best: {one / best[1]:.2f}x with {best[0]} steps (target >= 1.5x); ONNX Runtime "
-                  f"1 -> 2 threads: {one / two:.2f}x; two frames at once on the two cores: {2 * one / apart:.2f}x the "
-                  f"frames of one core", highlight=False)
+    best = min(counts, key=lambda k: ms[f"at once {k}"])
+    console.print(f"row slicing at best: {one / ms[f'at once {best}']:.2f}x with {best} steps (target >= 1.5x); ONNX "
+                  f"Runtime 1 -> 2 threads: {one / two:.2f}x; two frames at once on the two cores: {2 * one / apart:.2f}x "
+                  f"the frames of one core", highlight=False)
 
 
 def main() -> None:

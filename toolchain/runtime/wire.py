@@ -31,6 +31,7 @@ DTYPES = frozenset(["bool", "int8", "int16", "int32", "int64", "uint8", "uint16"
                     "float16", "float32", "float64"])
 MAX_HEADER_BYTES = limits.MAX_HEADER_BYTES
 
+_DTYPE_NAMES = {np.dtype(n): n for n in DTYPES}  # numpy's dtype.name is slow to compute, per message
 # name -> (dtype name, shape)
 Expect = Mapping[str, Tuple[str, Sequence[int]]]
 
@@ -72,9 +73,11 @@ def encode(kind: str, run: str, seq: int, tensors: Sequence[Tuple[str, np.ndarra
     buffers: List[Any] = []
     for name, arr in tensors:
         arr = contiguous(arr)
-        if arr.dtype.name not in DTYPES:
-            raise WireError(f"tensor '{name}': dtype {arr.dtype.name} cannot be sent")
-        specs.append({"name": name, "dtype": arr.dtype.name, "shape": [int(d) for d in arr.shape]})
+        dtype = _DTYPE_NAMES.get(arr.dtype)
+        if dtype is None:
+            raise WireError(f"tensor '{name}': dtype {arr.dtype.str} cannot be sent (native byte order: "
+                            f"{', '.join(sorted(DTYPES))})")
+        specs.append({"name": name, "dtype": dtype, "shape": [int(d) for d in arr.shape]})
         buffers.append(memoryview(arr.reshape(-1).view(np.uint8)))
     header = {"v": VERSION, "kind": kind, "run": run, "seq": int(seq), "tensors": specs}
     header.update(extra)
@@ -157,7 +160,7 @@ def decode(frames: Sequence[Any], expect: Optional[Expect] = None, max_bytes: Op
             raise WireError("tensor names are not what the stage expects: " + "; ".join(parts), seq, run)
         for name, (dtype, shape) in expect.items():
             arr = tensors[name]
-            if arr.dtype.name != dtype or list(arr.shape) != list(shape):
+            if _DTYPE_NAMES.get(arr.dtype) != dtype or list(arr.shape) != list(shape):
                 raise WireError(f"tensor '{name}' is {arr.dtype.name}{list(arr.shape)}, the stage expects "
                                 f"{dtype}{list(shape)}", seq, run)
     return Message(kind, run, seq, tensors, header)
