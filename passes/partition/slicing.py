@@ -1,29 +1,16 @@
 """Materialise a spatial split: a run of row-local nodes becomes one branch per band of output rows,
 and a Concat along the rows that merges them.
 
-Each branch is the run again on fewer rows, in one of two forms:
-
-- *full height* (the default): the branch's first node crops the run's input
-  to the rows it reads (its band plus the halo the run's windows need, from
-  :mod:`edgec.passes.partition.halo`, its start rounded down to the product of
-  the strides on the way, so every window sits where the original's does);
-  then every node runs as it is, its pads included. A pad at an inner edge
-  makes a few rows there wrong; they are tracked, stay inside the halo, and
-  one Slice at the end keeps the band. No tensor is cropped in between, so a
-  residual Add still meets its Conv, and ONNX Runtime still fuses them and
-  keeps its blocked (NCHWc) layout through the run: cropped branches ran at
-  ~78% of the unsplit run's time for half its rows, full-height ones ~55%
-  (ResNet-50's blocks, one thread, this machine; `benchmarks/spatial.py
-  --ceiling` measures what slices give);
-- *cropped* (where full height cannot be exact, or asked for): each windowed
-  op keeps its original pads at a true image border and gets none at an inner
-  edge, so no pad is applied twice; where a tensor holds more rows than one of
-  its readers needs, a Slice crops it for that reader.
-
-Every branch computes exactly its band of the run's output, and the Concat
-puts the bands together under the output's original name: the rewritten
-graph is an ONNX model that computes what the original does, node for node
-outside the run, so sub-models cut from it chain like any others.
+Each branch is the run again on fewer rows. Its first nodes crop the run's input
+to the rows it reads (its band plus the halo the run's windows need, from
+:mod:`edgec.passes.partition.halo`); each windowed op keeps its original pads at
+a true image border and gets none at an inner edge, so no pad is applied
+twice; where a tensor holds more rows than one of its readers needs (two
+readers with different windows), a Slice crops it for that reader. Every
+branch computes exactly its band of the run's output, and the Concat puts
+the bands together under the output's original name: the rewritten graph is
+an ONNX model that computes what the original does, node for node outside
+the run, so sub-models cut from it chain like any others.
 """
 
 from __future__ import annotations
@@ -111,12 +98,10 @@ def find_run(graph: gs.Graph, nodes: Sequence[gs.Node]) -> Run | str:
     return Run(tuple(nodes), next(iter(entries.values())), next(iter(exits.values())))
 
 
-def slice_run(graph: gs.Graph, run: Run, bands: Sequence[Rows], opset: int, full_height: bool = True
-              ) -> SpatialRewrite:
+def slice_run(graph: gs.Graph, run: Run, bands: Sequence[Rows], opset: int) -> SpatialRewrite:
     """Replace `run` in `graph` by one branch per band of its exit's rows and a Concat that merges them.
 
     The bands must cover the exit's rows in order. Node names get a ``__s<k>`` suffix per branch.
-    `full_height` False crops every branch's tensors to the rows needed (see the module's docstring).
     """
     height = run.height
     if not bands or bands[0][0] != 0 or bands[-1][1] != height or any(
@@ -129,8 +114,7 @@ def slice_run(graph: gs.Graph, run: Run, bands: Sequence[Rows], opset: int, full
     outs: list[gs.Variable] = []
     needs: list[dict[str, Rows]] = []
     for k, band in enumerate(bands):
-        made = _full_height_branch(run, band, k, opset) if full_height else None
-        nodes, out, need = made if made is not None else _branch(run, band, k, opset)
+        nodes, out, need = _branch(run, band, k, opset)
         reads = need[run.entry.name]
         needs.append(need)
         branches.append(nodes)
@@ -210,122 +194,6 @@ def _branch(run: Run, band: Rows, k: int, opset: int) -> tuple[list[gs.Node], gs
                              domain=node.domain))
         held[out.name] = (made, band_out)
     return nodes, rows_of(run.exit, tuple(band)), need
-
-
-def _full_height_branch(run: Run, band: Rows, k: int, opset: int
-                        ) -> tuple[list[gs.Node], gs.Variable, dict[str, Rows]] | None:
-    """The full-height branch computing rows `band` of the run's exit (nodes, exit tensor, rows of each of
-    the run's tensors it computes); None where it cannot be exact: a window whose input would not start on
-    its stride, or a band the wrong rows reach after a few wider tries."""
-    need = needed_rows(run.nodes, {run.exit.name: tuple(band)})
-    align = _stride_product(run)
-    if align is None:
-        return None
-    height = int(run.entry.shape[2])
-    lo, hi = need[run.entry.name]
-    lo = lo // align * align
-    for _ in range(4):
-        made = _try_full_height(run, need, (lo, hi), band, k, opset)
-        if made is not None:
-            return made
-        if (lo, hi) == (0, height):
-            return None
-        lo, hi = max(0, lo - align), min(height, hi + align)
-    return None
-
-
-def _stride_product(run: Run) -> int | None:
-    """The product of the row strides from the run's entry to its deepest tensor (None if two paths into a
-    node disagree): a start row that is a multiple of it keeps every window where the original puts it."""
-    scale = {run.entry.name: 1}
-    for node in run.nodes:
-        ins = {scale.get(t.name) for t in node.inputs if t.name and not isinstance(t, gs.Constant)}
-        if len(ins) != 1 or None in ins:
-            return None
-        (s,) = ins
-        scale[node.outputs[0].name] = s * (window(node).stride if node.op in WINDOWED else 1)
-    return max(scale.values())
-
-
-def _out_rows(node: gs.Node, rows: int) -> int:
-    """Rows a windowed node makes from `rows` input rows, its own pads and ceil_mode kept (ONNX's formula)."""
-    w = window(node)
-    span = rows + w.pad_top + w.pad_bottom - w.extent
-    if span < 0:
-        return 0
-    ceil = node.op != "Conv" and int(node.attrs.get("ceil_mode", 0)) == 1
-    return (-(-span // w.stride) if ceil else span // w.stride) + 1
-
-
-def _try_full_height(run: Run, need: dict[str, Rows], reads: Rows, band: Rows, k: int, opset: int
-                     ) -> tuple[list[gs.Node], gs.Variable, dict[str, Rows]] | None:
-    suffix = f"__s{k}"
-    nodes: list[gs.Node] = []
-    entry = run.entry
-    height = int(entry.shape[2])
-    INF = 1 << 40
-    # name -> (branch tensor, rows it holds [original rows], rows of it that are exact)
-    held: dict[str, tuple[gs.Variable, Rows, Rows]] = {}
-    if reads == (0, height):
-        held[entry.name] = (entry, reads, reads)
-    else:
-        crop = _like(entry, f"{entry.name}{suffix}_r{reads[0]}_{reads[1]}", reads[1] - reads[0])
-        nodes.append(_slice_rows(entry, crop, reads[0], reads[1], opset))
-        held[entry.name] = (crop, reads, reads)
-
-    def crop_to(name: str, rows: Rows) -> gs.Variable:
-        tensor, have, exact = held[name]
-        if have == rows:
-            return tensor
-        made = _like(tensor, f"{name}{suffix}_r{rows[0]}_{rows[1]}", rows[1] - rows[0])
-        nodes.append(_slice_rows(tensor, made, rows[0] - have[0], rows[1] - have[0], opset))
-        return made
-
-    for node in run.nodes:
-        out = node.outputs[0]
-        if out.name not in need:
-            continue
-        variables = [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)]
-        if node.op in WINDOWED:
-            source, have, exact = held[variables[0].name]
-            w = window(node)
-            h_in = int(node.inputs[0].shape[2])
-            if have[0] % w.stride:
-                return None
-            count = _out_rows(node, have[1] - have[0])
-            if count <= 0:
-                return None
-            start = have[0] // w.stride
-            rows = (start, start + count)
-            ok_lo = exact[0] if exact[0] > 0 else -INF  # a true border's pad is the original's
-            ok_hi = exact[1] if exact[1] < h_in else INF
-            first = -(-(ok_lo + w.pad_top) // w.stride) if ok_lo > -INF else rows[0]
-            last = (ok_hi + w.pad_top - w.extent) // w.stride + 1 if ok_hi < INF else rows[1]
-            good = (max(rows[0], first), min(rows[1], last))
-            attrs = dict(node.attrs)
-            auto_pad = attrs.get("auto_pad", "NOTSET")
-            if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
-                attrs["auto_pad"] = "NOTSET"  # SAME_* pads depend on the input's height: keep the original's
-                attrs["pads"] = _explicit_pads(node)
-            inputs = [source] + list(node.inputs[1:])
-        else:
-            spans = [held[t.name][1] for t in variables]
-            rows = (max(r[0] for r in spans), min(r[1] for r in spans))
-            if rows[0] >= rows[1]:
-                return None
-            good = (max([rows[0]] + [held[t.name][2][0] for t in variables]),
-                    min([rows[1]] + [held[t.name][2][1] for t in variables]))
-            attrs = dict(node.attrs)
-            inputs = [t if (not t.name or isinstance(t, gs.Constant)) else crop_to(t.name, rows) for t in node.inputs]
-        made = _like(out, out.name + suffix, rows[1] - rows[0])
-        nodes.append(gs.Node(node.op, name=node.name + suffix, attrs=attrs, inputs=inputs, outputs=[made],
-                             domain=node.domain))
-        held[out.name] = (made, rows, (good[0], max(good[0], good[1])))
-    _, rows, good = held[run.exit.name]
-    if not (good[0] <= band[0] and band[1] <= good[1]):
-        return None
-    last = crop_to(run.exit.name, tuple(band))
-    return nodes, last, {name: h[1] for name, h in held.items()}
 
 
 def _explicit_pads(node: gs.Node) -> list[int]:

@@ -39,8 +39,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     return sess.run(None, {sess.get_inputs()[0].name: x})
 
 
-def _split_and_compare(model: onnx.ModelProto, bands_or_shares, *, nodes=None, seed: int = 0,
-                       full_height: bool = True) -> dict:
+def _split_and_compare(model: onnx.ModelProto, bands_or_shares, *, nodes=None, seed: int = 0) -> dict:
     """Split the run (all nodes unless given by name) into bands; outputs equal the unsplit model's."""
     graph = gs.import_onnx(model)
     opset = {o.domain: o.version for o in model.opset_import}[""]
@@ -48,7 +47,7 @@ def _split_and_compare(model: onnx.ModelProto, bands_or_shares, *, nodes=None, s
     run = find_run(graph, chosen)
     assert not isinstance(run, str), run
     bands = bands_or_shares if isinstance(bands_or_shares[0], tuple) else split_rows(run.height, bands_or_shares)
-    rewrite = slice_run(graph, run, bands, opset, full_height=full_height)
+    rewrite = slice_run(graph, run, bands, opset)
     split = gs.export_onnx(graph)
     split.opset_import[0].version = opset
     onnx.checker.check_model(split, full_check=True)
@@ -121,10 +120,9 @@ g (float[1,2,17,17] x) => (float[1,2,8,8] y) <float[2,2,3,3] w>
 @pytest.mark.parametrize("text", [STRIDED, ASYM, BRANCHES, AVG_CEIL], ids=["stride-dilation-ceil", "asym-same-group",
                                                                           "branch-concat", "avgpool-ceil"])
 @pytest.mark.parametrize("shares", [[1, 1], [3, 1, 2], [1] * 5])
-@pytest.mark.parametrize("full_height", [True, False], ids=["full-height", "cropped"])
-def test_hand_written_graphs_split_exactly(text, shares, full_height):
+def test_hand_written_graphs_split_exactly(text, shares):
     model = _model(text)
-    result = _split_and_compare(model, shares, full_height=full_height)
+    result = _split_and_compare(model, shares)
     rows = result["rewrite"].rows
     assert [r.out for r in rows] == split_rows(rows[-1].out[1], shares)
     rewrite = result["rewrite"]
@@ -155,43 +153,15 @@ def test_halo_rows_of_a_3x3_stack():
     }
     """
     model = _model(text)
-    for full_height in (True, False):
-        result = _split_and_compare(model, [(0, 4), (4, 8), (8, 12)], full_height=full_height)
-        rows = result["rewrite"].rows
-        assert [r.reads for r in rows] == [(0, 6), (2, 10), (6, 12)]
-        assert [r.halo for r in rows] == [(0, 2), (2, 2), (2, 0)]
-        pads = {n.name: [list(a.ints) for a in n.attribute if a.name == "pads"][0]
-                for n in result["split"].graph.node if n.op_type == "Conv"}
-        crops = [n.name for n in result["split"].graph.node if n.op_type == "Slice"]
-        if full_height:  # every conv as it was; the middle band computes 8 and 6 rows, and keeps 4 at the end
-            assert all(p == [1, 1, 1, 1] for p in pads.values())
-            assert rows[1].flops == pytest.approx(result["rewrite"].flops_unsplit * (8 + 8) / (12 + 12))
-            assert len(crops) == 3 + 3  # each branch: its input's rows, then its band of the output
-        else:  # the middle branch pads no row above or below; the outer ones keep the image border's pad
-            assert pads["Conv_0__s1"] == [0, 1, 0, 1] and pads["Conv_1__s1"] == [0, 1, 0, 1]
-            assert pads["Conv_0__s0"] == [1, 1, 0, 1] and pads["Conv_1__s2"] == [0, 1, 1, 1]
-
-
-def test_a_full_height_branch_keeps_the_residual_path_whole():
-    """A residual block (3x3 conv, Add of its input): the cropped form crops the skip path to the conv's rows,
-    the full-height form never crops between its first and last node."""
-    text = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    g (float[1,2,16,4] x) => (float[1,2,16,4] y) <float[2,2,3,3] w>
-    {
-        a = Relu(x)
-        c = Conv<pads=[1,1,1,1]>(a, w)
-        s = Add(c, a)
-        y = Relu(s)
-    }
-    """
-    model = _model(text)
-    for full_height, inner in ((True, 0), (False, 1)):
-        split = _split_and_compare(model, [1, 1], full_height=full_height)["split"]
-        adds = {n.output[0]: n for n in split.graph.node}
-        slices_feeding_add = [n for n in split.graph.node if n.op_type == "Slice"
-                              and any(n.output[0] in a.input for a in adds.values() if a.op_type == "Add")]
-        assert len(slices_feeding_add) == inner * 2, full_height
+    result = _split_and_compare(model, [(0, 4), (4, 8), (8, 12)])
+    rows = result["rewrite"].rows
+    assert [r.reads for r in rows] == [(0, 6), (2, 10), (6, 12)]
+    assert [r.halo for r in rows] == [(0, 2), (2, 2), (2, 0)]
+    # the middle branch pads no row above or below; the outer ones keep the image border's pad
+    pads = {n.name: [list(a.ints) for a in n.attribute if a.name == "pads"][0]
+            for n in result["split"].graph.node if n.op_type == "Conv"}
+    assert pads["Conv_0__s1"] == [0, 1, 0, 1] and pads["Conv_1__s1"] == [0, 1, 0, 1]
+    assert pads["Conv_0__s0"] == [1, 1, 0, 1] and pads["Conv_1__s2"] == [0, 1, 1, 1]
 
 
 def test_window_arithmetic():
@@ -232,14 +202,13 @@ def test_not_a_run():
 @given(st.integers(6, 30), st.data())
 def test_hypothesis_conv_stacks(height, data):
     lines, inits, last, shares = data.draw(_stack(height))
-    full_height = data.draw(st.booleans())
     decl = f" <{', '.join(inits)}>" if inits else ""
     text = (f'<ir_version: 8, opset_import: ["" : 17]>\ng (float[1,2,{height},3] x) => (float[1,2,?,3] {last})'
             f'{decl}\n{{\n' + "\n".join(lines) + "\n}\n")
     model = _model(text)
     out_h = model.graph.output[0].type.tensor_type.shape.dim[2].dim_value
     shares = shares[:out_h]
-    _split_and_compare(model, shares, full_height=full_height)
+    _split_and_compare(model, shares)
 
 
 def _stack(height: int):
