@@ -121,3 +121,13 @@ def _edit_tensor(raw: bytes, i: int, **changes) -> bytes:
     header = json.loads(raw)
     header["tensors"][i].update(changes)
     return json.dumps(header).encode()
+
+
+def test_a_tensor_in_foreign_byte_order_or_an_unsent_dtype_is_refused_by_name():
+    """The receiver reads buffers in its own byte order: a big-endian array would arrive as other numbers."""
+    with pytest.raises(wire.WireError, match="tensor 'x': dtype >f4 cannot be sent"):
+        wire.encode("data", "r1", 0, [("x", np.zeros(3, dtype=">f4"))])
+    with pytest.raises(wire.WireError, match="tensor 'c': dtype <c8 cannot be sent"):
+        wire.encode("data", "r1", 0, [("c", np.zeros(3, dtype=np.complex64))])
+    frames = wire.encode("data", "r1", 0, [("x", np.zeros(3, dtype="<f4"))])
+    assert json.loads(bytes(frames[0]))["tensors"][0]["dtype"] == "float32"
