@@ -194,3 +194,15 @@ def test_a_residual_add_after_a_fused_hardswish_runs_apart(tmp_path):
     model.graph.node.append(helper.make_node("Add", ["h", "x"], ["s"], name="residual"))
     model.graph.node.append(helper.make_node("Conv", ["s", "w", "b"], ["y"], name="conv2", pads=[1, 1, 1, 1]))
     assert _charged(model, residual=True) == _blocked_kernels(model, tmp_path) == ["Conv", "Add", "Conv"]
+
+
+@needs_nchwc
+@pytest.mark.parametrize("activation", ["relu", "relu6", "leaky"])
+def test_a_residual_add_after_a_fused_activation_runs_apart(activation, tmp_path):
+    """Conv -> Relu -> Add(x): the blocked kernel computes act(conv + sum), so an Add after the activation
+    cannot join; it stays a node of its own, as ONNX Runtime runs it."""
+    model = model_of(activation)
+    model.graph.node[-1].output[0] = "h"
+    model.graph.node.append(helper.make_node("Add", ["h", "x"], ["s"], name="residual"))
+    model.graph.node.append(helper.make_node("Conv", ["s", "w", "b"], ["y"], name="conv2", pads=[1, 1, 1, 1]))
+    assert _charged(model, residual=True) == _blocked_kernels(model, tmp_path) == ["Conv", "Add", "Conv"]

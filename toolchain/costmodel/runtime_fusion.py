@@ -9,9 +9,10 @@ ARM CPU unit and what `edgec profile` measures), as its optimised graph shows
   BatchNormalization and constant Mul/Add/Sub/Div fold into their weights. A
   residual Add/Sum joins a Conv only on the blocked-layout (NCHWc) path
   (`residual=True`, for a profile with a ``layout_block``; not grouped convs,
-  never a Gemm or MatMul): elsewhere ONNX Runtime runs the Add, and the
-  activation after it, apart. An activation fuses only when the producer's
-  output has no other reader.
+  never a Gemm or MatMul), and only before the conv's activation and its
+  first residual (``act(conv + x)``: an Add after a fused Relu runs apart);
+  elsewhere ONNX Runtime runs the Add, and the activation after it, apart.
+  An activation fuses only when the producer's output has no other reader.
 - SiLU, ``Mul(x, Sigmoid(x))``, becomes one elementwise pass (QuickGelu): the
   Mul is free, the Sigmoid costs one pass. HardSwish as exporters write it,
   ``Mul(x, HardSigmoid(x))``, joins a Conv's kernel on the blocked-layout
@@ -54,6 +55,7 @@ _ORT_EPILOGUES = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid
                             "BatchNormalization", "Add", "Sum", "Mul", "Sub", "Div"})
 _NCHWC_CONVS = frozenset({"Conv", "FusedConv"})  # what ONNX Runtime's NCHWc path runs blocked, with a residual
 _CONST_ONLY = frozenset({"Mul", "Sub", "Div"})  # ONNX Runtime folds these only with a constant operand
+_FOLDS = frozenset({"Add", "Sum", "Mul", "Sub", "Div"})  # with a constant operand: folded into the weights
 _POINTWISE = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
                         "Softplus", "Softsign", "Mish", "Gelu", "Erf", "PRelu", "BatchNormalization", "Add", "Sum",
                         "Mul", "Sub", "Div", "Pow", "Sqrt", "Abs", "Neg", "Exp", "Reciprocal", "Max", "Min"})
@@ -115,7 +117,10 @@ def _onnxruntime(nodes: list[gs.Node], residual: bool) -> set[str]:
                     and len(t.outputs) == 1 and len(variables) <= 2
                     and (len(variables) == 1 or absorbing[id(producer)])):
                 fused.add(node.name)
-                absorbing[id(node)] = absorbing[id(producer)]
+                # weights folds (BN, a constant operand) keep the conv open to a residual; an activation or a
+                # residual Add closes it: the NCHWc kernel computes act(conv + sum), one sum, then one act
+                absorbing[id(node)] = absorbing[id(producer)] and (
+                    node.op == "BatchNormalization" or (node.op in _FOLDS and len(variables) == 1))
                 break
     return fused
 
