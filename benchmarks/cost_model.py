@@ -71,7 +71,7 @@ import onnx
 from onnx import numpy_helper
 
 import edgec
-from edgec.costmodel.microbench import random_feeds, time_session, wait_until_idle
+from edgec.costmodel.timing import random_feeds, time_session, wait_until_idle
 from edgec.costmodel.profile import load_profile
 from edgec.costmodel.profiler import write_profile
 from edgec.runtime.pipeline import read_pipeline

@@ -363,7 +363,7 @@ def test_a_weight_streaming_gemv_sets_the_bandwidth_not_the_gemm_efficiency():
 def test_one_thread_timing_counts_cpu_time_not_time_given_to_others():
     import time
 
-    from edgec.costmodel.microbench import time_session
+    from edgec.costmodel.timing import time_session
 
     class Waiting:  # a run that spends its time off the CPU, as one preempted by other processes does
         def run(self, outputs, feeds):

@@ -219,7 +219,8 @@ def test_fit_profile_records_the_block():
 
 @pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime runs no blocked layout on this machine")
 def test_conversion_benches_run_and_convert_twice_per_step():
-    from edgec.costmodel.microbench import _sum_work, layout_benches, random_feeds, session
+    from edgec.costmodel.microbench import _sum_work, layout_benches
+    from edgec.costmodel.timing import random_feeds, session
 
     for bench in layout_benches():
         assert _sum_work(bench.build(1))[2] > 0  # bytes counted: the chain's tensors have shapes
