@@ -40,7 +40,9 @@ gets the step's whole input, as at run time. The two bands of every step run at
 once, on two threads pinned to cores 0 and 1 (one ONNX Runtime thread each), a
 barrier between steps, no transport; what precedes and follows the run runs on
 core 0. Beside it: the unsplit step's time against its two bands' (how much
-work the halos and the smaller tensors add), ONNX Runtime's 1 -> 2 thread
+work the halos and the smaller tensors add), the whole model cut into the same
+k steps plus what precedes and follows them, unsplit, on one core (what each cut
+into another session costs), ONNX Runtime's 1 -> 2 thread
 speed-up, and the two cores' capacity: two whole-model frames run at once, one
 per core, against one frame alone (2.00x if the cores do not slow each other;
 no split of one frame can beat it), all in the same run.
@@ -68,6 +70,7 @@ import edgec
 from edgec.api import analyze
 from edgec.costmodel.energy import ActiveStage, plan_energy_mj
 from edgec.costmodel.profiler import write_profile
+from edgec.costmodel.timing import random_feeds
 from edgec.costmodel.transfer import transfer_ms
 from edgec.ir import tensor_nbytes
 from edgec.passes.partition.halo import split_rows
@@ -193,21 +196,22 @@ def _transfer_free_ms(out: Path, n: int, warmup: int) -> float:
     """The sum over the plan's steps of its slowest stage, each sub-model timed alone (one thread)."""
     from edgec.manifest import read_manifest
 
-    steps: dict = {}
-    for stage in read_manifest(str(out)).stages:
-        sess = inference_session(str(out / stage.model), {"intra_op_num_threads": 1})
-        rng = np.random.default_rng(0)
-        feeds = {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in sess.get_inputs()}
-        for _ in range(warmup):
-            sess.run(None, feeds)
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            sess.run(None, feeds)
-            times.append(time.perf_counter() - t0)
-        key = stage.step if stage.step is not None else stage.name
-        steps[key] = max(steps.get(key, 0.0), statistics.median(times))
-    return 1e3 * sum(steps.values())
+    slowest = []
+    for step in read_manifest(str(out)).steps():
+        medians = []
+        for stage in step:
+            sess = inference_session(str(out / stage.model), {"intra_op_num_threads": 1})
+            feeds = random_feeds(sess)
+            for _ in range(warmup):
+                sess.run(None, feeds)
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                sess.run(None, feeds)
+                times.append(time.perf_counter() - t0)
+            medians.append(statistics.median(times))
+        slowest.append(max(medians))
+    return 1e3 * sum(slowest)
 
 
 def _interleaved(outs: dict[str, Path], model: Path, frames: list, n: int, warmup: int
@@ -294,9 +298,7 @@ def _session_of(program, nodes: list, inputs: list, outputs: list):
     graph = gs.Graph(nodes=list(nodes), inputs=list(inputs), outputs=list(outputs), opset=program.graph.opset)
     model = replace(program, graph=graph).to_onnx()
     sess = inference_session(model.SerializeToString(), {"intra_op_num_threads": 1})
-    rng = np.random.default_rng(0)
-    feeds = {i.name: rng.standard_normal([int(d) for d in i.shape]).astype(np.float32) for i in sess.get_inputs()}
-    return sess, feeds
+    return sess, random_feeds(sess)
 
 
 def _at_once_s(parts: list[tuple], steps: list[list[tuple]], tail: list[tuple]) -> float:
@@ -348,8 +350,7 @@ def ceiling(model: Path | None, n: int, warmup: int, profile: Path, console: Con
         tail = _session_of(program, space.run_nodes(b0, len(space.order)), [live(b0)], list(program.graph.outputs))
         parts, tails = ([head] if head else []), [tail]
         whole = inference_session(str(model), {"intra_op_num_threads": 1})
-        feeds = {i.name: np.random.default_rng(0).standard_normal([int(d) for d in i.shape]).astype(np.float32)
-                 for i in whole.get_inputs()}
+        feeds = random_feeds(whole)
         pair = inference_session(str(model), {"intra_op_num_threads": 2})
         other = inference_session(str(model), {"intra_op_num_threads": 1})
 
@@ -362,7 +363,8 @@ def ceiling(model: Path | None, n: int, warmup: int, profile: Path, console: Con
             return go
 
         timers = {"ort1": serial([(whole, feeds)]), "ort2": serial([(pair, feeds)]),
-                  "apart": lambda: _at_once_s([], [[(whole, feeds), (other, feeds)]], [])}
+                  "apart": lambda: _at_once_s([], [[(whole, feeds), (other, feeds)]], []),
+                  "around": serial(parts + tails)}
         counts = []
         for k in (1, 2, 4, 8, 16, 32):
             if k > len(cuts) - 1:
@@ -392,15 +394,16 @@ def ceiling(model: Path | None, n: int, warmup: int, profile: Path, console: Con
         ms = {name: 1e3 * statistics.median(v) for name, v in took.items()}
     one, two, apart = ms["ort1"], ms["ort2"], ms["apart"]
     table = Table("steps of two bands", "ms / frame, bands at once", "speed-up vs 1 thread",
-                  "two bands' time / unsplit step", title=f"{model.name}: the ceiling of row slicing on two cores "
+                  "two bands' time / unsplit step", "unsplit, cut into k+2 sessions: ms (per cut)", title=f"{model.name}: the ceiling of row slicing on two cores "
                   f"(no transport; median of {n} frames, each setup in turn)")
     for k in counts:
+        cut = ms[f"unsplit {k}"] + ms["around"]
         table.add_row(str(k), f"{ms[f'at once {k}']:.1f}", f"{one / ms[f'at once {k}']:.2f}x",
-                      f"{ms[f'bands {k}'] / ms[f'unsplit {k}']:.2f}")
+                      f"{ms[f'bands {k}'] / ms[f'unsplit {k}']:.2f}", f"{cut:.1f} ({(cut - one) / (k + 1):+.2f})")
     table.add_row("ONNX Runtime whole model, 1 -> 2 intra-op threads", f"{one:.1f} -> {two:.1f}", f"{one / two:.2f}x",
-                  "")
+                  "", "")
     table.add_row("two cores' capacity: two whole-model frames at once (one per core)", f"{apart:.1f} for 2",
-                  f"{2 * one / apart:.2f}x", "")
+                  f"{2 * one / apart:.2f}x", "", "")
     console.print(table)
     best = min(counts, key=lambda k: ms[f"at once {k}"])
     console.print(f"row slicing at best: {one / ms[f'at once {best}']:.2f}x with {best} steps (target >= 1.5x); ONNX "

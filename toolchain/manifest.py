@@ -108,6 +108,13 @@ class Manifest:
             t["from"], t["to"] = t.pop("src"), t.pop("dst")
         return data
 
+    def steps(self) -> List[List[StageSpec]]:
+        """The stages grouped by step, in step order (a stage without a step is a step of its own)."""
+        steps: Dict[int, List[StageSpec]] = {}
+        for k, stage in enumerate(self.stages):
+            steps.setdefault(stage.step if stage.step is not None else k, []).append(stage)
+        return [steps[i] for i in sorted(steps)]
+
     def write(self, path: PathLike) -> None:
         with open(os.fspath(path), "w", encoding="utf-8") as f:
             f.write(json.dumps(self.to_json(), indent=2) + "\n")

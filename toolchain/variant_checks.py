@@ -190,11 +190,8 @@ def dealt_paths(manifest: Manifest) -> list[tuple[float, list[StageSpec]]]:
     """Every way a frame can go through the plan, with the share of frames that go that way: a step of
     replicas deals each frame to one of them by its weight, independently of the other steps (as the
     variants pass predicts, edgec.passes.variants.replica_paths); every slice of a step of slices runs."""
-    steps: dict[int, list[StageSpec]] = {}
-    for k, stage in enumerate(manifest.stages):
-        steps.setdefault(stage.step if stage.step is not None else k, []).append(stage)
-    choices = [[(float(st.weight), [st]) for st in steps[i]] if steps[i][0].parallel == "replica"
-               else [(1.0, steps[i])] for i in sorted(steps)]
+    choices = [[(float(st.weight), [st]) for st in step] if step[0].parallel == "replica" else [(1.0, step)]
+               for step in manifest.steps()]
     return [(float(np.prod([w for w, _ in combo])), [st for _, group in combo for st in group])
             for combo in itertools.product(*choices)]
 

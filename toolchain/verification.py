@@ -189,10 +189,8 @@ def chain_paths(manifest: Manifest) -> list[tuple[str, list[StageSpec]]]:
     """The ways through the plan that together run every stage once: the first copy of each replicated step,
     then, for each other replica, the same with that replica in its step's place (slices of a step all run).
     Each with a label naming the replica it adds ('' for the first)."""
-    steps: dict[int, list[StageSpec]] = {}
-    for k, stage in enumerate(manifest.stages):
-        steps.setdefault(stage.step if stage.step is not None else k, []).append(stage)
-    order = sorted(steps)
+    steps = manifest.steps()
+    order = range(len(steps))
     chosen = {i: ([steps[i][0]] if steps[i][0].parallel == "replica" else steps[i]) for i in order}
     paths = [("", [st for i in order for st in chosen[i]])]
     for i in order:

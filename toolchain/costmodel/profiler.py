@@ -47,6 +47,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from edgec.costmodel.work import OP_CLASSES
 from edgec.costmodel.microbench import (Bench, BenchResult, bench_result, default_benches, layout_benches,
                                         nchwc_block_size, overhead_bench, plain_benches, run_benches)
@@ -169,11 +171,9 @@ def fit_im2col(results: Sequence[BenchResult], fitted: UnitProfile) -> tuple[flo
     rows = [(2 * r.work.column_bytes / 1e6, float(r.work.groups), r.ms - fitted.node_ms(r.work))
             for r in results if r.work.column_bytes > 0 and r.work.groups > 1]
     if len({round(x / g, 6) for x, g, _ in rows}) >= 2:
-        sxx, sxg, sgg = (sum(x * x for x, _, _ in rows), sum(x * g for x, g, _ in rows),
-                         sum(g * g for _, g, _ in rows))
-        sxr, sgr = sum(x * t for x, _, t in rows), sum(g * t for _, g, t in rows)
-        det = sxx * sgg - sxg * sxg
-        per_byte, per_group = (sgg * sxr - sxg * sgr) / det, (sxx * sgr - sxg * sxr) / det
+        (per_byte, per_group), *_ = np.linalg.lstsq(np.array([(x, g) for x, g, _ in rows]),
+                                                    np.array([t for _, _, t in rows]), rcond=None)
+        per_byte, per_group = float(per_byte), float(per_group)
         if per_byte > 0 and per_group > 0:
             return 1 / per_byte, per_group
     return fit_im2col_bandwidth(results, fitted), None
